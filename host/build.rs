@@ -1,0 +1,24 @@
+//! Compiles the built-in picker plugins to Wasm components so that `cargo build`
+//! alone produces a `veer` binary with all of them embedded (see `src/plugin/builtin.rs`).
+
+#[path = "build/wasm_plugins.rs"]
+mod wasm_plugins;
+
+use std::path::PathBuf;
+
+/// Cargo packages of the built-in plugins, in the order `veer` lists them.
+const BUILTIN_PACKAGES: &[&str] = &[
+    "veer-plugin-round-robin",
+    // TEMP "veer-plugin-least-conn",
+    // TEMP "veer-plugin-weighted-rr",
+    // TEMP "veer-plugin-p2c-ewma",
+    // TEMP "veer-plugin-q-learning",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    wasm_plugins::rerun_if_changed(&workspace, &["wit", "sdk", "plugins", "Cargo.lock"]);
+    wasm_plugins::build(&workspace, BUILTIN_PACKAGES, &out_dir);
+}

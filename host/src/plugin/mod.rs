@@ -1,0 +1,123 @@
+//! The plugin runtime: loads picker components, calls them safely, and swaps
+//! them while traffic flows.
+//!
+//! - [`PluginRuntime`]: one Wasm engine per process; compiles each component once.
+//! - [`Picker`]: one instance, called under a deadline and a memory cap; a
+//!   trap, an overrun or a bad answer never fails a request (the host's own
+//!   round robin answers instead, and the fault is counted).
+//! - [`PickerSlot`]: the serving picker of a backend group, hot-swapped through
+//!   `arc-swap` with state handoff.
+
+pub mod bindings;
+mod builtin;
+mod membership;
+mod picker;
+mod runtime;
+mod slot;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use bindings::veer::picker::types::{
+    Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Outcome, PickContext,
+};
+pub use builtin::NAMES as BUILTIN_NAMES;
+pub use membership::Membership;
+pub use picker::{Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot};
+pub use runtime::{Limits, PluginCode, PluginRuntime, RequestMeta};
+pub use slot::{PickerSlot, SwapReport};
+
+/// Where a picker's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A plugin embedded in the binary, e.g. `builtin:p2c-ewma`.
+    Builtin(String),
+    /// A component file.
+    Path(PathBuf),
+}
+
+impl PluginSource {
+    /// Parses `builtin:NAME` or a file path.
+    pub fn parse(text: &str) -> Self {
+        match text.strip_prefix("builtin:") {
+            Some(name) => PluginSource::Builtin(name.to_string()),
+            None => PluginSource::Path(PathBuf::from(text)),
+        }
+    }
+}
+
+impl fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
+            PluginSource::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Why a plugin could not be loaded, started or swapped in. In every case the
+/// previously serving picker, if any, keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The Wasm engine could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// `builtin:NAME` names no built-in.
+    #[error("unknown built-in picker '{name}' (built-ins: {known})")]
+    UnknownBuiltin {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: String,
+    },
+    /// The component file could not be read.
+    #[error("cannot read plugin file {path}: {reason}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The bytes are not a component implementing `veer:picker/picker`.
+    #[error("{origin} is not a valid picker component: {reason}")]
+    Invalid {
+        /// Where the bytes came from.
+        origin: String,
+        /// What the engine said.
+        reason: String,
+    },
+    /// The component could not be instantiated.
+    #[error("{origin} could not be instantiated: {reason}")]
+    Instantiate {
+        /// Where the code came from.
+        origin: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The plugin refused its parameters.
+    #[error("picker '{plugin}' rejected its parameters: {message}")]
+    Rejected {
+        /// The plugin's name.
+        plugin: String,
+        /// Its message.
+        message: String,
+    },
+    /// A control call trapped or ran past its deadline.
+    #[error("picker '{plugin}' failed in {call}: {reason}")]
+    Trap {
+        /// The plugin's name.
+        plugin: String,
+        /// The call.
+        call: &'static str,
+        /// What happened.
+        reason: String,
+    },
+    /// The first pick did not produce a valid answer.
+    #[error("picker '{plugin}' failed its smoke test: {reason}")]
+    Smoke {
+        /// The plugin's name.
+        plugin: String,
+        /// What was wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,524 @@
+//! One loaded picker: a plugin instance behind a mutex, with the host's checks,
+//! native fallback, fault counting and self-repair around every call.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use wasmtime::{Store, Trap};
+
+use super::PluginError;
+use super::bindings::Picker as PickerWorld;
+use super::bindings::veer::picker::types::{
+    BackendEvent, BackendId, ErrorKind, Feedback, HttpMethod, Outcome, PickContext,
+};
+use super::membership::Membership;
+use super::runtime::{PluginCode, PluginRuntime, RequestMeta, StoreState};
+
+/// What a plugin says about itself (`policy.info`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PickerInfo {
+    /// Policy name, shared by versions of one policy.
+    pub name: String,
+    /// Plugin version, `MAJOR.MINOR.PATCH`.
+    pub version: String,
+    /// Whether it receives `observe` calls.
+    pub wants_outcomes: bool,
+    /// Where the code came from (`builtin:NAME` or a path).
+    pub source: String,
+}
+
+/// The backend chosen for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// The backend.
+    pub backend: BackendId,
+    /// `true` if the plugin chose it, `false` if the host's fallback did.
+    pub by_plugin: bool,
+}
+
+/// Why the host did not use a plugin's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The plugin trapped (panic, out-of-bounds, memory cap, ...).
+    Trap,
+    /// The call ran past its deadline.
+    Deadline,
+    /// The answer was an unknown, ineligible or excluded backend.
+    InvalidAnswer,
+    /// The plugin answered "none" although an eligible backend existed.
+    EmptyAnswer,
+}
+
+/// Counters for one picker, read by metrics and the admin API.
+#[derive(Debug, Default)]
+pub struct PickerStats {
+    picks: AtomicU64,
+    fallbacks: AtomicU64,
+    faults: [AtomicU64; 4],
+    rebuilds: AtomicU64,
+}
+
+/// A point-in-time copy of [`PickerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PickerStatsSnapshot {
+    /// Picks answered (by the plugin or the fallback).
+    pub picks: u64,
+    /// Picks the host's fallback answered.
+    pub fallbacks: u64,
+    /// Traps outside of deadlines.
+    pub traps: u64,
+    /// Deadline overruns.
+    pub deadlines: u64,
+    /// Unknown, ineligible or excluded answers.
+    pub invalid_answers: u64,
+    /// "None" while a backend was eligible.
+    pub empty_answers: u64,
+    /// Times the instance was replaced by a fresh one.
+    pub rebuilds: u64,
+}
+
+impl PickerStats {
+    fn fault(&self, kind: FaultKind) {
+        self.faults[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> PickerStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PickerStatsSnapshot {
+            picks: get(&self.picks),
+            fallbacks: get(&self.fallbacks),
+            traps: get(&self.faults[FaultKind::Trap as usize]),
+            deadlines: get(&self.faults[FaultKind::Deadline as usize]),
+            invalid_answers: get(&self.faults[FaultKind::InvalidAnswer as usize]),
+            empty_answers: get(&self.faults[FaultKind::EmptyAnswer as usize]),
+            rebuilds: get(&self.rebuilds),
+        }
+    }
+}
+
+/// Whether the plugin is deciding, or the host's fallback has taken over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PickerHealth {
+    /// The plugin answers picks.
+    Serving,
+    /// The plugin faulted too often; the host's round robin answers every pick
+    /// until the picker is swapped or reloaded.
+    FallbackOnly {
+        /// The last fault, in words.
+        reason: String,
+    },
+}
+
+/// A running plugin instance.
+struct Live {
+    store: Store<StoreState>,
+    world: PickerWorld,
+}
+
+struct Inner {
+    /// `None` once the host has given up on the plugin (see [`PickerHealth`]).
+    live: Option<Live>,
+    membership: Membership,
+    fallback_next: usize,
+    consecutive_faults: u32,
+    rebuild_times: VecDeque<Instant>,
+    last_fault: String,
+}
+
+/// A loaded picker. Cheap to share: requests hold an `Arc<Picker>` for their
+/// whole life, so a request routed before a hot swap finishes on the picker
+/// that routed it.
+pub struct Picker {
+    runtime: Arc<PluginRuntime>,
+    code: Arc<PluginCode>,
+    params: Vec<(String, String)>,
+    info: PickerInfo,
+    inner: Mutex<Inner>,
+    stats: PickerStats,
+}
+
+impl std::fmt::Debug for Picker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Picker").field("info", &self.info).field("stats", &self.stats.snapshot()).finish()
+    }
+}
+
+/// A previous picker's identity and exported state, offered to its successor.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    /// Who exported the state.
+    pub from: PickerInfo,
+    /// The exported bytes.
+    pub state: Vec<u8>,
+}
+
+/// What happened to handed-off state when a picker started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HandoffResult {
+    /// There was no state to hand over.
+    None,
+    /// A different policy, or an older version: state not offered.
+    NotApplicable,
+    /// The new picker imported the state.
+    Imported {
+        /// Size of the state.
+        bytes: usize,
+    },
+    /// The new picker refused the state; it starts fresh.
+    Refused {
+        /// The plugin's message.
+        reason: String,
+    },
+}
+
+impl Picker {
+    /// Instantiates `code`, configures it with `params`, tells it about
+    /// `membership`, offers it `handoff` state when it is the same policy at the
+    /// same or a newer version, and smoke-tests a pick. Any failure is returned
+    /// and nothing is left running.
+    pub fn start(
+        runtime: Arc<PluginRuntime>,
+        code: Arc<PluginCode>,
+        params: Vec<(String, String)>,
+        membership: Membership,
+        handoff: Option<&Handoff>,
+    ) -> Result<(Picker, HandoffResult), PluginError> {
+        let (mut live, info) = Live::start(&runtime, &code, &params, &membership)?;
+        let handoff_result = match handoff {
+            Some(h) if h.state.is_empty() => HandoffResult::None,
+            Some(h) if h.from.name == info.name && !is_older(&info.version, &h.from.version) => {
+                runtime.arm_deadline(&mut live.store, runtime.limits().control_timeout);
+                match live.world.veer_picker_policy().call_import_state(&mut live.store, &h.state) {
+                    Ok(Ok(())) => HandoffResult::Imported { bytes: h.state.len() },
+                    Ok(Err(reason)) => HandoffResult::Refused { reason },
+                    Err(trap) => {
+                        return Err(PluginError::Trap {
+                            plugin: info.name,
+                            call: "import-state",
+                            reason: describe(&trap),
+                        });
+                    }
+                }
+            }
+            Some(_) => HandoffResult::NotApplicable,
+            None => HandoffResult::None,
+        };
+        let picker = Picker {
+            runtime,
+            code,
+            params,
+            info,
+            inner: Mutex::new(Inner {
+                live: Some(live),
+                membership,
+                fallback_next: 0,
+                consecutive_faults: 0,
+                rebuild_times: VecDeque::new(),
+                last_fault: String::new(),
+            }),
+            stats: PickerStats::default(),
+        };
+        picker.smoke_test()?;
+        Ok((picker, handoff_result))
+    }
+
+    /// One pick that must be a valid answer from the plugin itself: proves the
+    /// plugin works before it is put on the request path.
+    fn smoke_test(&self) -> Result<(), PluginError> {
+        let mut inner = self.inner.lock();
+        let Inner { live: Some(live), membership, .. } = &mut *inner else {
+            return Err(PluginError::Smoke { plugin: self.info.name.clone(), reason: "no instance".into() });
+        };
+        let ctx = PickContext { attempt: 0, exclude: None, method: HttpMethod::Get };
+        let request = RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let answer = self.call_pick(live, request, ctx).0;
+        let fail = |reason: String| PluginError::Smoke { plugin: self.info.name.clone(), reason };
+        match answer {
+            Err(trap) => Err(fail(describe(&trap))),
+            Ok(Some(id)) if !membership.is_eligible(id) => {
+                Err(fail(format!("answered backend {id}, which is not eligible")))
+            }
+            Ok(None) if membership.has_candidate(None) => {
+                Err(fail("answered none although backends are eligible".into()))
+            }
+            Ok(Some(id)) => {
+                // The smoke pick is never sent; tell the plugin so its in-flight counts stay exact.
+                self.notify_not_sent(live, id);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+        }
+    }
+
+    /// The plugin's identity.
+    pub fn info(&self) -> &PickerInfo {
+        &self.info
+    }
+
+    /// The parameters it was configured with.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> PickerStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether the plugin or the host's fallback is deciding.
+    pub fn health(&self) -> PickerHealth {
+        let inner = self.inner.lock();
+        match inner.live {
+            Some(_) => PickerHealth::Serving,
+            None => PickerHealth::FallbackOnly { reason: inner.last_fault.clone() },
+        }
+    }
+
+    /// A copy of the backend set as this picker knows it.
+    pub fn membership(&self) -> Membership {
+        self.inner.lock().membership.clone()
+    }
+
+    /// Chooses the backend for one attempt. Never fails because of the plugin:
+    /// a trap, an overrun or a bad answer is counted and answered by the host's
+    /// fallback. `None` only when no eligible backend other than `ctx.exclude`
+    /// exists. The request is lent to the plugin and handed back.
+    pub fn pick(&self, request: RequestMeta, ctx: PickContext) -> (Option<Choice>, RequestMeta) {
+        self.stats.picks.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if !inner.membership.has_candidate(ctx.exclude) {
+            return (None, request);
+        }
+        let Some(live) = &mut inner.live else {
+            return (self.fallback(inner, ctx.exclude), request);
+        };
+        let (answer, request) = self.call_pick(live, request, ctx);
+        let fault = match answer {
+            Ok(Some(id)) if Some(id) != ctx.exclude && inner.membership.is_eligible(id) => {
+                inner.consecutive_faults = 0;
+                return (Some(Choice { backend: id, by_plugin: true }), request);
+            }
+            Ok(Some(id)) => {
+                self.notify_not_sent(live, id);
+                (FaultKind::InvalidAnswer, format!("answered backend {id}, which is unknown, ineligible or excluded"))
+            }
+            Ok(None) => (FaultKind::EmptyAnswer, "answered none although a backend was eligible".to_string()),
+            Err(trap) => (fault_kind(&trap), describe(&trap)),
+        };
+        self.record_fault(inner, fault.0, "pick", fault.1);
+        (self.fallback(inner, ctx.exclude), request)
+    }
+
+    fn call_pick(
+        &self,
+        live: &mut Live,
+        request: RequestMeta,
+        ctx: PickContext,
+    ) -> (wasmtime::Result<Option<BackendId>>, RequestMeta) {
+        live.store.data_mut().request = Some(request);
+        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
+        let answer = live.world.veer_picker_policy().call_pick(&mut live.store, ctx);
+        let request = live.store.data_mut().request.take().expect("the request was lent to the store just above");
+        (answer, request)
+    }
+
+    /// Reports the outcome of an attempt, if the plugin subscribes. Faults are
+    /// handled as in [`Picker::pick`]; the caller never sees them.
+    pub fn observe(&self, outcome: Outcome) {
+        if !self.info.wants_outcomes {
+            return;
+        }
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let Some(live) = &mut inner.live else { return };
+        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
+        if let Err(trap) = live.world.veer_picker_policy().call_observe(&mut live.store, outcome) {
+            self.record_fault(inner, fault_kind(&trap), "observe", describe(&trap));
+        }
+    }
+
+    /// Whether [`Picker::observe`] does anything.
+    pub fn wants_outcomes(&self) -> bool {
+        self.info.wants_outcomes
+    }
+
+    /// Applies backend events to this picker's view and the plugin's.
+    pub fn backends_changed(&self, events: &[BackendEvent]) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        inner.membership.apply(events);
+        let Some(live) = &mut inner.live else { return };
+        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
+        if let Err(trap) = live.world.veer_picker_policy().call_backends_changed(&mut live.store, events) {
+            self.record_fault(inner, fault_kind(&trap), "backends-changed", describe(&trap));
+        }
+    }
+
+    /// The plugin's learned state, for a successor or for disk. Empty when the
+    /// plugin keeps none or is not running.
+    pub fn export_state(&self) -> Result<Vec<u8>, PluginError> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let Some(live) = &mut inner.live else { return Ok(Vec::new()) };
+        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
+        match live.world.veer_picker_policy().call_export_state(&mut live.store) {
+            Ok(state) => Ok(state),
+            Err(trap) => {
+                let reason = describe(&trap);
+                self.record_fault(inner, fault_kind(&trap), "export-state", reason.clone());
+                Err(PluginError::Trap { plugin: self.info.name.clone(), call: "export-state", reason })
+            }
+        }
+    }
+
+    fn notify_not_sent(&self, live: &mut Live, backend: BackendId) {
+        if self.info.wants_outcomes {
+            let outcome = Outcome { backend, picked: true, status: 0, latency_us: 0, error: Some(ErrorKind::NotSent) };
+            self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
+            // A fault here shows up on the next call, which handles it.
+            let _ = live.world.veer_picker_policy().call_observe(&mut live.store, outcome);
+        }
+    }
+
+    /// The host's own choice: round robin over the eligible backends.
+    fn fallback(&self, inner: &mut Inner, exclude: Option<BackendId>) -> Option<Choice> {
+        let eligible = inner.membership.eligible();
+        for _ in 0..eligible.len().min(2) {
+            let id = eligible[inner.fallback_next % eligible.len()];
+            inner.fallback_next = inner.fallback_next.wrapping_add(1);
+            if Some(id) != exclude {
+                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                return Some(Choice { backend: id, by_plugin: false });
+            }
+        }
+        None
+    }
+
+    /// Counts a fault and decides what to do with the instance: a trap leaves it
+    /// unusable, so it is replaced at once; bad answers replace it after
+    /// `max_consecutive_faults`. Too many replacements in the window hand the
+    /// picker to the fallback for good.
+    fn record_fault(&self, inner: &mut Inner, kind: FaultKind, call: &str, reason: String) {
+        self.stats.fault(kind);
+        inner.consecutive_faults += 1;
+        inner.last_fault = format!("{call}: {reason}");
+        tracing::warn!(plugin = %self.info.name, ?kind, call, %reason, "picker fault; the host's fallback served the request");
+        let trapped = matches!(kind, FaultKind::Trap | FaultKind::Deadline);
+        if !trapped && inner.consecutive_faults < self.runtime.limits().max_consecutive_faults {
+            return;
+        }
+        let limits = self.runtime.limits();
+        let now = Instant::now();
+        while inner.rebuild_times.front().is_some_and(|t| now.duration_since(*t) > limits.rebuild_window) {
+            inner.rebuild_times.pop_front();
+        }
+        inner.live = None;
+        if inner.rebuild_times.len() >= limits.max_rebuilds as usize {
+            tracing::error!(
+                plugin = %self.info.name,
+                last_fault = %inner.last_fault,
+                "picker replaced {} times within {:?}; the host's fallback now answers every pick until the picker is swapped or reloaded",
+                inner.rebuild_times.len(),
+                limits.rebuild_window
+            );
+            return;
+        }
+        inner.rebuild_times.push_back(now);
+        self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+        inner.consecutive_faults = 0;
+        match Live::start(&self.runtime, &self.code, &self.params, &inner.membership) {
+            Ok((live, _)) => {
+                tracing::warn!(plugin = %self.info.name, "picker instance replaced after a fault; learned state was reset");
+                inner.live = Some(live);
+            }
+            Err(error) => {
+                inner.last_fault = format!("replacement failed: {error}");
+                tracing::error!(plugin = %self.info.name, %error, "could not replace the picker instance; the host's fallback answers every pick");
+            }
+        }
+    }
+}
+
+impl Live {
+    /// Instantiates and configures a plugin and replays `membership` into it.
+    fn start(
+        runtime: &PluginRuntime,
+        code: &PluginCode,
+        params: &[(String, String)],
+        membership: &Membership,
+    ) -> Result<(Live, PickerInfo), PluginError> {
+        let control = runtime.limits().control_timeout;
+        let mut store = runtime.new_store(&code.source);
+        let instantiate = |reason: String| PluginError::Instantiate { origin: code.source.clone(), reason };
+        // Instantiation runs guest code too (initialisers), so it gets a deadline.
+        runtime.arm_deadline(&mut store, control);
+        let world = code.pre.instantiate(&mut store).map_err(|e| instantiate(format!("{e:#}")))?;
+        let policy = world.veer_picker_policy();
+        runtime.arm_deadline(&mut store, control);
+        let info = policy.call_info(&mut store).map_err(|e| instantiate(format!("info: {}", describe(&e))))?;
+        let info = PickerInfo {
+            name: info.name,
+            version: info.version,
+            wants_outcomes: info.feedback.contains(Feedback::OUTCOMES),
+            source: code.source.clone(),
+        };
+        let trap = |call: &'static str, e: wasmtime::Error| PluginError::Trap {
+            plugin: info.name.clone(),
+            call,
+            reason: describe(&e),
+        };
+        runtime.arm_deadline(&mut store, control);
+        policy
+            .call_configure(&mut store, params)
+            .map_err(|e| trap("configure", e))?
+            .map_err(|message| PluginError::Rejected { plugin: info.name.clone(), message })?;
+        runtime.arm_deadline(&mut store, control);
+        policy.call_backends_changed(&mut store, &membership.replay()).map_err(|e| trap("backends-changed", e))?;
+        Ok((Live { store, world }, info))
+    }
+}
+
+fn fault_kind(error: &wasmtime::Error) -> FaultKind {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FaultKind::Deadline,
+        _ => FaultKind::Trap,
+    }
+}
+
+/// A one-line description of a call failure.
+fn describe(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => "ran past its deadline".to_string(),
+        Some(trap) => format!("trapped: {trap}"),
+        // Wasm backtraces are attached as context; the root cause says what happened.
+        None => format!("failed: {}", error.root_cause()),
+    }
+}
+
+/// Whether version `a` is older than `b` (`MAJOR.MINOR.PATCH`, missing parts are
+/// 0, anything unparsable counts as 0).
+fn is_older(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).take(3).map(|p| p.parse().unwrap_or(0)).collect() };
+    parse(a) < parse(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_older;
+
+    #[test]
+    fn version_order_is_numeric() {
+        assert!(is_older("0.9.0", "0.10.0"));
+        assert!(!is_older("1.0.0", "1.0.0"));
+        assert!(!is_older("1.2.0", "1.1.9"));
+    }
+}

@@ -1,0 +1,386 @@
+//! The process-wide Wasm engine: compiles picker components once, links the host
+//! imports once, and creates sandboxed stores for instances.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::veer::picker::{host, request, types};
+use super::bindings::{Picker as PickerWorld, PickerPre};
+use super::{PluginError, PluginSource, builtin};
+
+/// Limits every plugin call runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Deadline for `pick` and `observe`, which run on the request path. It is
+    /// CPU time: a call whose thread was merely preempted is given more time, so
+    /// a busy machine does not kill healthy plugins (see `StoreState::deadline`).
+    pub call_timeout: Duration,
+    /// Deadline for control calls: `configure`, `backends-changed`, state export/import.
+    pub control_timeout: Duration,
+    /// Cap on an instance's linear memory, in bytes; growing past it traps.
+    pub memory_bytes: usize,
+    /// How often the epoch advances. Deadlines are rounded up to whole ticks.
+    pub epoch_tick: Duration,
+    /// Consecutive faulty answers (not traps) after which the instance is replaced.
+    pub max_consecutive_faults: u32,
+    /// Instance replacements allowed within `rebuild_window` before the host stops
+    /// trying and leaves its native fallback in charge of that picker.
+    pub max_rebuilds: u32,
+    /// See `max_rebuilds`.
+    pub rebuild_window: Duration,
+    /// Seed for plugins' randomness; `None` seeds from the clock. Each instance
+    /// gets its own stream derived from it.
+    pub seed: Option<u64>,
+    /// Lines per second a plugin may log (burst: ten times that); the rest are
+    /// dropped and counted.
+    pub log_lines_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_millis(5),
+            control_timeout: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            epoch_tick: Duration::from_millis(1),
+            max_consecutive_faults: 5,
+            max_rebuilds: 3,
+            rebuild_window: Duration::from_secs(60),
+            seed: None,
+            log_lines_per_second: 10,
+        }
+    }
+}
+
+/// A compiled, linked picker component, ready to instantiate.
+pub struct PluginCode {
+    /// Where it came from, e.g. `builtin:p2c-ewma` or a file path.
+    pub source: String,
+    /// Size of the component in bytes.
+    pub size_bytes: usize,
+    pub(crate) pre: PickerPre<StoreState>,
+}
+
+impl std::fmt::Debug for PluginCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginCode").field("source", &self.source).field("size_bytes", &self.size_bytes).finish()
+    }
+}
+
+/// The one engine of the process, with its linker, compile cache and epoch ticker.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    limits: Limits,
+    origin: Instant,
+    next_seed: AtomicU64,
+    cache: Mutex<HashMap<u64, Arc<PluginCode>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginRuntime {
+    /// Creates the engine and starts its epoch ticker thread.
+    pub fn new(limits: Limits) -> Result<Arc<Self>, PluginError> {
+        let mut config = Config::new();
+        // Nothing here needs async Wasm, and turning concurrency support off
+        // makes every call about three times cheaper (see DESIGN.md).
+        config.concurrency_support(false);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        PickerWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let seed = limits.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        });
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let runtime = Arc::new(PluginRuntime {
+            engine,
+            linker,
+            limits,
+            origin: Instant::now(),
+            next_seed: AtomicU64::new(seed),
+            cache: Mutex::new(HashMap::new()),
+            ticker_stop: ticker_stop.clone(),
+        });
+        spawn_epoch_ticker(Arc::downgrade(&runtime), runtime.limits.epoch_tick, ticker_stop)?;
+        Ok(runtime)
+    }
+
+    /// The limits calls run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Loads a plugin: reads it (or takes the embedded built-in), compiles and
+    /// links it. Compiled code is cached by content, so loading the same
+    /// component again is cheap.
+    pub fn load(&self, source: &PluginSource) -> Result<Arc<PluginCode>, PluginError> {
+        let bytes = match source {
+            PluginSource::Builtin(name) => builtin::bytes(name)
+                .ok_or_else(|| PluginError::UnknownBuiltin { name: name.clone(), known: builtin::NAMES.join(", ") })?
+                .to_vec(),
+            PluginSource::Path(path) => std::fs::read(path)
+                .map_err(|error| PluginError::Read { path: path.display().to_string(), reason: error.to_string() })?,
+        };
+        self.load_bytes(&source.to_string(), &bytes)
+    }
+
+    /// Compiles and links component bytes; `label` names them in errors.
+    pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<Arc<PluginCode>, PluginError> {
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some(code) = self.cache.lock().get(&key) {
+            return Ok(code.clone());
+        }
+        let invalid = |reason: String| PluginError::Invalid { origin: label.to_string(), reason };
+        let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = PickerPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let code = Arc::new(PluginCode { source: label.to_string(), size_bytes: bytes.len(), pre });
+        self.cache.lock().insert(key, code.clone());
+        Ok(code)
+    }
+
+    /// A fresh sandboxed store for one instance of `plugin`.
+    pub(crate) fn new_store(&self, plugin: &str) -> Store<StoreState> {
+        let seed = self.next_seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        let state = StoreState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
+            rng: seed,
+            origin: self.origin,
+            request: None,
+            plugin: plugin.to_string(),
+            log_tokens: f64::from(self.limits.log_lines_per_second) * 10.0,
+            log_rate: f64::from(self.limits.log_lines_per_second),
+            log_refilled: Instant::now(),
+            logs_dropped: 0,
+            deadline: Deadline::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_callback(|mut context| Ok(context.data_mut().deadline.on_expiry()));
+        store
+    }
+
+    /// Sets the deadline for the next call: `timeout` rounded up to ticks, plus
+    /// one because the current tick may be about to end.
+    pub(crate) fn arm_deadline(&self, store: &mut Store<StoreState>, timeout: Duration) {
+        let tick = self.limits.epoch_tick.as_nanos().max(1);
+        let ticks = timeout.as_nanos().div_ceil(tick) as u64 + 1;
+        store.data_mut().deadline.arm(ticks, timeout);
+        store.set_epoch_deadline(ticks);
+    }
+}
+
+/// Turns the wall-clock epoch deadline into a CPU-time one.
+///
+/// Arming a call costs nothing extra (the epoch deadline is the only per-call
+/// work). Only when the wall-clock deadline expires does the host read the
+/// thread's CPU clock: the first expiry records it and extends the deadline; a
+/// later expiry traps if the call used at least half of the timeout in CPU
+/// since, i.e. it is spinning rather than waiting for a core. A starved call is
+/// still cut off after `MAX_EXTENSIONS` extensions.
+#[derive(Debug, Default)]
+struct Deadline {
+    call: u64,
+    ticks: u64,
+    timeout: Duration,
+    /// (call, thread CPU time at its first expiry, extensions granted)
+    overrun: Option<(u64, Duration, u32)>,
+}
+
+impl Deadline {
+    const MAX_EXTENSIONS: u32 = 20;
+
+    fn arm(&mut self, ticks: u64, timeout: Duration) {
+        self.call = self.call.wrapping_add(1);
+        self.ticks = ticks;
+        self.timeout = timeout;
+    }
+
+    fn on_expiry(&mut self) -> UpdateDeadline {
+        let Ok(cpu) = cpu_time::ThreadTime::try_now().map(|t| t.as_duration()) else {
+            return UpdateDeadline::Interrupt;
+        };
+        match &mut self.overrun {
+            Some((call, since, extensions)) if *call == self.call => {
+                let spinning = cpu.saturating_sub(*since) >= self.timeout / 2;
+                if spinning || *extensions >= Self::MAX_EXTENSIONS {
+                    return UpdateDeadline::Interrupt;
+                }
+                *extensions += 1;
+            }
+            _ => self.overrun = Some((self.call, cpu, 0)),
+        }
+        UpdateDeadline::Continue(self.ticks)
+    }
+}
+
+fn spawn_epoch_ticker(runtime: Weak<PluginRuntime>, tick: Duration, stop: Arc<AtomicBool>) -> Result<(), PluginError> {
+    let engine =
+        runtime.upgrade().map(|r| r.engine.clone()).ok_or_else(|| PluginError::Engine("runtime dropped".into()))?;
+    std::thread::Builder::new()
+        .name("veer-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))
+}
+
+/// What the host knows about the request being picked for, lent to the store for
+/// the duration of one `pick`.
+#[derive(Debug)]
+pub struct RequestMeta {
+    /// Method, URI and headers of the client's request.
+    pub parts: http::request::Parts,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// Hash of the configured affinity key; `None` hashes the client IP.
+    pub affinity_hash: Option<u64>,
+}
+
+impl RequestMeta {
+    /// A `GET path` request from `client_ip`, for tests and benchmarks.
+    pub fn get(path: &str, client_ip: IpAddr) -> Self {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.uri = path.parse().unwrap_or_default();
+        RequestMeta { parts, client_ip, affinity_hash: None }
+    }
+
+    /// The affinity hash `request.affinity-hash` answers with.
+    pub fn affinity_hash(&self) -> u64 {
+        self.affinity_hash.unwrap_or_else(|| {
+            let mut hasher = DefaultHasher::new();
+            self.client_ip.hash(&mut hasher);
+            hasher.finish()
+        })
+    }
+}
+
+/// Per-instance host state: the WASI sandbox (nothing granted), limits, and
+/// what the `host` and `request` imports answer.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    rng: u64,
+    origin: Instant,
+    pub(crate) request: Option<RequestMeta>,
+    plugin: String,
+    log_tokens: f64,
+    log_rate: f64,
+    log_refilled: Instant,
+    pub(crate) logs_dropped: u64,
+    deadline: Deadline,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    fn random_u64(&mut self) -> u64 {
+        // splitmix64, as the SDK's fake host uses.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn now_us(&mut self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let now = Instant::now();
+        let burst = self.log_rate * 10.0;
+        self.log_tokens =
+            (self.log_tokens + now.duration_since(self.log_refilled).as_secs_f64() * self.log_rate).min(burst);
+        self.log_refilled = now;
+        if self.log_tokens < 1.0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_tokens -= 1.0;
+        let message: String = message.chars().take(1024).collect();
+        let plugin = self.plugin.as_str();
+        match level {
+            types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            types::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            types::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl request::Host for StoreState {
+    fn method_name(&mut self) -> String {
+        self.request.as_ref().map(|r| r.parts.method.to_string()).unwrap_or_default()
+    }
+
+    fn path(&mut self) -> String {
+        self.request.as_ref().map(|r| r.parts.uri.path().to_string()).unwrap_or_default()
+    }
+
+    fn query(&mut self) -> Option<String> {
+        self.request.as_ref()?.parts.uri.query().map(str::to_string)
+    }
+
+    fn authority(&mut self) -> Option<String> {
+        let parts = &self.request.as_ref()?.parts;
+        match parts.uri.authority() {
+            Some(authority) => Some(authority.to_string()),
+            None => parts.headers.get(http::header::HOST)?.to_str().ok().map(str::to_string),
+        }
+    }
+
+    fn client_ip(&mut self) -> String {
+        self.request.as_ref().map(|r| r.client_ip.to_string()).unwrap_or_default()
+    }
+
+    fn header(&mut self, name: String) -> Option<String> {
+        self.request.as_ref()?.parts.headers.get(name.as_str())?.to_str().ok().map(str::to_string)
+    }
+
+    fn affinity_hash(&mut self) -> u64 {
+        self.request.as_ref().map_or(0, RequestMeta::affinity_hash)
+    }
+}

@@ -1,0 +1,107 @@
+//! The current picker of a backend group, swappable while traffic flows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::bindings::veer::picker::types::BackendEvent;
+use super::membership::Membership;
+use super::picker::{Handoff, HandoffResult, Picker, PickerInfo};
+use super::runtime::PluginRuntime;
+use super::{PluginError, PluginSource};
+
+/// What a successful swap did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SwapReport {
+    /// The picker that was replaced.
+    pub from: PickerInfo,
+    /// The picker now serving.
+    pub to: PickerInfo,
+    /// What happened to the old picker's learned state.
+    pub handoff: HandoffResult,
+}
+
+/// Holds the serving picker of one backend group.
+///
+/// Requests read it without a lock ([`PickerSlot::current`]). Membership changes
+/// and swaps are serialised by one mutex so that a picker being built for a swap
+/// cannot miss an event: it is built from the canonical membership under that
+/// mutex and stored before the next event is applied.
+pub struct PickerSlot {
+    runtime: Arc<PluginRuntime>,
+    current: ArcSwap<Picker>,
+    membership: Mutex<Membership>,
+    swaps: AtomicU64,
+}
+
+impl std::fmt::Debug for PickerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PickerSlot").field("current", &self.current.load().info()).finish()
+    }
+}
+
+impl PickerSlot {
+    /// Loads, configures and smoke-tests the first picker, for an empty group.
+    pub fn new(
+        runtime: Arc<PluginRuntime>,
+        source: &PluginSource,
+        params: Vec<(String, String)>,
+    ) -> Result<Self, PluginError> {
+        let code = runtime.load(source)?;
+        let (picker, _) = Picker::start(runtime.clone(), code, params, Membership::default(), None)?;
+        Ok(PickerSlot {
+            runtime,
+            current: ArcSwap::from_pointee(picker),
+            membership: Mutex::new(Membership::default()),
+            swaps: AtomicU64::new(0),
+        })
+    }
+
+    /// The serving picker. Hold the `Arc` for the whole request so that the
+    /// picker that routed an attempt also hears its outcome.
+    pub fn current(&self) -> Arc<Picker> {
+        self.current.load_full()
+    }
+
+    /// Applies backend events to the canonical set and to the serving picker.
+    pub fn apply(&self, events: &[BackendEvent]) {
+        let mut membership = self.membership.lock();
+        membership.apply(events);
+        self.current.load().backends_changed(events);
+    }
+
+    /// Replaces the serving picker with `source` configured by `params`.
+    ///
+    /// The new picker is loaded, configured, told the backend set, offered the
+    /// old one's state (same policy, same or newer version) and smoke-tested,
+    /// all off the request path; only then is it published with one pointer
+    /// swap. On any failure the old picker keeps serving and the error says why.
+    pub fn swap(&self, source: &PluginSource, params: Vec<(String, String)>) -> Result<SwapReport, PluginError> {
+        // Compile outside the lock: it is the slow part and needs no membership.
+        let code = self.runtime.load(source)?;
+        let membership = self.membership.lock();
+        let old = self.current.load_full();
+        let handoff = match old.export_state() {
+            Ok(state) => Some(Handoff { from: old.info().clone(), state }),
+            Err(error) => {
+                tracing::warn!(%error, "the old picker's state could not be exported; the new one starts fresh");
+                None
+            }
+        };
+        let (picker, handoff) =
+            Picker::start(self.runtime.clone(), code, params, membership.clone(), handoff.as_ref())?;
+        let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };
+        self.current.store(Arc::new(picker));
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+        drop(membership);
+        tracing::info!(from = %report.from.name, to = %report.to.name, handoff = ?report.handoff, "picker swapped");
+        Ok(report)
+    }
+
+    /// Successful swaps since the slot was created.
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(Ordering::Relaxed)
+    }
+}

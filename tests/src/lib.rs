@@ -1,0 +1,74 @@
+//! Support for veer's end-to-end tests: test-only plugins and helpers.
+
+/// The hostile test plugin's component bytes (see `plugins/hostile`).
+pub const HOSTILE_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer_test_plugin_hostile.wasm"));
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use veer::plugin::{
+    Backend, BackendEvent, BackendId, HttpMethod, Limits, Outcome, PickContext, Picker, PluginRuntime, RequestMeta,
+};
+
+/// A plugin runtime with seeded randomness and the default limits.
+pub fn runtime() -> Arc<PluginRuntime> {
+    runtime_with(Limits { seed: Some(42), ..Limits::default() })
+}
+
+/// A plugin runtime with the given limits.
+pub fn runtime_with(limits: Limits) -> Arc<PluginRuntime> {
+    PluginRuntime::new(limits).expect("the Wasm engine starts")
+}
+
+/// `added` events for backends `1..=n`, each of weight 1, named `b1`…
+pub fn backends(n: u32) -> Vec<BackendEvent> {
+    (1..=n).map(|id| BackendEvent::Added(backend(id, 1))).collect()
+}
+
+/// A backend with id `id`, named `b{id}`.
+pub fn backend(id: BackendId, weight: u32) -> Backend {
+    Backend { id, name: format!("b{id}"), address: format!("127.0.0.1:{}", 10_000 + id), weight, labels: vec![] }
+}
+
+/// A plain first-attempt GET context.
+pub fn first_attempt() -> PickContext {
+    PickContext { attempt: 0, exclude: None, method: HttpMethod::Get }
+}
+
+/// A GET `/` request from 127.0.0.1.
+pub fn request() -> RequestMeta {
+    RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// What a modelled backend answers: latency and success.
+pub type Model<'a> = &'a dyn Fn(BackendId) -> (u64, bool);
+
+/// Sends `n` sequential requests through `picker` (pick, then the outcome the
+/// model gives), and returns how many each backend received.
+pub fn drive(picker: &Picker, n: usize, model: Model<'_>) -> std::collections::BTreeMap<BackendId, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut request = request();
+    for _ in 0..n {
+        let (choice, back) = picker.pick(request, first_attempt());
+        request = back;
+        let Some(choice) = choice else { continue };
+        *counts.entry(choice.backend).or_default() += 1;
+        let (latency_us, ok) = model(choice.backend);
+        picker.observe(Outcome {
+            backend: choice.backend,
+            picked: choice.by_plugin,
+            status: if ok { 200 } else { 500 },
+            latency_us,
+            error: None,
+        });
+    }
+    counts
+}
+
+/// Writes the hostile plugin to a file (unique per process and `tag`) and
+/// returns its path, for tests that load plugins by path.
+pub fn hostile_plugin_file(tag: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("veer-hostile-{}-{tag}.wasm", std::process::id()));
+    std::fs::write(&path, HOSTILE_PLUGIN).expect("the temp dir is writable");
+    path
+}

@@ -1,0 +1,120 @@
+//! Swapping the picker while many threads pick never fails a pick, never loses
+//! a membership change, and hands state over to a new version of the same policy.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use veer::plugin::{BackendEvent, HandoffResult, PickerSlot, PluginError, PluginSource};
+use veer_tests::{backends, first_attempt, hostile_plugin_file, request, runtime};
+
+fn mode(name: &str) -> Vec<(String, String)> {
+    vec![("mode".to_string(), name.to_string())]
+}
+
+#[test]
+fn swaps_under_concurrent_picking_never_fail_a_pick() {
+    let runtime = runtime();
+    let hostile = PluginSource::Path(hostile_plugin_file("swap"));
+    let round_robin = PluginSource::parse("builtin:round-robin");
+    let slot = Arc::new(PickerSlot::new(runtime, &round_robin, vec![]).unwrap());
+    slot.apply(&backends(4));
+    let stop = Arc::new(AtomicBool::new(false));
+    let picks = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (slot, stop, picks) = (slot.clone(), stop.clone(), picks.clone());
+            std::thread::spawn(move || {
+                let mut request = request();
+                let mut fallbacks = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let picker = slot.current();
+                    let (choice, back) = picker.pick(request, first_attempt());
+                    request = back;
+                    let choice = choice.expect("four backends are eligible, so every pick is answered");
+                    assert!((1..=4).contains(&choice.backend), "{choice:?}");
+                    fallbacks += u64::from(!choice.by_plugin);
+                    picks.fetch_add(1, Ordering::Relaxed);
+                }
+                fallbacks
+            })
+        })
+        .collect();
+    let swaps = 200;
+    for i in 0..swaps {
+        let (source, params) = if i % 2 == 0 { (&hostile, mode("ok")) } else { (&round_robin, vec![]) };
+        slot.swap(source, params).expect("a valid picker swaps in");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let fallbacks: u64 = threads.into_iter().map(|t| t.join().expect("no picking thread panicked")).sum();
+    assert_eq!(slot.swaps(), swaps);
+    assert_eq!(fallbacks, 0, "no pick was answered by the fallback");
+    assert!(picks.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn membership_changes_during_swaps_reach_the_serving_picker() {
+    let runtime = runtime();
+    let hostile = PluginSource::Path(hostile_plugin_file("membership"));
+    let slot = Arc::new(PickerSlot::new(runtime, &hostile, mode("ok")).unwrap());
+    slot.apply(&backends(3));
+    let toggler = {
+        let slot = slot.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                slot.apply(&[BackendEvent::Eligibility((2, i % 2 == 1))]);
+            }
+            // Ends ineligible.
+            slot.apply(&[BackendEvent::Eligibility((2, false))]);
+        })
+    };
+    for _ in 0..50 {
+        slot.swap(&hostile, mode("ok")).unwrap();
+    }
+    toggler.join().unwrap();
+    let picker = slot.current();
+    assert!(!picker.membership().is_eligible(2));
+    for _ in 0..20 {
+        let choice = picker.pick(request(), first_attempt()).0.unwrap();
+        assert_ne!(choice.backend, 2, "the serving picker saw the last eligibility change");
+        assert!(choice.by_plugin, "and so did the plugin itself");
+    }
+}
+
+#[test]
+fn a_failed_swap_keeps_the_old_picker_serving() {
+    let runtime = runtime();
+    let hostile = PluginSource::Path(hostile_plugin_file("failed"));
+    let slot = PickerSlot::new(runtime, &PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
+    slot.apply(&backends(2));
+    for (source, params) in [
+        (hostile.clone(), mode("trap")),
+        (hostile.clone(), mode("slow-configure")),
+        (hostile.clone(), vec![("nope".to_string(), "1".to_string())]),
+        (PluginSource::parse("builtin:no-such-picker"), vec![]),
+        (PluginSource::parse("/no/such/file.wasm"), vec![]),
+    ] {
+        let error: PluginError = slot.swap(&source, params).unwrap_err();
+        assert!(!error.to_string().is_empty());
+        assert_eq!(slot.current().info().name, "round-robin", "after: {error}");
+    }
+    assert_eq!(slot.swaps(), 0);
+    assert!(slot.current().pick(request(), first_attempt()).0.unwrap().by_plugin);
+}
+
+#[test]
+fn state_is_handed_to_the_same_policy_and_not_to_another() {
+    let runtime = runtime();
+    let hostile = PluginSource::Path(hostile_plugin_file("handoff"));
+    let slot = PickerSlot::new(runtime, &hostile, mode("ok")).unwrap();
+    slot.apply(&backends(2));
+    for _ in 0..5 {
+        slot.current().pick(request(), first_attempt());
+    }
+    let report = slot.swap(&hostile, mode("ok")).unwrap();
+    // The hostile plugin's state is its pick count: 1 smoke pick + 5 picks.
+    assert_eq!(report.handoff, HandoffResult::Imported { bytes: 1 });
+    assert_eq!(slot.current().export_state().unwrap(), b"7".to_vec(), "6 carried over plus the new smoke pick");
+    let report = slot.swap(&PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
+    assert_eq!(report.handoff, HandoffResult::NotApplicable);
+}
