@@ -1,3 +1,8 @@
 //! veer: an HTTP load balancer whose routing policy is a WebAssembly component.
 #![allow(missing_docs)]
+pub mod admin;
 pub mod plugin;
+pub mod pool;
+pub mod proxy;
+pub mod server;
+pub mod sim;

@@ -1,9 +1,14 @@
 //! The `veer` command line.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
+use veer::pool::{BackendProtocol, BackendSpec};
+use veer::proxy::ProxyConfig;
+use veer::server::{self, ServerOptions};
 
 /// veer: an HTTP load balancer whose routing policy is a WebAssembly component.
 #[derive(Debug, Parser)]
@@ -15,6 +20,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the proxy in front of the given backends.
+    Run {
+        /// Address clients connect to.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Address of the admin API (loopback only for now).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// A backend: `[NAME=]HOST:PORT[,weight=N][,h2]`; repeat for each.
+        #[arg(long = "backend", required = true)]
+        backends: Vec<String>,
+        /// The picker: `builtin:NAME` or a path to a component.
+        #[arg(long, default_value = "builtin:p2c-ewma")]
+        picker: String,
+        /// A picker parameter, `key=value`; repeat for each.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
     /// Lists the built-in pickers with their versions.
     Plugins,
     /// Loads a picker (a path or `builtin:NAME`), configures it with
@@ -28,7 +51,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -39,9 +67,26 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new(Limits::default())?;
     match cli.command {
+        Command::Run { listen, admin, backends, picker, params } => {
+            let backends = backends
+                .iter()
+                .enumerate()
+                .map(|(i, text)| parse_backend(i, text))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let options = ServerOptions {
+                listen,
+                admin: Some(admin),
+                backends,
+                picker: PluginSource::parse(&picker),
+                params: parse_params(&params)?,
+                proxy: ProxyConfig::default(),
+                limits: Limits::default(),
+            };
+            tokio_runtime()?.block_on(serve_until_signal(options))
+        }
         Command::Plugins => {
+            let runtime = PluginRuntime::new(Limits::default())?;
             for name in BUILTIN_NAMES {
                 let slot = PickerSlot::new(runtime.clone(), &PluginSource::Builtin(name.to_string()), vec![])?;
                 let picker = slot.current();
@@ -49,20 +94,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let feedback = if info.wants_outcomes { "outcomes" } else { "-" };
                 println!("builtin:{:<12} version {:<8} feedback {feedback}", info.name, info.version);
             }
+            Ok(())
         }
         Command::CheckPlugin { source, params } => {
-            let params = params
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| anyhow::anyhow!("parameter '{pair}' is not key=value"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let slot = PickerSlot::new(runtime, &PluginSource::parse(&source), params)?;
+            let runtime = PluginRuntime::new(Limits::default())?;
+            let slot = PickerSlot::new(runtime, &PluginSource::parse(&source), parse_params(&params)?)?;
             let info = slot.current().info().clone();
             println!("ok: {} {} from {} (outcomes: {})", info.name, info.version, info.source, info.wants_outcomes);
+            Ok(())
         }
     }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+async fn serve_until_signal(options: ServerOptions) -> anyhow::Result<()> {
+    let running = server::start(options).await?;
+    println!("veer: proxy on http://{}", running.proxy_addr);
+    if let Some(admin) = running.admin_addr {
+        println!("veer: admin API on http://{admin}/status");
+    }
+    wait_for_signal().await?;
+    println!("veer: shutting down (in-flight requests get up to the grace period)");
+    running.shutdown().await;
     Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// Parses `[NAME=]HOST:PORT[,weight=N][,h2]`.
+fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
+    let mut fields = text.split(',');
+    let target = fields.next().unwrap_or_default();
+    let (name, address) = match target.split_once('=') {
+        Some((name, address)) => (name.to_string(), address),
+        None => (format!("backend-{}", index + 1), target),
+    };
+    let address: SocketAddr =
+        address.parse().with_context(|| format!("--backend '{text}': '{address}' is not HOST:PORT"))?;
+    let mut spec = BackendSpec { name, address, weight: 1, protocol: BackendProtocol::Http1 };
+    for field in fields {
+        match field.split_once('=') {
+            Some(("weight", w)) => {
+                spec.weight = w.parse().ok().filter(|w| (1..=1_000_000).contains(w)).with_context(|| {
+                    format!("--backend '{text}': weight must be a whole number from 1 to 1000000, got '{w}'")
+                })?
+            }
+            None if field == "h2" => spec.protocol = BackendProtocol::Http2,
+            _ => bail!("--backend '{text}': unknown option '{field}' (expected weight=N or h2)"),
+        }
+    }
+    Ok(spec)
+}
+
+fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    params
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("parameter '{pair}' is not key=value"))
+        })
+        .collect()
 }

@@ -1,0 +1,203 @@
+//! The backend registry: who the backends are and how each is doing right now.
+//!
+//! The set itself is an immutable snapshot behind `arc-swap` (read on every
+//! attempt without a lock); live numbers are atomics inside each backend.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::plugin::{Backend as PluginBackend, BackendEvent, BackendId};
+
+/// Which HTTP version veer speaks to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 with keep-alive connection pooling.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c), multiplexed.
+    Http2,
+}
+
+/// What the operator says about a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Unique name within the pool.
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Relative weight, 1..=1_000_000.
+    pub weight: u32,
+    /// HTTP version to speak to it.
+    pub protocol: BackendProtocol,
+}
+
+/// One backend and its live numbers.
+#[derive(Debug)]
+pub struct BackendState {
+    /// Host-assigned id, never reused in this process.
+    pub id: BackendId,
+    /// The operator's description.
+    pub spec: BackendSpec,
+    /// Attempts sent and not yet answered (response headers not received).
+    pub in_flight: AtomicU32,
+    /// Attempts sent.
+    pub requests: AtomicU64,
+    /// Attempts that failed (no response, or a 5xx).
+    pub failures: AtomicU64,
+    /// Exponentially weighted moving average of time to response headers, µs.
+    pub ewma_latency_us: AtomicU64,
+}
+
+/// Weight of a new latency sample in [`BackendState::ewma_latency_us`].
+const EWMA_NEW_SAMPLE_WEIGHT: f64 = 0.2;
+
+impl BackendState {
+    /// Records the end of an attempt.
+    pub fn record(&self, latency: Duration, failed: bool) {
+        self.failures.fetch_add(u64::from(failed), Ordering::Relaxed);
+        let sample = latency.as_micros() as f64;
+        // A lost update under a race only drops one sample from an average.
+        let old = self.ewma_latency_us.load(Ordering::Relaxed) as f64;
+        let new = if old == 0.0 { sample } else { old + EWMA_NEW_SAMPLE_WEIGHT * (sample - old) };
+        self.ewma_latency_us.store(new as u64, Ordering::Relaxed);
+    }
+
+    /// The backend as a picker plugin sees it.
+    pub fn plugin_view(&self) -> PluginBackend {
+        PluginBackend {
+            id: self.id,
+            name: self.spec.name.clone(),
+            address: self.spec.address.to_string(),
+            weight: self.spec.weight,
+            labels: Vec::new(),
+        }
+    }
+
+    /// A JSON-friendly copy of the live numbers.
+    pub fn snapshot(&self) -> BackendSnapshot {
+        BackendSnapshot {
+            id: self.id,
+            name: self.spec.name.clone(),
+            address: self.spec.address.to_string(),
+            weight: self.spec.weight,
+            protocol: self.spec.protocol,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            ewma_latency_ms: self.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// Live numbers of one backend, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendSnapshot {
+    /// Id.
+    pub id: BackendId,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// Weight.
+    pub weight: u32,
+    /// Protocol.
+    pub protocol: BackendProtocol,
+    /// Attempts awaiting response headers.
+    pub in_flight: u32,
+    /// Attempts sent.
+    pub requests: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Moving average of time to response headers.
+    pub ewma_latency_ms: f64,
+}
+
+/// The backend set of one group.
+#[derive(Debug, Default)]
+pub struct Pool {
+    backends: ArcSwap<HashMap<BackendId, Arc<BackendState>>>,
+    next_id: AtomicU32,
+}
+
+impl Pool {
+    /// A pool with `specs`; returns it with the `added` events for its picker.
+    pub fn new(specs: Vec<BackendSpec>) -> (Pool, Vec<BackendEvent>) {
+        let pool = Pool::default();
+        let events = pool.add(specs);
+        (pool, events)
+    }
+
+    /// Adds backends; returns the events that tell a picker about them.
+    pub fn add(&self, specs: Vec<BackendSpec>) -> Vec<BackendEvent> {
+        let mut map = HashMap::clone(&self.backends.load());
+        let mut events = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let state = Arc::new(BackendState {
+                id,
+                spec,
+                in_flight: AtomicU32::new(0),
+                requests: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                ewma_latency_us: AtomicU64::new(0),
+            });
+            events.push(BackendEvent::Added(state.plugin_view()));
+            map.insert(id, state);
+        }
+        self.backends.store(Arc::new(map));
+        events
+    }
+
+    /// The backend with `id`, if it is in the pool.
+    pub fn get(&self, id: BackendId) -> Option<Arc<BackendState>> {
+        self.backends.load().get(&id).cloned()
+    }
+
+    /// Every backend, ordered by id.
+    pub fn all(&self) -> Vec<Arc<BackendState>> {
+        let mut all: Vec<_> = self.backends.load().values().cloned().collect();
+        all.sort_by_key(|b| b.id);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, port: u16) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            protocol: BackendProtocol::Http1,
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_events_describe_each_backend() {
+        let (pool, events) = Pool::new(vec![spec("a", 1), spec("b", 2)]);
+        assert_eq!(events.len(), 2);
+        let more = pool.add(vec![spec("c", 3)]);
+        let ids: Vec<_> = pool.all().iter().map(|b| b.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(matches!(&more[0], BackendEvent::Added(b) if b.name == "c" && b.id == 3));
+    }
+
+    #[test]
+    fn latency_average_moves_toward_new_samples() {
+        let (pool, _) = Pool::new(vec![spec("a", 1)]);
+        let backend = pool.get(1).unwrap();
+        backend.record(Duration::from_millis(10), false);
+        assert_eq!(backend.snapshot().ewma_latency_ms, 10.0);
+        backend.record(Duration::from_millis(20), true);
+        assert_eq!(backend.snapshot().ewma_latency_ms, 12.0);
+        assert_eq!(backend.snapshot().failures, 1);
+    }
+}

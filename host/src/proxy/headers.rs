@@ -1,0 +1,206 @@
+//! Header rules for a forwarding proxy (RFC 9110 §7.6): hop-by-hop fields are
+//! removed, `Via` and `X-Forwarded-*` are added, and every request carries a
+//! request id.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The request id header, kept if the client sent one, else generated.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Fields that describe one connection and must not be forwarded (RFC 9110
+/// §7.6.1, plus the non-standard `Keep-Alive` and `Proxy-Connection`).
+fn hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+    ]
+}
+
+/// Whether the message asks to switch protocols (`Connection: upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop fields, including those the `Connection` field names.
+/// For an upgrade, `Connection: upgrade` and `Upgrade` are kept: they are the
+/// point of the message and must reach the other side.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let upgrade = is_upgrade(headers).then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in hop_by_hop() {
+        headers.remove(name);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+/// Appends this hop to `Via` (`1.1 veer`, `2 veer`, ...).
+pub fn append_via(headers: &mut HeaderMap, version: Version) {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let hop = format!("{protocol} veer");
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {hop}"),
+        None => hop,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(header::VIA, value);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` unless an earlier proxy already did.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
+    let client = client.to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {client}"),
+        None => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if let Some(value) =
+        host.filter(|_| !headers.contains_key(&X_FORWARDED_HOST)).and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), value);
+    }
+}
+
+/// Generates request ids: unique in the process, unpredictable enough to not
+/// collide across processes, and cheap (no syscall, no lock).
+#[derive(Debug)]
+pub struct RequestIds {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(32);
+        RequestIds { seed, counter: AtomicU64::new(0) }
+    }
+}
+
+impl RequestIds {
+    /// The client's `X-Request-Id` if it is usable, else a new one; the header
+    /// is set on `headers` either way.
+    pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
+        if let Some(existing) = headers.get(&X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 200) {
+            return existing.clone();
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{:08x}", mix(self.seed ^ n), n as u32);
+        let value = HeaderValue::from_str(&id).expect("hex digits are a valid header value");
+        headers.insert(X_REQUEST_ID.clone(), value.clone());
+        value
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_named_by_connection_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic xyz"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_an_upgrade() {
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("keep-alive", "1")]);
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_via_accumulates() {
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
+        add_forwarded(&mut h, IpAddr::from([127, 0, 0, 1]), Some("example.com"));
+        append_via(&mut h, Version::HTTP_11);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["via"], "1.1 edge, 1.1 veer");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated_uniquely() {
+        let ids = RequestIds::default();
+        let mut kept = headers(&[("x-request-id", "abc")]);
+        assert_eq!(ids.ensure(&mut kept), "abc");
+        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
+        let (a, b) = (ids.ensure(&mut a), ids.ensure(&mut b));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+    }
+}

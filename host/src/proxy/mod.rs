@@ -1,0 +1,429 @@
+//! The data path: accepts client requests, asks the picker for a backend per
+//! attempt, forwards with pooled connections, retries within a budget, and
+//! streams bodies both ways.
+
+mod headers;
+mod retry;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+pub use headers::{RequestIds, X_REQUEST_ID};
+pub use retry::{RetryBudget, RetryPolicy};
+
+use crate::plugin::{BackendId, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
+use crate::pool::{BackendProtocol, BackendState, Pool};
+
+/// Timeouts and retry rules of the data path.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Time to establish a TCP connection to a backend.
+    pub connect_timeout: Duration,
+    /// Time from sending an attempt to receiving its response headers.
+    pub response_header_timeout: Duration,
+    /// Time from receiving a request to sending response headers, all attempts included.
+    pub total_timeout: Duration,
+    /// How long an unused pooled backend connection is kept.
+    pub backend_idle_timeout: Duration,
+    /// How long a client connection may sit idle (or send headers) before it is closed.
+    pub client_idle_timeout: Duration,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(2),
+            response_header_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(60),
+            backend_idle_timeout: Duration::from_secs(90),
+            client_idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What veer sends to a backend: the client's body streamed through, or an
+/// empty body that can be sent again on a retry.
+type OutgoingBody = Either<Incoming, Empty<Bytes>>;
+/// What veer answers a client with: the backend's body streamed through, or
+/// veer's own short error body.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The proxy: shared by every connection and request.
+pub struct Proxy {
+    pool: Arc<Pool>,
+    slot: Arc<PickerSlot>,
+    config: ProxyConfig,
+    http1: Client<HttpConnector, OutgoingBody>,
+    http2: Client<HttpConnector, OutgoingBody>,
+    budget: RetryBudget,
+    request_ids: RequestIds,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Why an attempt produced no usable response.
+#[derive(Debug, Clone)]
+enum AttemptError {
+    Connect(String),
+    Reset(String),
+    Timeout(Duration),
+}
+
+impl Proxy {
+    /// A proxy for `pool`, routed by `slot`'s picker.
+    pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, config: ProxyConfig) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = |http2_only: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(config.backend_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(http2_only)
+                .build(connector.clone())
+        };
+        Arc::new(Proxy {
+            http1: client(false),
+            http2: client(true),
+            budget: RetryBudget::new(&config.retry),
+            request_ids: RequestIds::default(),
+            pool,
+            slot,
+            config,
+        })
+    }
+
+    /// The backend pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The picker slot.
+    pub fn slot(&self) -> &Arc<PickerSlot> {
+        &self.slot
+    }
+
+    /// Serves clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)
+    /// until `shutdown` completes; then stops accepting, lets in-flight requests
+    /// finish for up to `shutdown_grace`, and returns.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.client_idle_timeout);
+        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%client, error = %error, "client connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: no longer accepting, waiting for in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(self.config.shutdown_grace) => {
+                tracing::warn!(grace = ?self.config.shutdown_grace, "shutdown grace period over; closing the remaining connections");
+            }
+        }
+    }
+
+    /// Handles one client request; never fails (errors become 5xx responses).
+    pub async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let request_id = self.request_ids.ensure(request.headers_mut());
+        let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let version = parts.version;
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, client.ip(), host.as_deref());
+        headers::append_via(&mut parts.headers, version);
+        if let Some(host) = host.as_deref().filter(|_| !parts.headers.contains_key(header::HOST)) {
+            // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+            if let Ok(value) = HeaderValue::from_str(host) {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+        let mut response = match self.forward(parts, body, client.ip(), client_upgrade).await {
+            Ok(response) => response,
+            Err((status, reason)) => error_response(status, &reason, &request_id),
+        };
+        // The backend's HTTP version is a property of veer's connection to it, not the client's.
+        *response.version_mut() = version;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            headers::remove_hop_by_hop(response.headers_mut());
+        }
+        headers::append_via(response.headers_mut(), version);
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        response
+    }
+
+    /// The attempt loop. `Err` carries the status and reason of veer's own answer.
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        client_ip: IpAddr,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
+        let started = Instant::now();
+        let deadline = started + self.config.total_timeout;
+        let retry = &self.config.retry;
+        let idempotent = is_idempotent(&parts.method) || retry.retry_non_idempotent;
+        // A body that was streamed to one backend cannot be sent again, so only
+        // requests without one are retried; an upgrade is never retried.
+        let replayable = idempotent && body.is_end_stream() && client_upgrade.is_none();
+        let mut body = (!body.is_end_stream()).then_some(body);
+        let max_attempts = if replayable { retry.max_attempts.max(1) } else { 1 };
+        self.budget.deposit();
+        let method = wit_method(&parts.method);
+        // The picker that routes the first attempt routes them all and hears every outcome.
+        let picker = self.slot.current();
+        let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
+        let mut exclude: Option<BackendId> = None;
+        let mut last_error: Option<(String, AttemptError)> = None;
+        // A retryable status (e.g. 503) kept in case no retry can be made: the
+        // backend's own answer is better for the client than a made-up 502.
+        let mut last_response: Option<Response<Incoming>> = None;
+        for attempt in 0..max_attempts {
+            let (choice, returned) = picker.pick(meta, PickContext { attempt, exclude, method });
+            meta = returned;
+            let Some(choice) = choice else { break };
+            let Some(backend) = self.pool.get(choice.backend) else { break };
+            let outgoing = outgoing_request(&meta.parts, &backend, body.take())?;
+            let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let client = match backend.spec.protocol {
+                BackendProtocol::Http1 => &self.http1,
+                BackendProtocol::Http2 => &self.http2,
+            };
+            backend.requests.fetch_add(1, Ordering::Relaxed);
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            let sent = Instant::now();
+            let result = tokio::time::timeout(per_try, client.request(outgoing)).await;
+            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let latency = sent.elapsed();
+            let failure = match result {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    backend.record(latency, status.is_server_error());
+                    observe(&picker, choice.backend, choice.by_plugin, status.as_u16(), latency, None);
+                    let retryable_status = retry.retry_on_status.contains(&status.as_u16());
+                    if retryable_status && attempt + 1 < max_attempts && self.may_retry(deadline) {
+                        last_response = Some(response);
+                        exclude = Some(choice.backend);
+                        continue;
+                    }
+                    return Ok(self.finish(response, client_upgrade));
+                }
+                Ok(Err(error)) if error.is_connect() => AttemptError::Connect(root_cause(&error)),
+                Ok(Err(error)) => AttemptError::Reset(root_cause(&error)),
+                Err(_) => AttemptError::Timeout(per_try),
+            };
+            backend.record(latency, true);
+            let kind = match failure {
+                AttemptError::Connect(_) => ErrorKind::Connect,
+                AttemptError::Reset(_) => ErrorKind::Reset,
+                AttemptError::Timeout(_) => ErrorKind::Timeout,
+            };
+            observe(&picker, choice.backend, choice.by_plugin, 0, latency, Some(kind));
+            tracing::debug!(backend = %backend.spec.name, attempt, ?failure, "attempt failed");
+            last_error = Some((describe_backend(&backend), failure));
+            last_response = None;
+            exclude = Some(choice.backend);
+            if attempt + 1 >= max_attempts || !self.may_retry(deadline) {
+                break;
+            }
+        }
+        if let Some(response) = last_response.filter(|_| last_error.is_none()) {
+            return Ok(self.finish(response, None));
+        }
+        Err(match last_error {
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no eligible backend".to_string()),
+            Some((backend, AttemptError::Connect(reason))) => {
+                (StatusCode::BAD_GATEWAY, format!("could not connect to backend {backend}: {reason}"))
+            }
+            Some((backend, AttemptError::Reset(reason))) => (
+                StatusCode::BAD_GATEWAY,
+                format!("backend {backend} closed the connection without a response: {reason}"),
+            ),
+            Some((backend, AttemptError::Timeout(after))) => {
+                (StatusCode::GATEWAY_TIMEOUT, format!("backend {backend} sent no response headers within {after:?}"))
+            }
+        })
+    }
+
+    /// Whether one more attempt fits the deadline and the retry budget.
+    fn may_retry(&self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        now < deadline && self.budget.try_withdraw(now)
+    }
+
+    /// Turns the backend's response into the client's, wiring up a protocol
+    /// switch when both sides agreed to one.
+    fn finish(
+        &self,
+        mut response: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (response.status(), client_upgrade) {
+            let backend_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, backend_upgrade) {
+                    Ok((client, backend)) => {
+                        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+                        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                            tracing::debug!(%error, "upgraded connection ended with an error");
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "protocol switch failed"),
+                }
+            });
+        }
+        response.map(Either::Left)
+    }
+}
+
+fn observe(
+    picker: &Picker,
+    backend: BackendId,
+    picked: bool,
+    status: u16,
+    latency: Duration,
+    error: Option<ErrorKind>,
+) {
+    if picker.wants_outcomes() {
+        picker.observe(Outcome { backend, picked, status, latency_us: latency.as_micros() as u64, error });
+    }
+}
+
+/// The request for one attempt on `backend`: same method, headers and path,
+/// absolute URI for the client, version for the backend's protocol.
+fn outgoing_request(
+    parts: &http::request::Parts,
+    backend: &BackendState,
+    body: Option<Incoming>,
+) -> Result<Request<OutgoingBody>, (StatusCode, String)> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri: Uri = format!("http://{}{}", backend.spec.address, path_and_query)
+        .parse()
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("request target cannot be forwarded: {e}")))?;
+    let mut request = Request::new(match body {
+        Some(body) => Either::Left(body),
+        None => Either::Right(Empty::new()),
+    });
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers.clone();
+    *request.version_mut() = match backend.spec.protocol {
+        BackendProtocol::Http1 => Version::HTTP_11,
+        BackendProtocol::Http2 => Version::HTTP_2,
+    };
+    if backend.spec.protocol == BackendProtocol::Http2 {
+        // HTTP/2 carries the authority in the URI; a Host header would be a duplicate.
+        request.headers_mut().remove(header::HOST);
+    }
+    Ok(request)
+}
+
+fn describe_backend(backend: &BackendState) -> String {
+    format!("{} ({})", backend.spec.name, backend.spec.address)
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
+}
+
+fn wit_method(method: &Method) -> HttpMethod {
+    match *method {
+        Method::GET => HttpMethod::Get,
+        Method::HEAD => HttpMethod::Head,
+        Method::POST => HttpMethod::Post,
+        Method::PUT => HttpMethod::Put,
+        Method::DELETE => HttpMethod::Delete,
+        Method::OPTIONS => HttpMethod::Options,
+        Method::PATCH => HttpMethod::Patch,
+        Method::TRACE => HttpMethod::Trace,
+        Method::CONNECT => HttpMethod::Connect,
+        _ => HttpMethod::Other,
+    }
+}
+
+/// veer's own answer: a short text body that says why, with the request id.
+pub fn error_response(status: StatusCode, reason: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let id = request_id.to_str().unwrap_or("-");
+    let text =
+        format!("veer: {} {}: {reason} (request id {id})\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Collects a body into bytes; for tests and the admin API, never the data path.
+pub async fn collect_body<B: Body>(body: B) -> Result<Bytes, B::Error> {
+    Ok(body.collect().await?.to_bytes())
+}

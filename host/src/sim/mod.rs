@@ -1,0 +1,1 @@
+//! Simulated HTTP backends (being written).
