@@ -1,4 +1,5 @@
-//! Builds the Wasm plugins that only the tests load (see `plugins/`).
+//! Builds the Wasm plugins that only the tests load: the hostile plugin
+//! (`plugins/hostile`) and the example plugin (`examples/affinity-plugin`).
 
 #[path = "../host/build/wasm_plugins.rs"]
 mod wasm_plugins;
@@ -9,6 +10,6 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("tests/ lives in the workspace root").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    wasm_plugins::rerun_if_changed(&workspace, &["wit", "sdk", "tests/plugins", "Cargo.lock"]);
-    wasm_plugins::build(&workspace, &["veer-test-plugin-hostile"], &out_dir);
+    wasm_plugins::rerun_if_changed(&workspace, &["wit", "sdk", "tests/plugins", "examples", "Cargo.lock"]);
+    wasm_plugins::build(&workspace, &["veer-test-plugin-hostile", "veer-example-affinity"], &out_dir);
 }

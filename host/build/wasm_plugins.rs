@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Builds `packages` (cargo package names) in release mode for `wasm32-wasip2`
+/// Builds `packages` (cargo package names) with the workspace's `plugin` profile for `wasm32-wasip2`
 /// and copies each `<crate_name>.wasm` into `out_dir`. Panics with cargo's exit
 /// status and a hint if the build fails: a build script has no better channel.
 pub fn build(workspace: &Path, packages: &[&str], out_dir: &Path) -> Vec<PathBuf> {
@@ -18,7 +18,7 @@ pub fn build(workspace: &Path, packages: &[&str], out_dir: &Path) -> Vec<PathBuf
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir);
     for package in packages {
         command.args(["-p", package]);
@@ -40,13 +40,6 @@ pub fn build(workspace: &Path, packages: &[&str], out_dir: &Path) -> Vec<PathBuf
             command.env_remove(key.as_ref());
         }
     }
-    // Small, fast components: no debug info, one codegen unit, LTO.
-    command
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
-        .env("CARGO_PROFILE_RELEASE_LTO", "true")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .env("CARGO_PROFILE_RELEASE_PANIC", "abort");
     let status = command.status().expect("failed to run cargo for the wasm32-wasip2 plugin build");
     assert!(
         status.success(),
@@ -56,7 +49,7 @@ pub fn build(workspace: &Path, packages: &[&str], out_dir: &Path) -> Vec<PathBuf
         .iter()
         .map(|package| {
             let file = format!("{}.wasm", package.replace('-', "_"));
-            let built = target_dir.join("wasm32-wasip2").join("release").join(&file);
+            let built = target_dir.join("wasm32-wasip2").join("plugin").join(&file);
             let copy = out_dir.join(&file);
             std::fs::copy(&built, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
             copy

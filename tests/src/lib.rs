@@ -3,6 +3,9 @@
 /// The hostile test plugin's component bytes (see `plugins/hostile`).
 pub const HOSTILE_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer_test_plugin_hostile.wasm"));
 
+/// The example affinity plugin's component bytes (see `examples/affinity-plugin`).
+pub const AFFINITY_EXAMPLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer_example_affinity.wasm"));
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 

@@ -34,11 +34,17 @@ pub enum PluginSource {
     Builtin(String),
     /// A component file.
     Path(PathBuf),
+    /// `native:round-robin`: the host's own round robin, no Wasm at all. For
+    /// measuring what the Wasm boundary costs, and as a last-resort picker.
+    NativeRoundRobin,
 }
 
 impl PluginSource {
     /// Parses `builtin:NAME` or a file path.
     pub fn parse(text: &str) -> Self {
+        if text == "native:round-robin" {
+            return PluginSource::NativeRoundRobin;
+        }
         match text.strip_prefix("builtin:") {
             Some(name) => PluginSource::Builtin(name.to_string()),
             None => PluginSource::Path(PathBuf::from(text)),
@@ -51,6 +57,7 @@ impl fmt::Display for PluginSource {
         match self {
             PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
             PluginSource::Path(path) => write!(f, "{}", path.display()),
+            PluginSource::NativeRoundRobin => write!(f, "native:round-robin"),
         }
     }
 }

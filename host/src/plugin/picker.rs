@@ -137,7 +137,8 @@ struct Inner {
 /// that routed it.
 pub struct Picker {
     runtime: Arc<PluginRuntime>,
-    code: Arc<PluginCode>,
+    /// `None` for the host's native round robin (`native:round-robin`).
+    code: Option<Arc<PluginCode>>,
     params: Vec<(String, String)>,
     info: PickerInfo,
     inner: Mutex<Inner>,
@@ -213,7 +214,7 @@ impl Picker {
         };
         let picker = Picker {
             runtime,
-            code,
+            code: Some(code),
             params,
             info,
             inner: Mutex::new(Inner {
@@ -228,6 +229,30 @@ impl Picker {
         };
         picker.smoke_test()?;
         Ok((picker, handoff_result))
+    }
+
+    /// The host's own round robin behind the same interface: no Wasm, no faults.
+    pub fn native_round_robin(runtime: Arc<PluginRuntime>, membership: Membership) -> Picker {
+        Picker {
+            runtime,
+            code: None,
+            params: Vec::new(),
+            info: PickerInfo {
+                name: "native-round-robin".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                wants_outcomes: false,
+                source: "native:round-robin".into(),
+            },
+            inner: Mutex::new(Inner {
+                live: None,
+                membership,
+                fallback_next: 0,
+                consecutive_faults: 0,
+                rebuild_times: VecDeque::new(),
+                last_fault: String::new(),
+            }),
+            stats: PickerStats::default(),
+        }
     }
 
     /// One pick that must be a valid answer from the plugin itself: proves the
@@ -278,6 +303,7 @@ impl Picker {
         let inner = self.inner.lock();
         match inner.live {
             Some(_) => PickerHealth::Serving,
+            None if self.code.is_none() => PickerHealth::Serving,
             None => PickerHealth::FallbackOnly { reason: inner.last_fault.clone() },
         }
     }
@@ -299,7 +325,8 @@ impl Picker {
             return (None, request);
         }
         let Some(live) = &mut inner.live else {
-            return (self.fallback(inner, ctx.exclude), request);
+            let choice = self.fallback(inner, ctx.exclude);
+            return (choice.map(|c| Choice { by_plugin: self.code.is_none(), ..c }), request);
         };
         let (answer, request) = self.call_pick(live, request, ctx);
         let fault = match answer {
@@ -396,7 +423,9 @@ impl Picker {
             let id = eligible[inner.fallback_next % eligible.len()];
             inner.fallback_next = inner.fallback_next.wrapping_add(1);
             if Some(id) != exclude {
-                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                if self.code.is_some() {
+                    self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                }
                 return Some(Choice { backend: id, by_plugin: false });
             }
         }
@@ -432,10 +461,11 @@ impl Picker {
             );
             return;
         }
+        let Some(code) = &self.code else { return };
         inner.rebuild_times.push_back(now);
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
         inner.consecutive_faults = 0;
-        match Live::start(&self.runtime, &self.code, &self.params, &inner.membership) {
+        match Live::start(&self.runtime, code, &self.params, &inner.membership) {
             Ok((live, _)) => {
                 tracing::warn!(plugin = %self.info.name, "picker instance replaced after a fault; learned state was reset");
                 inner.live = Some(live);

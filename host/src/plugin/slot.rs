@@ -49,8 +49,7 @@ impl PickerSlot {
         source: &PluginSource,
         params: Vec<(String, String)>,
     ) -> Result<Self, PluginError> {
-        let code = runtime.load(source)?;
-        let (picker, _) = Picker::start(runtime.clone(), code, params, Membership::default(), None)?;
+        let picker = Self::build(&runtime, source, params, Membership::default(), None)?.0;
         Ok(PickerSlot {
             runtime,
             current: ArcSwap::from_pointee(picker),
@@ -80,7 +79,9 @@ impl PickerSlot {
     /// swap. On any failure the old picker keeps serving and the error says why.
     pub fn swap(&self, source: &PluginSource, params: Vec<(String, String)>) -> Result<SwapReport, PluginError> {
         // Compile outside the lock: it is the slow part and needs no membership.
-        let code = self.runtime.load(source)?;
+        if *source != PluginSource::NativeRoundRobin {
+            self.runtime.load(source)?;
+        }
         let membership = self.membership.lock();
         let old = self.current.load_full();
         let handoff = match old.export_state() {
@@ -90,14 +91,28 @@ impl PickerSlot {
                 None
             }
         };
-        let (picker, handoff) =
-            Picker::start(self.runtime.clone(), code, params, membership.clone(), handoff.as_ref())?;
+        let (picker, handoff) = Self::build(&self.runtime, source, params, membership.clone(), handoff.as_ref())?;
         let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };
         self.current.store(Arc::new(picker));
         self.swaps.fetch_add(1, Ordering::Relaxed);
         drop(membership);
         tracing::info!(from = %report.from.name, to = %report.to.name, handoff = ?report.handoff, "picker swapped");
         Ok(report)
+    }
+
+    fn build(
+        runtime: &Arc<PluginRuntime>,
+        source: &PluginSource,
+        params: Vec<(String, String)>,
+        membership: Membership,
+        handoff: Option<&Handoff>,
+    ) -> Result<(Picker, HandoffResult), PluginError> {
+        if *source == PluginSource::NativeRoundRobin {
+            return Ok((Picker::native_round_robin(runtime.clone(), membership), HandoffResult::NotApplicable));
+        }
+        // Cached after the first load, so this is cheap when `swap` loaded it already.
+        let code = runtime.load(source)?;
+        Picker::start(runtime.clone(), code, params, membership, handoff)
     }
 
     /// Successful swaps since the slot was created.

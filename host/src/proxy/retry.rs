@@ -40,53 +40,67 @@ impl Default for RetryPolicy {
 /// spends one token from either.
 #[derive(Debug)]
 pub struct RetryBudget {
-    ratio: f64,
-    min_per_second: f64,
+    /// Thousandths of a token per request (integers: 0.2 × 5 must be exactly 1).
+    ratio_milli: u64,
+    /// Thousandths of a token per second for the floor.
+    min_per_second_milli: u64,
     state: Mutex<BudgetState>,
 }
 
 #[derive(Debug)]
 struct BudgetState {
-    deposits: f64,
-    floor: f64,
+    deposits_milli: u64,
+    floor_milli: u64,
     refilled: Instant,
+}
+
+const TOKEN: u64 = 1000;
+
+fn milli(value: f64) -> u64 {
+    (value.max(0.0) * TOKEN as f64).round() as u64
 }
 
 impl RetryBudget {
     /// A budget for `policy`.
     pub fn new(policy: &RetryPolicy) -> Self {
+        let min_per_second_milli = milli(policy.budget_min_per_second);
         RetryBudget {
-            ratio: policy.budget_ratio.max(0.0),
-            min_per_second: policy.budget_min_per_second.max(0.0),
+            ratio_milli: milli(policy.budget_ratio),
+            min_per_second_milli,
             state: Mutex::new(BudgetState {
-                deposits: 0.0,
-                floor: policy.budget_min_per_second.max(0.0),
+                deposits_milli: 0,
+                floor_milli: min_per_second_milli,
                 refilled: Instant::now(),
             }),
         }
     }
 
-    fn deposit_cap(&self) -> f64 {
-        (self.min_per_second * 10.0).max(100.0)
+    fn deposit_cap(&self) -> u64 {
+        (self.min_per_second_milli * 10).max(100 * TOKEN)
     }
 
     /// Records an original request.
     pub fn deposit(&self) {
         let mut state = self.state.lock();
-        state.deposits = (state.deposits + self.ratio).min(self.deposit_cap());
+        state.deposits_milli = (state.deposits_milli + self.ratio_milli).min(self.deposit_cap());
     }
 
     /// Takes a token for one retry at `now`; `false` when the budget is spent.
     pub fn try_withdraw(&self, now: Instant) -> bool {
         let mut state = self.state.lock();
-        let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
-        state.floor = (state.floor + elapsed * self.min_per_second).min(self.min_per_second.max(1.0));
-        state.refilled = now;
-        if state.deposits >= 1.0 {
-            state.deposits -= 1.0;
+        let elapsed = now.saturating_duration_since(state.refilled);
+        let refill = (elapsed.as_micros() as u64).saturating_mul(self.min_per_second_milli) / 1_000_000;
+        // The refill clock moves only when something was credited, so frequent
+        // calls do not round every refill down to nothing.
+        if refill > 0 {
+            state.refilled = now;
+        }
+        state.floor_milli = (state.floor_milli + refill).min(self.min_per_second_milli.max(TOKEN));
+        if state.deposits_milli >= TOKEN {
+            state.deposits_milli -= TOKEN;
             true
-        } else if state.floor >= 1.0 {
-            state.floor -= 1.0;
+        } else if state.floor_milli >= TOKEN {
+            state.floor_milli -= TOKEN;
             true
         } else {
             false
