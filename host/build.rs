@@ -9,10 +9,10 @@ use std::path::PathBuf;
 /// Cargo packages of the built-in plugins, in the order `veer` lists them.
 const BUILTIN_PACKAGES: &[&str] = &[
     "veer-plugin-round-robin",
-    // TEMP "veer-plugin-least-conn",
-    // TEMP "veer-plugin-weighted-rr",
-    // TEMP "veer-plugin-p2c-ewma",
-    // TEMP "veer-plugin-q-learning",
+    "veer-plugin-least-conn",
+    "veer-plugin-weighted-rr",
+    "veer-plugin-p2c-ewma",
+    "veer-plugin-q-learning",
 ];
 
 fn main() {

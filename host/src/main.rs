@@ -38,6 +38,27 @@ enum Command {
         #[arg(long = "param")]
         params: Vec<String>,
     },
+    /// Starts three simulated backends with different profiles and veer on
+    /// 127.0.0.1:8080 in front of them, routing with builtin:p2c-ewma.
+    Demo {
+        /// Address clients connect to.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Address of the admin API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// The picker.
+        #[arg(long, default_value = "builtin:p2c-ewma")]
+        picker: String,
+    },
+    /// Runs simulated backends until Ctrl-C, e.g.
+    /// `--backend "name=a,port=9001,latency=10ms,jitter=5ms,errors=0.1,kind=500,capacity=50"`;
+    /// with no `--backend`, the demo's three.
+    Sim {
+        /// A backend spec; repeat for each.
+        #[arg(long = "backend")]
+        backends: Vec<veer::sim::SimBackendCli>,
+    },
     /// Lists the built-in pickers with their versions.
     Plugins,
     /// Loads a picker (a path or `builtin:NAME`), configures it with
@@ -85,6 +106,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
+        Command::Demo { listen, admin, picker } => tokio_runtime()?.block_on(demo(listen, admin, picker)),
+        Command::Sim { backends } => {
+            tokio_runtime()?.block_on(veer::sim::run_cli(backends, std::net::IpAddr::from([127, 0, 0, 1])))
+        }
         Command::Plugins => {
             let runtime = PluginRuntime::new(Limits::default())?;
             for name in BUILTIN_NAMES {
@@ -120,6 +145,42 @@ async fn serve_until_signal(options: ServerOptions) -> anyhow::Result<()> {
     wait_for_signal().await?;
     println!("veer: shutting down (in-flight requests get up to the grace period)");
     running.shutdown().await;
+    Ok(())
+}
+
+/// The demo: simulated backends plus veer, no config file.
+async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String) -> anyhow::Result<()> {
+    // Kept alive for the whole demo: dropping the handles stops the backends.
+    let backends = veer::sim::start_many(veer::sim::demo_specs(), std::net::IpAddr::from([127, 0, 0, 1]), None).await?;
+    for backend in &backends {
+        println!("veer demo: backend {:<8} {}  {}", backend.name(), backend.url(), backend.profile());
+    }
+    let specs = backends
+        .iter()
+        .map(|b| BackendSpec {
+            name: b.name().to_string(),
+            address: b.addr(),
+            weight: 1,
+            protocol: BackendProtocol::Http1,
+        })
+        .collect();
+    let options = ServerOptions {
+        listen,
+        admin: Some(admin),
+        backends: specs,
+        picker: PluginSource::parse(&picker),
+        params: Vec::new(),
+        proxy: ProxyConfig::default(),
+        limits: Limits::default(),
+    };
+    println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
+    println!(
+        "veer demo: swap the picker live:  curl -X PUT http://{admin}/picker -d '{{\"source\": \"builtin:q-learning\"}}'"
+    );
+    serve_until_signal(options).await?;
+    for backend in &backends {
+        backend.shutdown().await;
+    }
     Ok(())
 }
 

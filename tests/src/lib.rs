@@ -75,3 +75,67 @@ pub fn hostile_plugin_file(tag: &str) -> std::path::PathBuf {
     std::fs::write(&path, HOSTILE_PLUGIN).expect("the temp dir is writable");
     path
 }
+
+/// A running veer for end-to-end tests: proxy and admin on 127.0.0.1 port 0.
+pub async fn start_veer(
+    backends: &[(&str, std::net::SocketAddr)],
+    picker: &str,
+    proxy: veer::proxy::ProxyConfig,
+) -> veer::server::RunningServer {
+    let options = veer::server::ServerOptions {
+        listen: "127.0.0.1:0".parse().expect("a valid address"),
+        admin: Some("127.0.0.1:0".parse().expect("a valid address")),
+        backends: backends
+            .iter()
+            .map(|(name, address)| veer::pool::BackendSpec {
+                name: name.to_string(),
+                address: *address,
+                weight: 1,
+                protocol: veer::pool::BackendProtocol::Http1,
+            })
+            .collect(),
+        picker: veer::plugin::PluginSource::parse(picker),
+        params: vec![],
+        proxy,
+        limits: Limits { seed: Some(11), ..Limits::default() },
+    };
+    veer::server::start(options).await.expect("veer starts")
+}
+
+/// An HTTP/1.1 client with connection pooling, as a load generator would use.
+pub fn http1_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// A status, headers and the whole body of a response.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: http::StatusCode,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body as text (lossy).
+    pub body: String,
+}
+
+/// Sends `GET path` to `address` and reads the whole answer.
+pub async fn get(address: std::net::SocketAddr, path: &str) -> Answer {
+    send(address, http::Request::get(path).body(Default::default()).expect("a valid request")).await
+}
+
+/// Sends `request` (its URI's path is used) to `address` and reads the whole answer.
+pub async fn send(
+    address: std::net::SocketAddr,
+    mut request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Answer {
+    use http_body_util::BodyExt;
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+    *request.uri_mut() = format!("http://{address}{path}").parse().expect("a valid URI");
+    let response = http1_client().request(request).await.expect("veer answers");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("the body arrives").to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+}

@@ -13,10 +13,10 @@ macro_rules! embedded {
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
     Some(match name {
         "round-robin" => embedded!("veer_plugin_round_robin.wasm"),
-        "least-conn" => return None,  // TEMP
-        "weighted-rr" => return None, // TEMP
-        "p2c-ewma" => return None,    // TEMP
-        "q-learning" => return None,  // TEMP
+        "least-conn" => embedded!("veer_plugin_least_conn.wasm"),
+        "weighted-rr" => embedded!("veer_plugin_weighted_rr.wasm"),
+        "p2c-ewma" => embedded!("veer_plugin_p2c_ewma.wasm"),
+        "q-learning" => embedded!("veer_plugin_q_learning.wasm"),
         _ => return None,
     })
 }

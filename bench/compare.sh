@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Data-path benchmark: the same three simulated backends behind veer (Wasm
+# round robin, Wasm p2c-ewma, native round robin), nginx (upstream keepalive)
+# and HAProxy (http-reuse), plus direct to one backend; wrk on 127.0.0.1, runs
+# interleaved A/B/A/B so machine noise hits every target alike.
+#
+#   bash bench/compare.sh [SECONDS_PER_RUN] [ROUNDS]
+#
+# Environment: CONNECTIONS (default 64), WRK_THREADS (default 1), BASE_PORT
+# (default 18000). Installs wrk, nginx and haproxy from Debian packages if
+# missing. Everything listens on 127.0.0.1 and is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN=${1:-10}
+ROUNDS=${2:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-1}
+BASE=${BASE_PORT:-18000}
+WORK=$(mktemp -d /tmp/veer-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+if ((${#need[@]})); then
+    echo "installing ${need[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+bash scripts/setup.sh >/dev/null
+echo "building veer (release)"
+cargo build --release -q -p veer
+VEER=target/release/veer
+
+B1=$((BASE + 1)) B2=$((BASE + 2)) B3=$((BASE + 3))
+$VEER sim --backend "name=a,port=$B1,latency=0ms" --backend "name=b,port=$B2,latency=0ms" \
+    --backend "name=c,port=$B3,latency=0ms" >"$WORK/sim.log" 2>&1 &
+PIDS+=($!)
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listening on port $1" >&2
+    exit 1
+}
+wait_port "$B1"; wait_port "$B2"; wait_port "$B3"
+
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream sims { server 127.0.0.1:$B1; server 127.0.0.1:$B2; server 127.0.0.1:$B3; keepalive 128; }
+    server {
+        listen 127.0.0.1:$((BASE + 20));
+        location / {
+            proxy_pass http://sims;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+    nbthread $(nproc)
+    maxconn 10000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend in
+    bind 127.0.0.1:$((BASE + 21))
+    default_backend sims
+backend sims
+    balance roundrobin
+    server a 127.0.0.1:$B1
+    server b 127.0.0.1:$B2
+    server c 127.0.0.1:$B3
+CONF
+
+# name | how to start it (empty: already running) | port
+TARGETS=(
+    "direct||$B1"
+    "veer-wasm-rr|$VEER run --listen 127.0.0.1:$((BASE + 10)) --admin 127.0.0.1:$((BASE + 30)) --picker builtin:round-robin|$((BASE + 10))"
+    "veer-wasm-p2c|$VEER run --listen 127.0.0.1:$((BASE + 11)) --admin 127.0.0.1:$((BASE + 31)) --picker builtin:p2c-ewma|$((BASE + 11))"
+    "veer-native-rr|$VEER run --listen 127.0.0.1:$((BASE + 12)) --admin 127.0.0.1:$((BASE + 32)) --picker native:round-robin|$((BASE + 12))"
+    "nginx|nginx -c $WORK/nginx.conf -g 'daemon off;'|$((BASE + 20))"
+    "haproxy|haproxy -f $WORK/haproxy.cfg|$((BASE + 21))"
+)
+BACKENDS="--backend a=127.0.0.1:$B1 --backend b=127.0.0.1:$B2 --backend c=127.0.0.1:$B3"
+
+# wrk's latency in ms, whatever unit it printed.
+to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }' <<<"$1"; }
+
+RESULTS=$WORK/results.tsv
+for round in $(seq 1 "$ROUNDS"); do
+    for target in "${TARGETS[@]}"; do
+        IFS='|' read -r name start port <<<"$target"
+        pid=""
+        if [[ -n $start ]]; then
+            [[ $start == "$VEER run"* ]] && start="$start $BACKENDS"
+            RUST_LOG=warn bash -c "exec $start" >"$WORK/$name.log" 2>&1 &
+            pid=$!
+            wait_port "$port"
+        fi
+        # A short warm-up fills connection pools and caches.
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
+        out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$port/")
+        rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+        p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+        p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+        errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
+        printf "round %d  %-15s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n" "$round" "$name" "$rps" "$p50" "$p99" "$errors"
+        printf "%s\t%s\t%s\t%s\n" "$name" "$rps" "$p50" "$p99" >>"$RESULTS"
+        if [[ -n $pid ]]; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            [[ $name == nginx && -f $WORK/nginx.pid ]] && { kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; rm -f "$WORK/nginx.pid"; }
+        fi
+    done
+done
+
+echo
+echo "mean over $ROUNDS rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connections, $(nproc) cores, everything on this machine:"
+awk -F'\t' '
+    { n[$1]++; rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
+    END {
+        printf "| target | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|\n"
+        for (i=1; i<=k; i++) { t=order[i]; printf "| %s | %.0f | %.3f | %.3f |\n", t, rps[t]/n[t], p50[t]/n[t], p99[t]/n[t] }
+        best = (rps["nginx"]/n["nginx"] > rps["haproxy"]/n["haproxy"]) ? "nginx" : "haproxy"
+        printf "\nratios (req/s): veer-wasm-rr/nginx %.2f, veer-wasm-rr/haproxy %.2f, veer-wasm-rr/best-of(%s) %.2f, wasm-rr/native-rr %.3f\n",
+            (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps["nginx"]/n["nginx"]),
+            (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps["haproxy"]/n["haproxy"]),
+            best, (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps[best]/n[best]),
+            (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps["veer-native-rr"]/n["veer-native-rr"])
+        printf "ratios (p99): veer-wasm-rr/best-of(%s) %.2f\n", best, (p99["veer-wasm-rr"]/n["veer-wasm-rr"]) / (p99[best]/n[best])
+    }' "$RESULTS"

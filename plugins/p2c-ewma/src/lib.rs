@@ -1,0 +1,506 @@
+//! Power of two choices over peak-EWMA latency with an in-flight penalty, as
+//! linkerd2-proxy (tower's `PeakEwma`) does.
+//!
+//! # Algorithm
+//!
+//! Per backend the plugin keeps a latency estimate `ewma` (µs), the time of its
+//! last sample, and the requests in flight that it sent there.
+//!
+//! * **Estimate.** Between samples the estimate decays towards zero:
+//!   `value(t) = ewma × exp(−(t − t_last) / τ)`, `τ = decay_ms`, but never below
+//!   `min(ewma, 1 ms)`. A sample `r` at time `t` is *peak-sensitive*: if
+//!   `r > value(t)` it replaces the estimate at once; otherwise
+//!   `ewma ← value(t) + r × (1 − exp(−Δt / τ))`, `Δt = t − t_last` — the
+//!   time-weighted EWMA (`ewma × w + r × (1 − w)`, `w = exp(−Δt/τ)`), so a busy
+//!   backend's estimate is the recent average of its samples whatever the
+//!   request rate, while an idle backend's estimate fades and it gets probed
+//!   again (this is how a penalised backend comes back). The 1 ms floor keeps a
+//!   long-idle backend from looking free (zero cost would defeat the in-flight
+//!   penalty and send it every request until its first answer).
+//! * **Failures.** An outcome with status ≥ 500 or an `error` is a sample of
+//!   `max(latency, failure_penalty_ms)`. `not-sent` errors (the host never sent
+//!   the request) are no sample at all; they only end the attempt.
+//! * **New backends.** A backend without samples is assumed typical: its
+//!   estimate is the pool's typical latency — an EWMA over every successful
+//!   sample of every backend — or `default_rtt_ms` before anything was measured.
+//!   Assuming typical instead of a fixed 30 ms means a new backend is tried
+//!   promptly (as soon as it is drawn against a busier or slower one, or a tie)
+//!   without being flooded (the in-flight penalty applies), and that it is not
+//!   starved when the pool is much faster than 30 ms; its first sample then
+//!   replaces the guess outright.
+//! * **Cost.** `cost = value(now) × (in_flight + 1) / weight`: the expected wait
+//!   for this request if the backend serves its queue at the estimated latency,
+//!   scaled down by the backend's weight (its relative capacity; weight 1 for
+//!   all leaves the cost as linkerd computes it). In-flight counts are kept as in
+//!   `least-conn`: +1 per pick, −1 per outcome of a pick.
+//! * **Pick.** Draw two distinct eligible backends other than `ctx.exclude`,
+//!   uniformly (O(1): random indices into the pool's dense eligible list), and
+//!   take the cheaper; with one candidate, take it. Outcomes of attempts the
+//!   host routed itself (`picked == false`) still update the estimate.
+//!
+//! Per pick and per outcome the cost is O(1) in the number of backends; only
+//! `backends-changed` does O(n) work (it re-indexes the eligible list).
+//!
+//! # Parameters
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `decay_ms` | `10000` | τ, the EWMA's time constant in milliseconds (1..=3600000) |
+//! | `default_rtt_ms` | `30` | latency assumed before any backend was measured, ms (0.001..=60000) |
+//! | `failure_penalty_ms` | `1000` | latency a failed attempt counts as, ms (0..=600000) |
+//!
+//! Why a 1 s failure penalty: it is 100× a typical 10 ms request, so one failure
+//! dominates the estimate and decays back to the level of healthy 10 ms backends
+//! only after `τ × ln(100)` ≈ 46 s — a sensible re-probe interval. A 1 ms backend
+//! that fails half its requests thus serves a couple of requests per ~40 s
+//! (tested: under 0.1% of traffic against four healthy 10 ms backends, at an
+//! error rate under 0.05%), while a backend that failed and recovered gets its share back
+//! within a minute or two.
+
+use std::collections::HashMap;
+
+use veer_sdk::{BackendEvent, BackendId, ErrorKind, Outcome, Params, PickContext, Policy, Pool, host};
+
+/// An idle estimate never fades below this (or below the estimate itself).
+const IDLE_FLOOR_US: f64 = 1_000.0;
+/// Weight of one successful sample in the pool-wide typical latency.
+const POOL_RTT_WEIGHT: f64 = 1.0 / 32.0;
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    /// Latency estimate at `stamp_us`, µs.
+    ewma_us: f64,
+    stamp_us: u64,
+    /// Whether `ewma_us` comes from a sample (else it is the initial guess).
+    sampled: bool,
+    in_flight: u32,
+    weight: f64,
+}
+
+/// The p2c-ewma policy.
+#[derive(Debug)]
+pub struct P2cEwma {
+    decay_us: f64,
+    default_rtt_us: f64,
+    failure_penalty_us: f64,
+    /// Every known backend, eligible or not.
+    stats: HashMap<BackendId, Stats>,
+    /// Index of each eligible backend in `pool.eligible()`.
+    positions: HashMap<BackendId, usize>,
+    /// Typical successful latency over the whole pool, µs.
+    pool_rtt_us: Option<f64>,
+}
+
+impl P2cEwma {
+    /// The current latency estimate of `id` in microseconds.
+    pub fn estimate_us(&self, id: BackendId) -> Option<f64> {
+        let now = host::now_us();
+        self.stats.get(&id).map(|s| self.value(s, now))
+    }
+
+    /// Requests this plugin sent to `id` whose outcome has not arrived yet.
+    pub fn in_flight(&self, id: BackendId) -> Option<u32> {
+        self.stats.get(&id).map(|s| s.in_flight)
+    }
+
+    fn value(&self, stats: &Stats, now: u64) -> f64 {
+        if !stats.sampled {
+            return self.pool_rtt_us.unwrap_or(self.default_rtt_us);
+        }
+        let elapsed = now.saturating_sub(stats.stamp_us) as f64;
+        let faded = stats.ewma_us * (-elapsed / self.decay_us).exp();
+        faded.max(stats.ewma_us.min(IDLE_FLOOR_US))
+    }
+
+    fn cost(&self, id: BackendId, now: u64) -> f64 {
+        self.stats.get(&id).map_or(f64::INFINITY, |s| self.value(s, now) * f64::from(s.in_flight + 1) / s.weight)
+    }
+
+    fn sync(&mut self, pool: &Pool, id: BackendId, now: u64) {
+        match pool.get(id) {
+            None => {
+                self.stats.remove(&id);
+            }
+            Some(backend) => {
+                let weight = f64::from(backend.weight.max(1));
+                self.stats
+                    .entry(id)
+                    .or_insert(Stats { ewma_us: 0.0, stamp_us: now, sampled: false, in_flight: 0, weight })
+                    .weight = weight;
+            }
+        }
+    }
+
+    fn index(&mut self, pool: &Pool) {
+        self.positions.clear();
+        self.positions.extend(pool.eligible().iter().enumerate().map(|(at, id)| (*id, at)));
+    }
+
+    /// Rebuilds from the pool, keeping what is known. Only needed when the policy
+    /// missed events (the SDK re-configures by building a fresh policy without
+    /// replaying the backend set); O(n).
+    fn resync(&mut self, pool: &Pool) {
+        let now = host::now_us();
+        self.stats.retain(|id, _| pool.get(*id).is_some());
+        let ids: Vec<BackendId> = pool.backends().map(|b| b.id).collect();
+        for id in ids {
+            self.sync(pool, id, now);
+        }
+        self.index(pool);
+    }
+
+    fn sample(&mut self, id: BackendId, latency_us: f64, now: u64) {
+        let Some(stats) = self.stats.get(&id).copied() else { return };
+        let current = self.value(&stats, now);
+        let ewma_us = if !stats.sampled || latency_us > current {
+            latency_us
+        } else {
+            let elapsed = now.saturating_sub(stats.stamp_us) as f64;
+            current + latency_us * (1.0 - (-elapsed / self.decay_us).exp())
+        };
+        if let Some(stats) = self.stats.get_mut(&id) {
+            *stats = Stats { ewma_us, stamp_us: now, sampled: true, ..*stats };
+        }
+    }
+}
+
+/// A uniform index in `0..n` that is not in `taken` (ascending, all `< n`,
+/// fewer than `n` of them), from 32 random bits.
+fn draw(n: usize, taken: &[usize], random: u32) -> usize {
+    let mut at = ((u64::from(random) * (n - taken.len()) as u64) >> 32) as usize;
+    for t in taken {
+        if at >= *t {
+            at += 1;
+        }
+    }
+    at
+}
+
+impl Policy for P2cEwma {
+    const NAME: &'static str = "p2c-ewma";
+    const WANTS_OUTCOMES: bool = true;
+
+    fn configure(params: &Params) -> Result<Self, String> {
+        let reader = params.reader();
+        let decay_ms = reader.number("decay_ms", 10_000.0, 1.0..=3_600_000.0);
+        let default_rtt_ms = reader.number("default_rtt_ms", 30.0, 0.001..=60_000.0);
+        let failure_penalty_ms = reader.number("failure_penalty_ms", 1_000.0, 0.0..=600_000.0);
+        reader.finish()?;
+        Ok(P2cEwma {
+            decay_us: decay_ms * 1e3,
+            default_rtt_us: default_rtt_ms * 1e3,
+            failure_penalty_us: failure_penalty_ms * 1e3,
+            stats: HashMap::new(),
+            positions: HashMap::new(),
+            pool_rtt_us: None,
+        })
+    }
+
+    fn backends_changed(&mut self, pool: &Pool, events: &[BackendEvent]) {
+        let now = host::now_us();
+        for event in events {
+            let id = match event {
+                BackendEvent::Added(b) | BackendEvent::Updated(b) => b.id,
+                BackendEvent::Removed(id) => *id,
+                BackendEvent::Eligibility((id, _)) => *id,
+            };
+            self.sync(pool, id, now);
+        }
+        if events.iter().any(|event| !matches!(event, BackendEvent::Updated(_))) {
+            self.index(pool);
+        }
+    }
+
+    fn pick(&mut self, pool: &Pool, ctx: &PickContext) -> Option<BackendId> {
+        let eligible = pool.eligible();
+        if self.stats.len() != pool.len() || self.positions.len() != eligible.len() {
+            self.resync(pool);
+        }
+        let skip = ctx.exclude.and_then(|id| self.positions.get(&id).copied());
+        let taken: &[usize] = match &skip {
+            Some(at) => std::slice::from_ref(at),
+            None => &[],
+        };
+        if eligible.len() <= taken.len() {
+            return None;
+        }
+        // One host call gives the randomness for both draws.
+        let random = host::random_u64();
+        let a = draw(eligible.len(), taken, random as u32);
+        let chosen = if eligible.len() - taken.len() == 1 {
+            eligible[a]
+        } else {
+            let mut taken = [a, skip.unwrap_or(usize::MAX)];
+            taken.sort_unstable();
+            let b = draw(eligible.len(), &taken[..1 + usize::from(skip.is_some())], (random >> 32) as u32);
+            let now = host::now_us();
+            let (a, b) = (eligible[a], eligible[b]);
+            if self.cost(b, now) < self.cost(a, now) { b } else { a }
+        };
+        if let Some(stats) = self.stats.get_mut(&chosen) {
+            stats.in_flight = stats.in_flight.saturating_add(1);
+        }
+        Some(chosen)
+    }
+
+    fn observe(&mut self, _pool: &Pool, outcome: &Outcome) {
+        let id = outcome.backend;
+        if outcome.picked
+            && let Some(stats) = self.stats.get_mut(&id)
+        {
+            stats.in_flight = stats.in_flight.saturating_sub(1);
+        }
+        let latency_us = outcome.latency_us as f64;
+        let now = host::now_us();
+        match outcome.error {
+            Some(ErrorKind::NotSent) => {}
+            Some(_) => self.sample(id, latency_us.max(self.failure_penalty_us), now),
+            None if outcome.status >= 500 => self.sample(id, latency_us.max(self.failure_penalty_us), now),
+            None => {
+                self.sample(id, latency_us, now);
+                let pool = self.pool_rtt_us.get_or_insert(latency_us);
+                *pool += (latency_us - *pool) * POOL_RTT_WEIGHT;
+            }
+        }
+    }
+}
+
+veer_sdk::export_policy!(P2cEwma);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veer_sdk::testing::{Harness, Load, Reply};
+
+    const MS: u64 = 1_000;
+
+    #[test]
+    fn the_fast_backend_gets_most_traffic() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let fast = h.add_backend("fast", 1);
+        let slow = h.add_backend("slow", 1);
+        let report = h.run(Load { requests: 10_000, concurrency: 8 }, |id, _, _| {
+            Reply::ok(if id == fast { 5 * MS } else { 50 * MS })
+        });
+        let share = report.share(fast);
+        assert!(share > 0.99, "fast share {share:.4}");
+        assert!(report.share(slow) > 0.0, "the slow one is still probed");
+        assert!(report.mean_latency_us() < 8.0 * MS as f64, "{}", report.mean_latency_us());
+    }
+
+    #[test]
+    fn in_flight_penalty_spreads_load_when_all_are_equal() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(4);
+        let report = h.run(Load { requests: 20_000, concurrency: 16 }, |_, _, _| Reply::ok(10 * MS));
+        for id in &ids {
+            assert!((report.share(*id) - 0.25).abs() < 0.02, "{id}: {:.3}", report.share(*id));
+        }
+        // With nothing completing, every pick goes to the less loaded of two.
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(4);
+        for _ in 0..400 {
+            h.pick();
+        }
+        let loads: Vec<u32> = ids.iter().map(|id| h.policy().in_flight(*id).unwrap()).collect();
+        let spread = loads.iter().max().unwrap() - loads.iter().min().unwrap();
+        assert!(spread <= 4, "{loads:?}");
+    }
+
+    #[test]
+    fn a_backend_that_always_fails_gets_almost_nothing() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(4);
+        let broken = ids[0];
+        let report = h.run(Load { requests: 20_000, concurrency: 8 }, |id, _, _| {
+            if id == broken { Reply::fail(MS) } else { Reply::ok(10 * MS) }
+        });
+        assert!(report.share(broken) < 0.001, "broken share {:.4}", report.share(broken));
+        assert!(report.error_rate() < 0.001, "error rate {:.4}", report.error_rate());
+    }
+
+    #[test]
+    fn the_fast_but_flaky_trap_is_avoided() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let trap = h.add_backend("trap", 1);
+        let healthy = h.add_backends(4);
+        let report = h.run(Load { requests: 100_000, concurrency: 8 }, |id, _, rng| {
+            if id == trap { if rng.unit() < 0.5 { Reply::fail(MS) } else { Reply::ok(MS) } } else { Reply::ok(10 * MS) }
+        });
+        // Over 125 s of virtual time: a handful of requests, one re-probe every ~40 s.
+        assert!(report.share(trap) < 0.001, "trap share {:.4}", report.share(trap));
+        assert!(report.error_rate() < 0.0005, "error rate {:.4}", report.error_rate());
+        for id in healthy {
+            assert!((report.share(id) - 0.25).abs() < 0.01, "{:.3}", report.share(id));
+        }
+    }
+
+    #[test]
+    fn a_recovered_backend_gets_its_share_back() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(4);
+        let sick = ids[0];
+        let report = h.run(Load { requests: 5_000, concurrency: 8 }, |id, _, _| {
+            if id == sick { Reply::fail(2 * MS) } else { Reply::ok(10 * MS) }
+        });
+        assert!(report.share(sick) < 0.02, "while failing: {:.4}", report.share(sick));
+        // It recovers; a minute passes (the penalty fades), then traffic resumes.
+        h.advance_us(60_000 * MS);
+        let report = h.run(Load { requests: 20_000, concurrency: 8 }, |_, _, _| Reply::ok(10 * MS));
+        assert!(report.share(sick) > 0.22, "after recovery: {:.3}", report.share(sick));
+        assert_eq!(report.failures(), 0);
+    }
+
+    #[test]
+    fn a_recovered_backend_comes_back_under_steady_traffic() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(4);
+        let sick = ids[0];
+        h.run(Load { requests: 5_000, concurrency: 8 }, |id, _, _| {
+            if id == sick { Reply::fail(2 * MS) } else { Reply::ok(10 * MS) }
+        });
+        // Healthy again, with no pause in traffic: 75 s of it lets the penalty fade.
+        let settle = h.run(Load { requests: 60_000, concurrency: 8 }, |_, _, _| Reply::ok(10 * MS));
+        assert!(settle.elapsed_us > 70_000 * MS);
+        let report = h.run(Load { requests: 20_000, concurrency: 8 }, |_, _, _| Reply::ok(10 * MS));
+        // Fair is 0.25; the last of the penalty fades out over one more τ.
+        assert!(report.share(sick) > 0.2, "after recovery: {:.3}", report.share(sick));
+    }
+
+    #[test]
+    fn estimates_are_peak_sensitive_and_decay() {
+        let mut h = Harness::<P2cEwma>::new(&[("decay_ms", "1000")]).unwrap();
+        let id = h.add_backend("a", 1);
+        assert_eq!(h.policy().estimate_us(id), Some(30_000.0), "default_rtt_ms before any sample");
+        h.complete(id, 5 * MS, true);
+        assert_eq!(h.policy().estimate_us(id), Some(5_000.0), "the first sample replaces the guess");
+        h.advance_us(10 * MS);
+        h.complete(id, 100 * MS, true);
+        assert_eq!(h.policy().estimate_us(id), Some(100_000.0), "a peak replaces the estimate at once");
+        // Samples at the old level pull it down at the rate of τ = 1 s: after 1 s, by 1 − 1/e.
+        for _ in 0..100 {
+            h.advance_us(10 * MS);
+            h.complete(id, 5 * MS, true);
+        }
+        let estimate = h.policy().estimate_us(id).unwrap();
+        let expected = 5_000.0 + 95_000.0 * (-1.0f64).exp();
+        assert!((estimate - expected).abs() < 1_000.0, "{estimate} against {expected}");
+        // A failure counts as the penalty, and fades while the backend is idle.
+        h.complete(id, MS, false);
+        assert_eq!(h.policy().estimate_us(id), Some(1_000_000.0));
+        h.advance_us(3_000 * MS);
+        let faded = h.policy().estimate_us(id).unwrap();
+        assert!((faded - 1_000_000.0 * (-3.0f64).exp()).abs() < 1.0, "{faded}");
+        h.advance_us(60_000 * MS);
+        assert_eq!(h.policy().estimate_us(id), Some(1_000.0), "never below 1 ms when idle");
+    }
+
+    #[test]
+    fn not_sent_is_no_sample_and_host_routed_outcomes_are() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let id = h.add_backend("a", 1);
+        assert_eq!(h.pick(), Some(id));
+        h.complete_with_error(id, 0, ErrorKind::NotSent);
+        assert_eq!(h.policy().in_flight(id), Some(0));
+        assert_eq!(h.policy().estimate_us(id), Some(30_000.0));
+        h.observe(Outcome { backend: id, picked: false, status: 200, latency_us: 7 * MS, error: None });
+        assert_eq!(h.policy().estimate_us(id), Some(7_000.0));
+        assert_eq!(h.policy().in_flight(id), Some(0), "not counted, so not uncounted");
+        h.complete_with_error(id, 2 * MS, ErrorKind::Reset);
+        assert_eq!(h.policy().estimate_us(id), Some(1_000_000.0));
+    }
+
+    #[test]
+    fn a_new_backend_is_tried_promptly() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        h.add_backends(3);
+        h.run(Load { requests: 3_000, concurrency: 8 }, |_, _, _| Reply::ok(5 * MS));
+        let new = h.add_backend("new", 1);
+        assert_eq!(h.policy().estimate_us(new).map(f64::round), Some(5_000.0), "starts at the pool's typical latency");
+        let report = h.run(Load { requests: 8_000, concurrency: 8 }, |_, _, _| Reply::ok(5 * MS));
+        assert!((report.share(new) - 0.25).abs() < 0.03, "{:.3}", report.share(new));
+    }
+
+    #[test]
+    fn weights_scale_the_cost() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let heavy = h.add_backend("heavy", 3);
+        h.add_backend("light", 1);
+        let report = h.run(Load { requests: 20_000, concurrency: 16 }, |_, _, _| Reply::ok(10 * MS));
+        assert!((report.share(heavy) - 0.75).abs() < 0.03, "{:.3}", report.share(heavy));
+    }
+
+    #[test]
+    fn never_picks_ineligible_or_excluded_backends() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(3);
+        h.set_eligible(ids[0], false);
+        let counts = h.picks(200);
+        assert!(!counts.contains_key(&ids[0]));
+        for _ in 0..50 {
+            assert_eq!(h.pick_excluding(ids[1]), Some(ids[2]));
+        }
+        h.set_eligible(ids[0], true);
+        for _ in 0..50 {
+            assert_ne!(h.pick_excluding(ids[1]), Some(ids[1]));
+        }
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        assert_eq!(h.pick(), None);
+        let only = h.add_backend("only", 1);
+        assert_eq!(h.pick_excluding(only), None);
+        assert_eq!(h.pick(), Some(only));
+        h.set_eligible(only, false);
+        assert_eq!(h.pick(), None);
+    }
+
+    #[test]
+    fn in_flight_returns_to_zero_and_removal_forgets() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(3);
+        h.run(Load { requests: 2_000, concurrency: 8 }, |_, _, _| Reply::ok(3 * MS));
+        for id in &ids {
+            assert_eq!(h.policy().in_flight(*id), Some(0));
+        }
+        h.pick();
+        h.remove_backend(ids[0]);
+        assert_eq!(h.policy().in_flight(ids[0]), None);
+        h.complete(ids[0], MS, true);
+        assert_eq!(h.policy().estimate_us(ids[0]), None);
+        assert!(h.picks(100).keys().all(|id| *id != ids[0]));
+    }
+
+    #[test]
+    fn a_thousand_backends_work() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(1000);
+        let slow: Vec<_> = ids.iter().copied().step_by(10).collect(); // 100 of them
+        let report = h.run(Load { requests: 50_000, concurrency: 64 }, |id, _, _| {
+            Reply::ok(if id % 10 == ids[0] % 10 { 100 * MS } else { 5 * MS })
+        });
+        assert_eq!(report.unpicked, 0);
+        let slow_share: f64 = slow.iter().map(|id| report.share(*id)).sum();
+        assert!(slow_share < 0.03, "100 slow of 1000 got {slow_share:.3}");
+        assert_eq!(report.backends.len(), 1000, "every backend was tried");
+        h.set_eligible(ids[5], false);
+        assert!(h.picks(2_000).keys().all(|id| *id != ids[5]));
+    }
+
+    #[test]
+    fn keeps_working_after_a_reconfigure() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(3);
+        h.reconfigure(&[("decay_ms", "5000")]).unwrap();
+        let counts = h.picks(300);
+        assert!(ids.iter().all(|id| counts.get(id).copied().unwrap_or(0) > 50), "{counts:?}");
+    }
+
+    #[test]
+    fn rejects_bad_parameters_all_at_once() {
+        let err =
+            Harness::<P2cEwma>::new(&[("decay_ms", "0"), ("failure_penalty_ms", "soon"), ("tau", "1")]).unwrap_err();
+        assert!(err.contains("decay_ms: must be between 1 and 3600000, got 0"), "{err}");
+        assert!(err.contains("failure_penalty_ms: expected a number, got 'soon'"), "{err}");
+        assert!(err.contains("unknown parameter 'tau'"), "{err}");
+        assert!(Harness::<P2cEwma>::new(&[("default_rtt_ms", "5"), ("failure_penalty_ms", "250")]).is_ok());
+    }
+}
