@@ -79,7 +79,7 @@ CONF
 cat >"$WORK/haproxy.cfg" <<CONF
 global
     nbthread $(nproc)
-    maxconn 10000
+    maxconn 4096
 defaults
     mode http
     timeout connect 2s
