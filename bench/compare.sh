@@ -107,6 +107,19 @@ TARGETS=(
 )
 BACKENDS="--backend a=127.0.0.1:$B1 --backend b=127.0.0.1:$B2 --backend c=127.0.0.1:$B3"
 
+# CPU time (clock ticks) used so far by the given processes, all threads.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$@"; do
+        for stat in /proc/"$pid"/task/*/stat; do
+            # Fields 14 and 15: utime and stime (after the ")" that ends the command name).
+            total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$stat" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$total"
+}
+
 # wrk's latency in ms, whatever unit it printed.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }' <<<"$1"; }
 
@@ -123,13 +136,22 @@ for round in $(seq 1 "$ROUNDS"); do
         fi
         # A short warm-up fills connection pools and caches.
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
+        procs=()
+        [[ -n $pid ]] && procs=("$pid" $(pgrep -P "$pid" || true))
+        before=$(cpu_ticks "${procs[@]}")
         out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$port/")
+        after=$(cpu_ticks "${procs[@]}")
+        requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+        # The proxy's own CPU per request: the number that does not depend on
+        # how the machine's cores were shared with wrk and the backends.
+        cpu_us=$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0 ? t * us / n : 0) }')
         rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
         p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
         p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
         errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
-        printf "round %d  %-15s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n" "$round" "$name" "$rps" "$p50" "$p99" "$errors"
-        printf "%s\t%s\t%s\t%s\n" "$name" "$rps" "$p50" "$p99" >>"$RESULTS"
+        printf "round %d  %-15s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %5.1f us/req %s\n" \
+            "$round" "$name" "$rps" "$p50" "$p99" "$cpu_us" "$errors"
+        printf "%s\t%s\t%s\t%s\t%s\n" "$name" "$rps" "$p50" "$p99" "$cpu_us" >>"$RESULTS"
         if [[ -n $pid ]]; then
             kill -TERM "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -141,10 +163,13 @@ done
 echo
 echo "mean over $ROUNDS rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connections, $(nproc) cores, everything on this machine:"
 awk -F'\t' '
-    { n[$1]++; rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
+    { n[$1]++; rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; cpu[$1]+=$5; if (!($1 in seen)) { seen[$1]=1; order[++k]=$1 } }
     END {
-        printf "| target | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|\n"
-        for (i=1; i<=k; i++) { t=order[i]; printf "| %s | %.0f | %.3f | %.3f |\n", t, rps[t]/n[t], p50[t]/n[t], p99[t]/n[t] }
+        printf "| target | req/s | p50 ms | p99 ms | proxy CPU µs/req |\n|---|---:|---:|---:|---:|\n"
+        for (i=1; i<=k; i++) {
+            t=order[i]; c = (t == "direct") ? "-" : sprintf("%.1f", cpu[t]/n[t])
+            printf "| %s | %.0f | %.3f | %.3f | %s |\n", t, rps[t]/n[t], p50[t]/n[t], p99[t]/n[t], c
+        }
         best = (rps["nginx"]/n["nginx"] > rps["haproxy"]/n["haproxy"]) ? "nginx" : "haproxy"
         printf "\nratios (req/s): veer-wasm-rr/nginx %.2f, veer-wasm-rr/haproxy %.2f, veer-wasm-rr/best-of(%s) %.2f, wasm-rr/native-rr %.3f\n",
             (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps["nginx"]/n["nginx"]),
@@ -152,4 +177,7 @@ awk -F'\t' '
             best, (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps[best]/n[best]),
             (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps["veer-native-rr"]/n["veer-native-rr"])
         printf "ratios (p99): veer-wasm-rr/best-of(%s) %.2f\n", best, (p99["veer-wasm-rr"]/n["veer-wasm-rr"]) / (p99[best]/n[best])
+        printf "ratios (CPU per request): veer-wasm-rr/nginx %.2f, veer-wasm-rr/haproxy %.2f\n",
+            (cpu["veer-wasm-rr"]/n["veer-wasm-rr"]) / (cpu["nginx"]/n["nginx"]),
+            (cpu["veer-wasm-rr"]/n["veer-wasm-rr"]) / (cpu["haproxy"]/n["haproxy"])
     }' "$RESULTS"

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::uri::Authority;
 
 use crate::plugin::{Backend as PluginBackend, BackendEvent, BackendId};
 
@@ -44,6 +45,8 @@ pub struct BackendState {
     pub id: BackendId,
     /// The operator's description.
     pub spec: BackendSpec,
+    /// `spec.address` as a URI authority, made once instead of per attempt.
+    pub authority: Authority,
     /// Attempts sent and not yet answered (response headers not received).
     pub in_flight: AtomicU32,
     /// Attempts sent.
@@ -139,8 +142,11 @@ impl Pool {
         let mut events = Vec::with_capacity(specs.len());
         for spec in specs {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let authority = Authority::try_from(spec.address.to_string().as_str())
+                .expect("a socket address is a valid URI authority");
             let state = Arc::new(BackendState {
                 id,
+                authority,
                 spec,
                 in_flight: AtomicU32::new(0),
                 requests: AtomicU64::new(0),

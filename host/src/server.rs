@@ -42,6 +42,9 @@ pub enum StartError {
         /// The OS error.
         reason: std::io::Error,
     },
+    /// The data-path worker threads could not be started.
+    #[error("cannot start the data-path workers: {0}")]
+    Workers(std::io::Error),
     /// The picker could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
@@ -108,7 +111,8 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(proxy.clone().serve(listener, stopped(stop_rx.clone())))];
+    let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
+    let mut tasks = vec![tokio::spawn(serving)];
     let admin_addr = match options.admin {
         Some(address) => {
             let listener = bind(address).await?;

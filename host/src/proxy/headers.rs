@@ -68,41 +68,46 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends this hop to `Via` (`1.1 veer`, `2 veer`, ...).
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
-    let protocol = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    let hop = format!("{protocol} veer");
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {hop}"),
-        None => hop,
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(header::VIA, value);
+    let hop = HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 veer",
+        Version::HTTP_10 => "1.0 veer",
+        Version::HTTP_2 => "2 veer",
+        Version::HTTP_3 => "3 veer",
+        _ => "1.1 veer",
+    });
+    match headers.get(header::VIA) {
+        Some(existing) => {
+            if let Ok(value) = HeaderValue::from_bytes(&[existing.as_bytes(), b", ", hop.as_bytes()].concat()) {
+                headers.insert(header::VIA, value);
+            }
+        }
+        None => {
+            headers.insert(header::VIA, hop);
+        }
     }
+}
+
+/// The client address as a header value; made once per client connection,
+/// not per request.
+pub fn client_address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
 }
 
 /// Appends the client to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` unless an earlier proxy already did.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
-    let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client}"),
-        None => client,
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&HeaderValue>) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        Some(existing) => HeaderValue::from_bytes(&[existing.as_bytes(), b", ", client.as_bytes()].concat()).ok(),
+        None => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
-    if let Some(value) =
-        host.filter(|_| !headers.contains_key(&X_FORWARDED_HOST)).and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        headers.insert(X_FORWARDED_HOST.clone(), value);
+    if let Some(host) = host.filter(|_| !headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
 }
 
@@ -131,8 +136,13 @@ impl RequestIds {
             return existing.clone();
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:08x}", mix(self.seed ^ n), n as u32);
-        let value = HeaderValue::from_str(&id).expect("hex digits are a valid header value");
+        // 16 hex digits of a mixed value, then 8 of the counter.
+        let mut id = [0u8; 24];
+        let digits = (u128::from(mix(self.seed ^ n)) << 32) | u128::from(n as u32);
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = b"0123456789abcdef"[((digits >> (4 * (23 - i))) & 0xf) as usize];
+        }
+        let value = HeaderValue::from_bytes(&id).expect("hex digits are a valid header value");
         headers.insert(X_REQUEST_ID.clone(), value.clone());
         value
     }
@@ -185,7 +195,8 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended_and_via_accumulates() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
-        add_forwarded(&mut h, IpAddr::from([127, 0, 0, 1]), Some("example.com"));
+        let client = client_address_value(IpAddr::from([127, 0, 0, 1]));
+        add_forwarded(&mut h, &client, Some(&HeaderValue::from_static("example.com")));
         append_via(&mut h, Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -202,5 +213,6 @@ mod tests {
         let (a, b) = (ids.ensure(&mut a), ids.ensure(&mut b));
         assert_ne!(a, b);
         assert_eq!(a.len(), 24);
+        assert!(a.to_str().unwrap().ends_with("00000000") && b.to_str().unwrap().ends_with("00000001"), "{a:?} {b:?}");
     }
 }

@@ -4,6 +4,7 @@
 
 mod headers;
 mod retry;
+mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 
 pub use headers::{RequestIds, X_REQUEST_ID};
 pub use retry::{RetryBudget, RetryPolicy};
+use workers::Workers;
 
 use crate::plugin::{BackendId, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
@@ -43,6 +46,9 @@ pub struct ProxyConfig {
     pub client_idle_timeout: Duration,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Data-path threads; each serves its share of client connections with
+    /// its own backend connection pools. Defaults to the number of cores.
+    pub workers: usize,
     /// Retries.
     pub retry: RetryPolicy,
 }
@@ -56,6 +62,7 @@ impl Default for ProxyConfig {
             backend_idle_timeout: Duration::from_secs(90),
             client_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
             retry: RetryPolicy::default(),
         }
     }
@@ -73,8 +80,6 @@ pub struct Proxy {
     pool: Arc<Pool>,
     slot: Arc<PickerSlot>,
     config: ProxyConfig,
-    http1: Client<HttpConnector, OutgoingBody>,
-    http2: Client<HttpConnector, OutgoingBody>,
     budget: RetryBudget,
     request_ids: RequestIds,
 }
@@ -93,9 +98,23 @@ enum AttemptError {
     Timeout(Duration),
 }
 
-impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker.
-    pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, config: ProxyConfig) -> Arc<Self> {
+/// The client end of one connection, worked out once for all its requests.
+#[derive(Debug)]
+struct ClientInfo {
+    address: SocketAddr,
+    /// The address's IP as `X-Forwarded-For` carries it.
+    address_value: HeaderValue,
+}
+
+/// One data-path worker's pooled connections to backends.
+#[derive(Debug)]
+struct Clients {
+    http1: Client<HttpConnector, OutgoingBody>,
+    http2: Client<HttpConnector, OutgoingBody>,
+}
+
+impl Clients {
+    fn new(config: &ProxyConfig) -> Clients {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -108,9 +127,21 @@ impl Proxy {
                 .http2_only(http2_only)
                 .build(connector.clone())
         };
+        Clients { http1: client(false), http2: client(true) }
+    }
+
+    fn for_protocol(&self, protocol: BackendProtocol) -> &Client<HttpConnector, OutgoingBody> {
+        match protocol {
+            BackendProtocol::Http1 => &self.http1,
+            BackendProtocol::Http2 => &self.http2,
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy for `pool`, routed by `slot`'s picker.
+    pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, config: ProxyConfig) -> Arc<Self> {
         Arc::new(Proxy {
-            http1: client(false),
-            http2: client(true),
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
             pool,
@@ -129,13 +160,24 @@ impl Proxy {
         &self.slot
     }
 
-    /// Serves clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)
-    /// until `shutdown` completes; then stops accepting, lets in-flight requests
-    /// finish for up to `shutdown_grace`, and returns.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Starts the data-path workers and returns the future that serves
+    /// clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
+    /// `shutdown` completes; then it stops accepting, lets in-flight requests
+    /// finish for up to `shutdown_grace`, stops the workers and returns.
+    pub fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<impl Future<Output = ()>> {
+        let workers = Workers::start(self.config.workers, || Clients::new(&self.config))?;
+        Ok(self.accept_loop(listener, shutdown, workers))
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, workers: Workers) {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.client_idle_timeout);
         builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
+        let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -152,15 +194,29 @@ impl Proxy {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
+            // The stream moves to a worker's runtime, which must register it there.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%client, %error, "could not hand the connection to a worker");
+                    continue;
+                }
+            };
+            let watcher = graceful.watcher();
+            let (proxy, builder) = (self.clone(), builder.clone());
+            workers.spawn_connection(move |clients| async move {
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(error) => return tracing::warn!(%client, %error, "could not register the connection"),
+                };
+                let info =
+                    Arc::new(ClientInfo { address: client, address_value: headers::client_address_value(client.ip()) });
+                let service = hyper::service::service_fn(move |request| {
+                    let (proxy, clients, info) = (proxy.clone(), clients.clone(), info.clone());
+                    async move { Ok::<_, Infallible>(proxy.handle(&clients, request, &info).await) }
+                });
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%client, error = %error, "client connection ended with an error");
                 }
             });
@@ -173,29 +229,32 @@ impl Proxy {
                 tracing::warn!(grace = ?self.config.shutdown_grace, "shutdown grace period over; closing the remaining connections");
             }
         }
+        workers.stop().await;
     }
 
     /// Handles one client request; never fails (errors become 5xx responses).
-    pub async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        clients: &Clients,
+        mut request: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Response<ProxyBody> {
         let request_id = self.request_ids.ensure(request.headers_mut());
         let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let version = parts.version;
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        let host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
         headers::remove_hop_by_hop(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, client.ip(), host.as_deref());
+        headers::add_forwarded(&mut parts.headers, &client.address_value, host.as_ref());
         headers::append_via(&mut parts.headers, version);
-        if let Some(host) = host.as_deref().filter(|_| !parts.headers.contains_key(header::HOST)) {
+        if let Some(host) = host.filter(|_| !parts.headers.contains_key(header::HOST)) {
             // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-            if let Ok(value) = HeaderValue::from_str(host) {
-                parts.headers.insert(header::HOST, value);
-            }
+            parts.headers.insert(header::HOST, host);
         }
-        let mut response = match self.forward(parts, body, client.ip(), client_upgrade).await {
+        let mut response = match self.forward(clients, parts, body, client.address.ip(), client_upgrade).await {
             Ok(response) => response,
             Err((status, reason)) => error_response(status, &reason, &request_id),
         };
@@ -213,6 +272,7 @@ impl Proxy {
     /// The attempt loop. `Err` carries the status and reason of veer's own answer.
     async fn forward(
         &self,
+        clients: &Clients,
         parts: http::request::Parts,
         body: Incoming,
         client_ip: IpAddr,
@@ -242,12 +302,15 @@ impl Proxy {
             meta = returned;
             let Some(choice) = choice else { break };
             let Some(backend) = self.pool.get(choice.backend) else { break };
-            let outgoing = outgoing_request(&meta.parts, &backend, body.take())?;
-            let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            let client = match backend.spec.protocol {
-                BackendProtocol::Http1 => &self.http1,
-                BackendProtocol::Http2 => &self.http2,
+            // The last attempt can have the headers; earlier ones need them kept for a retry.
+            let headers = if attempt + 1 == max_attempts {
+                std::mem::take(&mut meta.parts.headers)
+            } else {
+                meta.parts.headers.clone()
             };
+            let outgoing = outgoing_request(&meta.parts, headers, &backend, body.take())?;
+            let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let client = clients.for_protocol(backend.spec.protocol);
             backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
@@ -352,12 +415,15 @@ fn observe(
 /// absolute URI for the client, version for the backend's protocol.
 fn outgoing_request(
     parts: &http::request::Parts,
+    headers: HeaderMap,
     backend: &BackendState,
     body: Option<Incoming>,
 ) -> Result<Request<OutgoingBody>, (StatusCode, String)> {
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: Uri = format!("http://{}{}", backend.spec.address, path_and_query)
-        .parse()
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(backend.authority.clone());
+    uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    let uri = Uri::from_parts(uri)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("request target cannot be forwarded: {e}")))?;
     let mut request = Request::new(match body {
         Some(body) => Either::Left(body),
@@ -365,7 +431,7 @@ fn outgoing_request(
     });
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = parts.headers.clone();
+    *request.headers_mut() = headers;
     *request.version_mut() = match backend.spec.protocol {
         BackendProtocol::Http1 => Version::HTTP_11,
         BackendProtocol::Http2 => Version::HTTP_2,
