@@ -4,10 +4,15 @@
 //! | method and path | what |
 //! | --- | --- |
 //! | `GET /status` | picker (identity, health, counters) and every backend's live numbers |
+//! | `GET /snapshot` | everything an operator reads: request counters, picker, backends, access log |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when a backend can be picked and the picker works, else 503 with reasons |
+//! | `GET /health` | per backend: latency, error rate, in-flight |
 //! | `GET /picker` | the picker alone |
 //! | `PUT /picker` | swap the picker: `{"source": "builtin:q-learning", "params": {"alpha": "0.3"}}` |
 //!
-//! Answers are JSON; errors are `{"error": "..."}` with a 4xx/5xx status.
+//! Answers are JSON (except `/metrics`); errors are `{"error": "..."}` with a 4xx/5xx status.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,6 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::observe::snapshot::snapshot;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
 use crate::pool::BackendSnapshot;
 use crate::proxy::Proxy;
@@ -80,6 +86,29 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
 async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
+        (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy)),
+        (&Method::GET, "/metrics") => {
+            let mut response =
+                Response::new(Full::new(Bytes::from(proxy.metrics().render(proxy.pool(), proxy.slot()))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
+        (&Method::GET, "/readyz") => {
+            let problems = readiness_problems(proxy);
+            if problems.is_empty() {
+                json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+            } else {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "status": "not ready", "problems": problems }),
+                )
+            }
+        }
+        (&Method::GET, "/health") => json(StatusCode::OK, &backend_health(proxy)),
         (&Method::GET, "/picker") => json(StatusCode::OK, &picker_view(proxy)),
         (&Method::PUT, "/picker") => {
             let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
@@ -106,7 +135,9 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
             }
         }
-        (_, "/status" | "/picker") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }
 }
@@ -124,6 +155,50 @@ fn picker_view(proxy: &Proxy) -> PickerView {
 
 fn status(proxy: &Proxy) -> StatusView {
     StatusView { picker: picker_view(proxy), backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect() }
+}
+
+/// Why veer cannot serve traffic right now; empty when it can.
+fn readiness_problems(proxy: &Proxy) -> Vec<String> {
+    let mut problems = Vec::new();
+    if proxy.pool().all().is_empty() {
+        problems.push("no backend is eligible".to_string());
+    }
+    if let PickerHealth::FallbackOnly { reason } = proxy.slot().current().health() {
+        problems.push(format!("the picker is faulting and the fallback answers: {reason}"));
+    }
+    problems
+}
+
+#[derive(serde::Serialize)]
+struct BackendHealth {
+    name: String,
+    address: String,
+    in_flight: u32,
+    ewma_latency_ms: f64,
+    requests: u64,
+    failures: u64,
+    /// Failed share of all attempts so far.
+    error_rate: f64,
+}
+
+fn backend_health(proxy: &Proxy) -> Vec<BackendHealth> {
+    proxy
+        .pool()
+        .all()
+        .iter()
+        .map(|b| {
+            let s = b.snapshot();
+            BackendHealth {
+                error_rate: if s.requests == 0 { 0.0 } else { s.failures as f64 / s.requests as f64 },
+                name: s.name,
+                address: s.address,
+                in_flight: s.in_flight,
+                ewma_latency_ms: s.ewma_latency_ms,
+                requests: s.requests,
+                failures: s.failures,
+            }
+        })
+        .collect()
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use veer::observe::ObserveConfig;
+use veer::observe::access_log::{AccessLogConfig, LogFormat, LogLevel};
+use veer::observe::advisory::AdvisoryConfig;
+use veer::observe::snapshot::DumpConfig;
 use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
 use veer::pool::{BackendProtocol, BackendSpec};
 use veer::proxy::ProxyConfig;
@@ -21,6 +25,60 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Access log, metric dumps and the latency advisory.
+#[derive(Debug, clap::Args)]
+struct ObserveArgs {
+    /// Write an access log line per request to this file (`-`: standard output).
+    #[arg(long)]
+    access_log: Option<std::path::PathBuf>,
+    /// Access log line format.
+    #[arg(long, value_enum, default_value = "json")]
+    access_log_format: AccessLogFormatArg,
+    /// Log only 5xx answers.
+    #[arg(long)]
+    access_log_errors_only: bool,
+    /// Share of non-5xx requests logged, 0.0 to 1.0.
+    #[arg(long, default_value_t = 1.0)]
+    access_log_sample: f64,
+    /// Append a JSON snapshot of every metric to this file periodically.
+    #[arg(long)]
+    metrics_dump: Option<std::path::PathBuf>,
+    /// Time between metric dumps.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    metrics_dump_interval: std::time::Duration,
+    /// Warn when a backend's latency exceeds its baseline by this many percent (0: off).
+    #[arg(long, default_value_t = 50.0)]
+    latency_advisory_percent: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AccessLogFormatArg {
+    Json,
+    Text,
+}
+
+impl ObserveArgs {
+    fn config(&self) -> anyhow::Result<ObserveConfig> {
+        if !(0.0..=1.0).contains(&self.access_log_sample) {
+            bail!("--access-log-sample must be between 0.0 and 1.0, not {}", self.access_log_sample);
+        }
+        Ok(ObserveConfig {
+            access_log: self.access_log.as_ref().map(|path| AccessLogConfig {
+                path: path.clone(),
+                format: match self.access_log_format {
+                    AccessLogFormatArg::Json => LogFormat::Json,
+                    AccessLogFormatArg::Text => LogFormat::Text,
+                },
+                level: if self.access_log_errors_only { LogLevel::Errors } else { LogLevel::All },
+                sample: self.access_log_sample,
+                ..AccessLogConfig::default()
+            }),
+            dump: DumpConfig { path: self.metrics_dump.clone(), interval: Some(self.metrics_dump_interval) },
+            advisory: AdvisoryConfig { rise_percent: self.latency_advisory_percent, ..AdvisoryConfig::default() },
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +100,8 @@ enum Command {
         /// A picker parameter, `key=value`; repeat for each.
         #[arg(long = "param")]
         params: Vec<String>,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Starts three simulated backends with different profiles and veer on
     /// 127.0.0.1:8080 in front of them, routing with builtin:p2c-ewma.
@@ -55,6 +115,8 @@ enum Command {
         /// The picker.
         #[arg(long, default_value = "builtin:p2c-ewma")]
         picker: String,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Runs simulated backends until Ctrl-C, e.g.
     /// `--backend "name=a,port=9001,latency=10ms,jitter=5ms,errors=0.1,kind=500,capacity=50"`;
@@ -94,7 +156,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params } => {
+        Command::Run { listen, admin, backends, picker, params, observe } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -108,10 +170,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 params: parse_params(&params)?,
                 proxy: ProxyConfig::default(),
                 limits: Limits::default(),
+                observe: observe.config()?,
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
-        Command::Demo { listen, admin, picker } => tokio_runtime()?.block_on(demo(listen, admin, picker)),
+        Command::Demo { listen, admin, picker, observe } => {
+            let observe = observe.config()?;
+            tokio_runtime()?.block_on(demo(listen, admin, picker, observe))
+        }
         Command::Sim { backends } => {
             tokio_runtime()?.block_on(veer::sim::run_cli(backends, std::net::IpAddr::from([127, 0, 0, 1])))
         }
@@ -154,7 +220,7 @@ async fn serve_until_signal(options: ServerOptions) -> anyhow::Result<()> {
 }
 
 /// The demo: simulated backends plus veer, no config file.
-async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String) -> anyhow::Result<()> {
+async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: ObserveConfig) -> anyhow::Result<()> {
     // Kept alive for the whole demo: dropping the handles stops the backends.
     let backends = veer::sim::start_many(veer::sim::demo_specs(), std::net::IpAddr::from([127, 0, 0, 1]), None).await?;
     for backend in &backends {
@@ -177,6 +243,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String) -> anyhow::
         params: Vec::new(),
         proxy: ProxyConfig::default(),
         limits: Limits::default(),
+        observe,
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!(

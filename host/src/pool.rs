@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::StatusCode;
 use http::uri::Authority;
 
+use crate::observe::{BackendMetrics, Metrics};
 use crate::plugin::{Backend as PluginBackend, BackendEvent, BackendId};
 
 /// Which HTTP version veer speaks to a backend.
@@ -49,10 +51,8 @@ pub struct BackendState {
     pub authority: Authority,
     /// Attempts sent and not yet answered (response headers not received).
     pub in_flight: AtomicU32,
-    /// Attempts sent.
-    pub requests: AtomicU64,
-    /// Attempts that failed (no response, or a 5xx).
-    pub failures: AtomicU64,
+    /// Attempt counts and durations, as exported to Prometheus.
+    pub metrics: BackendMetrics,
     /// Exponentially weighted moving average of time to response headers, µs.
     pub ewma_latency_us: AtomicU64,
 }
@@ -61,9 +61,9 @@ pub struct BackendState {
 const EWMA_NEW_SAMPLE_WEIGHT: f64 = 0.2;
 
 impl BackendState {
-    /// Records the end of an attempt.
-    pub fn record(&self, latency: Duration, failed: bool) {
-        self.failures.fetch_add(u64::from(failed), Ordering::Relaxed);
+    /// Records the end of an attempt: its status, or `None` when no response came.
+    pub fn record(&self, status: Option<StatusCode>, latency: Duration) {
+        self.metrics.record(status, latency);
         let sample = latency.as_micros() as f64;
         // A lost update under a race only drops one sample from an average.
         let old = self.ewma_latency_us.load(Ordering::Relaxed) as f64;
@@ -91,8 +91,8 @@ impl BackendState {
             weight: self.spec.weight,
             protocol: self.spec.protocol,
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            requests: self.requests.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
+            requests: self.metrics.attempts(),
+            failures: self.metrics.failures(),
             ewma_latency_ms: self.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }
@@ -122,16 +122,18 @@ pub struct BackendSnapshot {
 }
 
 /// The backend set of one group.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
     backends: ArcSwap<HashMap<BackendId, Arc<BackendState>>>,
     next_id: AtomicU32,
+    metrics: Arc<Metrics>,
 }
 
 impl Pool {
-    /// A pool with `specs`; returns it with the `added` events for its picker.
-    pub fn new(specs: Vec<BackendSpec>) -> (Pool, Vec<BackendEvent>) {
-        let pool = Pool::default();
+    /// A pool with `specs` whose backends record into `metrics`; returns it
+    /// with the `added` events for its picker.
+    pub fn new(specs: Vec<BackendSpec>, metrics: Arc<Metrics>) -> (Pool, Vec<BackendEvent>) {
+        let pool = Pool { backends: ArcSwap::default(), next_id: AtomicU32::new(0), metrics };
         let events = pool.add(specs);
         (pool, events)
     }
@@ -144,13 +146,13 @@ impl Pool {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
             let authority = Authority::try_from(spec.address.to_string().as_str())
                 .expect("a socket address is a valid URI authority");
+            let metrics = self.metrics.backend(&spec.name);
             let state = Arc::new(BackendState {
                 id,
                 authority,
                 spec,
                 in_flight: AtomicU32::new(0),
-                requests: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
+                metrics,
                 ewma_latency_us: AtomicU64::new(0),
             });
             events.push(BackendEvent::Added(state.plugin_view()));
@@ -188,7 +190,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_events_describe_each_backend() {
-        let (pool, events) = Pool::new(vec![spec("a", 1), spec("b", 2)]);
+        let (pool, events) = Pool::new(vec![spec("a", 1), spec("b", 2)], Arc::default());
         assert_eq!(events.len(), 2);
         let more = pool.add(vec![spec("c", 3)]);
         let ids: Vec<_> = pool.all().iter().map(|b| b.id).collect();
@@ -198,12 +200,12 @@ mod tests {
 
     #[test]
     fn latency_average_moves_toward_new_samples() {
-        let (pool, _) = Pool::new(vec![spec("a", 1)]);
+        let (pool, _) = Pool::new(vec![spec("a", 1)], Arc::default());
         let backend = pool.get(1).unwrap();
-        backend.record(Duration::from_millis(10), false);
+        backend.record(Some(StatusCode::OK), Duration::from_millis(10));
         assert_eq!(backend.snapshot().ewma_latency_ms, 10.0);
-        backend.record(Duration::from_millis(20), true);
+        backend.record(None, Duration::from_millis(20));
         assert_eq!(backend.snapshot().ewma_latency_ms, 12.0);
-        assert_eq!(backend.snapshot().failures, 1);
+        assert_eq!((backend.snapshot().requests, backend.snapshot().failures), (2, 1));
     }
 }

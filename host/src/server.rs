@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::observe::access_log::AccessLog;
+use crate::observe::{Metrics, ObserveConfig, snapshot};
 use crate::plugin::{Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::{Proxy, ProxyConfig};
@@ -29,6 +31,8 @@ pub struct ServerOptions {
     pub proxy: ProxyConfig,
     /// Limits for plugin calls.
     pub limits: Limits,
+    /// Access log, metric dumps, latency advisory.
+    pub observe: ObserveConfig,
 }
 
 /// Why veer could not start.
@@ -42,6 +46,9 @@ pub enum StartError {
         /// The OS error.
         reason: std::io::Error,
     },
+    /// The access log could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
     /// The data-path worker threads could not be started.
     #[error("cannot start the data-path workers: {0}")]
     Workers(std::io::Error),
@@ -105,14 +112,25 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             .await
             .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))??
     };
-    let (pool, events) = Pool::new(options.backends.clone());
+    let metrics = Arc::new(Metrics::new());
+    let access_log = match &options.observe.access_log {
+        Some(config) => Some(AccessLog::start(config, metrics.clone()).map_err(StartError::AccessLog)?),
+        None => None,
+    };
+    let (pool, events) = Pool::new(options.backends.clone(), metrics.clone());
     slot.apply(&events);
-    let proxy = Proxy::new(Arc::new(pool), Arc::new(slot), options.proxy.clone());
+    let proxy = Proxy::new(Arc::new(pool), Arc::new(slot), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![tokio::spawn(serving)];
+    tasks.push(tokio::spawn(snapshot::periodic(
+        proxy.clone(),
+        options.observe.dump.clone(),
+        options.observe.advisory.clone(),
+        stopped(stop_rx.clone()),
+    )));
     let admin_addr = match options.admin {
         Some(address) => {
             let listener = bind(address).await?;

@@ -82,7 +82,16 @@ pub async fn start_veer(
     picker: &str,
     proxy: veer::proxy::ProxyConfig,
 ) -> veer::server::RunningServer {
-    let options = veer::server::ServerOptions {
+    veer::server::start(options(backends, picker, proxy)).await.expect("veer starts")
+}
+
+/// The options [`start_veer`] uses, for tests that change more of them.
+pub fn options(
+    backends: &[(&str, std::net::SocketAddr)],
+    picker: &str,
+    proxy: veer::proxy::ProxyConfig,
+) -> veer::server::ServerOptions {
+    veer::server::ServerOptions {
         listen: "127.0.0.1:0".parse().expect("a valid address"),
         admin: Some("127.0.0.1:0".parse().expect("a valid address")),
         backends: backends
@@ -98,8 +107,8 @@ pub async fn start_veer(
         params: vec![],
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
-    };
-    veer::server::start(options).await.expect("veer starts")
+        observe: veer::observe::ObserveConfig::default(),
+    }
 }
 
 /// An HTTP/1.1 client with connection pooling, as a load generator would use.

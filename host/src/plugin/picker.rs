@@ -82,6 +82,21 @@ pub struct PickerStatsSnapshot {
     pub rebuilds: u64,
 }
 
+impl PickerStatsSnapshot {
+    /// The counts of two pickers together.
+    pub fn plus(&self, other: &PickerStatsSnapshot) -> PickerStatsSnapshot {
+        PickerStatsSnapshot {
+            picks: self.picks + other.picks,
+            fallbacks: self.fallbacks + other.fallbacks,
+            traps: self.traps + other.traps,
+            deadlines: self.deadlines + other.deadlines,
+            invalid_answers: self.invalid_answers + other.invalid_answers,
+            empty_answers: self.empty_answers + other.empty_answers,
+            rebuilds: self.rebuilds + other.rebuilds,
+        }
+    }
+}
+
 impl PickerStats {
     fn fault(&self, kind: FaultKind) {
         self.faults[kind as usize].fetch_add(1, Ordering::Relaxed);

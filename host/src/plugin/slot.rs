@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::bindings::veer::picker::types::BackendEvent;
 use super::membership::Membership;
-use super::picker::{Handoff, HandoffResult, Picker, PickerInfo};
+use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot};
 use super::runtime::PluginRuntime;
 use super::{PluginError, PluginSource};
 
@@ -34,6 +34,8 @@ pub struct PickerSlot {
     current: ArcSwap<Picker>,
     membership: Mutex<Membership>,
     swaps: AtomicU64,
+    /// What replaced pickers counted, so that totals survive swaps.
+    retired: Mutex<PickerStatsSnapshot>,
 }
 
 impl std::fmt::Debug for PickerSlot {
@@ -55,6 +57,7 @@ impl PickerSlot {
             current: ArcSwap::from_pointee(picker),
             membership: Mutex::new(Membership::default()),
             swaps: AtomicU64::new(0),
+            retired: Mutex::new(PickerStatsSnapshot::default()),
         })
     }
 
@@ -95,6 +98,10 @@ impl PickerSlot {
         let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };
         self.current.store(Arc::new(picker));
         self.swaps.fetch_add(1, Ordering::Relaxed);
+        // Requests still holding the old picker may add a few picks (retries)
+        // after this; they go uncounted rather than counted twice.
+        let mut retired = self.retired.lock();
+        *retired = retired.plus(&old.stats());
         drop(membership);
         tracing::info!(from = %report.from.name, to = %report.to.name, handoff = ?report.handoff, "picker swapped");
         Ok(report)
@@ -113,6 +120,12 @@ impl PickerSlot {
         // Cached after the first load, so this is cheap when `swap` loaded it already.
         let code = runtime.load(source)?;
         Picker::start(runtime.clone(), code, params, membership, handoff)
+    }
+
+    /// The counters of every picker this slot has served with, current included.
+    pub fn lifetime_stats(&self) -> PickerStatsSnapshot {
+        let retired = *self.retired.lock();
+        retired.plus(&self.current.load().stats())
     }
 
     /// Successful swaps since the slot was created.

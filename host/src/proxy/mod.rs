@@ -3,6 +3,7 @@
 //! streams bodies both ways.
 
 mod headers;
+mod observed;
 mod retry;
 mod workers;
 
@@ -25,9 +26,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub use headers::{RequestIds, X_REQUEST_ID};
+pub use observed::ObservedBody;
+use observed::RequestGuard;
 pub use retry::{RetryBudget, RetryPolicy};
 use workers::Workers;
 
+use crate::observe::Metrics;
+use crate::observe::access_log::AccessLog;
 use crate::plugin::{BackendId, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 
@@ -80,6 +85,8 @@ pub struct Proxy {
     pool: Arc<Pool>,
     slot: Arc<PickerSlot>,
     config: ProxyConfig,
+    metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
     budget: RetryBudget,
     request_ids: RequestIds,
 }
@@ -139,9 +146,18 @@ impl Clients {
 }
 
 impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker.
-    pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, config: ProxyConfig) -> Arc<Self> {
+    /// A proxy for `pool`, routed by `slot`'s picker, recording into
+    /// `metrics` and, if given, `access_log`.
+    pub fn new(
+        pool: Arc<Pool>,
+        slot: Arc<PickerSlot>,
+        config: ProxyConfig,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Arc<Self> {
         Arc::new(Proxy {
+            metrics,
+            access_log: access_log.map(Arc::new),
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
             pool,
@@ -158,6 +174,11 @@ impl Proxy {
     /// The picker slot.
     pub fn slot(&self) -> &Arc<PickerSlot> {
         &self.slot
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Starts the data-path workers and returns the future that serves
@@ -238,8 +259,16 @@ impl Proxy {
         clients: &Clients,
         mut request: Request<Incoming>,
         client: &ClientInfo,
-    ) -> Response<ProxyBody> {
+    ) -> Response<ObservedBody> {
         let request_id = self.request_ids.ensure(request.headers_mut());
+        let mut guard = RequestGuard::start(
+            &self.metrics,
+            self.access_log.as_ref(),
+            request.method(),
+            request.uri().path_and_query(),
+            &request_id,
+            client.address,
+        );
         let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let version = parts.version;
@@ -254,10 +283,11 @@ impl Proxy {
             // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
             parts.headers.insert(header::HOST, host);
         }
-        let mut response = match self.forward(clients, parts, body, client.address.ip(), client_upgrade).await {
-            Ok(response) => response,
-            Err((status, reason)) => error_response(status, &reason, &request_id),
-        };
+        let mut response =
+            match self.forward(clients, parts, body, client.address.ip(), client_upgrade, &mut guard).await {
+                Ok(response) => response,
+                Err((status, reason)) => error_response(status, &reason, &request_id),
+            };
         // The backend's HTTP version is a property of veer's connection to it, not the client's.
         *response.version_mut() = version;
         let status = response.status();
@@ -266,7 +296,8 @@ impl Proxy {
         }
         headers::append_via(response.headers_mut(), version);
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        response
+        guard.answered(status);
+        response.map(|body| ObservedBody::new(body, guard))
     }
 
     /// The attempt loop. `Err` carries the status and reason of veer's own answer.
@@ -277,6 +308,7 @@ impl Proxy {
         body: Incoming,
         client_ip: IpAddr,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        guard: &mut RequestGuard,
     ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
         let started = Instant::now();
         let deadline = started + self.config.total_timeout;
@@ -297,11 +329,18 @@ impl Proxy {
         // A retryable status (e.g. 503) kept in case no retry can be made: the
         // backend's own answer is better for the client than a made-up 502.
         let mut last_response: Option<Response<Incoming>> = None;
+        let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
         for attempt in 0..max_attempts {
+            let picking = Instant::now();
             let (choice, returned) = picker.pick(meta, PickContext { attempt, exclude, method });
+            self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
             meta = returned;
             let Some(choice) = choice else { break };
             let Some(backend) = self.pool.get(choice.backend) else { break };
+            if attempt > 0 {
+                self.metrics.retries.inc();
+            }
+            route.attempt(&backend);
             // The last attempt can have the headers; earlier ones need them kept for a retry.
             let headers = if attempt + 1 == max_attempts {
                 std::mem::take(&mut meta.parts.headers)
@@ -311,7 +350,6 @@ impl Proxy {
             let outgoing = outgoing_request(&meta.parts, headers, &backend, body.take())?;
             let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
             let client = clients.for_protocol(backend.spec.protocol);
-            backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
             let result = tokio::time::timeout(per_try, client.request(outgoing)).await;
@@ -320,7 +358,7 @@ impl Proxy {
             let failure = match result {
                 Ok(Ok(response)) => {
                     let status = response.status();
-                    backend.record(latency, status.is_server_error());
+                    backend.record(Some(status), latency);
                     observe(&picker, choice.backend, choice.by_plugin, status.as_u16(), latency, None);
                     let retryable_status = retry.retry_on_status.contains(&status.as_u16());
                     if retryable_status && attempt + 1 < max_attempts && self.may_retry(deadline) {
@@ -334,7 +372,7 @@ impl Proxy {
                 Ok(Err(error)) => AttemptError::Reset(root_cause(&error)),
                 Err(_) => AttemptError::Timeout(per_try),
             };
-            backend.record(latency, true);
+            backend.record(None, latency);
             let kind = match failure {
                 AttemptError::Connect(_) => ErrorKind::Connect,
                 AttemptError::Reset(_) => ErrorKind::Reset,
@@ -370,7 +408,14 @@ impl Proxy {
     /// Whether one more attempt fits the deadline and the retry budget.
     fn may_retry(&self, deadline: Instant) -> bool {
         let now = Instant::now();
-        now < deadline && self.budget.try_withdraw(now)
+        if now >= deadline {
+            return false;
+        }
+        let allowed = self.budget.try_withdraw(now);
+        if !allowed {
+            self.metrics.retry_budget_exhausted.inc();
+        }
+        allowed
     }
 
     /// Turns the backend's response into the client's, wiring up a protocol
@@ -395,6 +440,36 @@ impl Proxy {
             });
         }
         response.map(Either::Left)
+    }
+}
+
+/// How a request was routed, for its access log record; the record wants
+/// names, which are only looked up when an access log is on.
+struct Route<'a> {
+    guard: &'a mut RequestGuard,
+    picker: &'a Picker,
+    backend: Option<Arc<BackendState>>,
+    attempts: u32,
+}
+
+impl Route<'_> {
+    fn attempt(&mut self, backend: &Arc<BackendState>) {
+        self.attempts += 1;
+        if self.guard.logging() {
+            self.backend = Some(backend.clone());
+        }
+    }
+}
+
+impl Drop for Route<'_> {
+    fn drop(&mut self) {
+        if self.guard.logging() {
+            let backend = self.backend.as_ref().map(|b| Arc::from(b.spec.name.as_str()));
+            let picker = Some(Arc::from(self.picker.info().name.as_str()));
+            self.guard.routed(backend, picker, self.attempts);
+        } else {
+            self.guard.routed(None, None, self.attempts);
+        }
     }
 }
 

@@ -1,0 +1,404 @@
+//! Observability: Prometheus metrics, access logs, metric dumps and the
+//! latency advisory.
+//!
+//! The data path only touches counters and histograms that were resolved
+//! ahead of time (per backend when it joins the pool, per method and status
+//! class at start), so recording costs a few atomic adds and no label lookup.
+//! Gauges that mirror live state (in-flight, EWMA, picker) are read from that
+//! state when `/metrics` is scraped instead of being kept twice.
+
+pub mod access_log;
+pub mod advisory;
+pub mod snapshot;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::plugin::{PickerSlot, PickerStatsSnapshot};
+use crate::pool::Pool;
+
+/// Observability settings.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    /// Access log; `None` turns it off.
+    pub access_log: Option<access_log::AccessLogConfig>,
+    /// Periodic JSON-lines dumps of the snapshot.
+    pub dump: snapshot::DumpConfig,
+    /// The latency advisory.
+    pub advisory: advisory::AdvisoryConfig,
+}
+
+/// Method classes used as a label: the common methods, everything else as `OTHER`.
+const METHOD_CLASSES: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "OTHER"];
+/// Status classes used as a label.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Results of a backend attempt: a status class, or no response at all.
+const ATTEMPT_RESULTS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// The label index of `method`.
+pub fn method_class(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        _ => 7,
+    }
+}
+
+fn status_class(status: StatusCode) -> usize {
+    (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
+}
+
+/// Every metric of one running veer, in its own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<[IntCounter; 5]>,
+    request_seconds: [Histogram; 5],
+    in_flight: IntGauge,
+    backend_attempts: IntCounterVec,
+    backend_response_seconds: HistogramVec,
+    backend_in_flight: IntGaugeVec,
+    backend_ewma_seconds: GaugeVec,
+    backend_weight: IntGaugeVec,
+    backend_advisory: IntGaugeVec,
+    backend_advisories: IntCounterVec,
+    /// Retries made (attempts after the first).
+    pub retries: IntCounter,
+    /// Retries wanted but refused by the retry budget.
+    pub retry_budget_exhausted: IntCounter,
+    /// Duration of `pick` calls, plugin and fallback alike.
+    pub pick_seconds: Histogram,
+    picks: IntCounter,
+    picker_faults: IntCounterVec,
+    picker_fallbacks: IntCounter,
+    picker_rebuilds: IntCounter,
+    picker_swaps: IntCounter,
+    picker_info: IntGaugeVec,
+    access_log_written: IntCounter,
+    access_log_dropped: IntCounter,
+    /// Scrapes bring mirrored counters up to date; one at a time, so none is counted twice.
+    render_lock: parking_lot::Mutex<()>,
+    /// Access log records, set by the access log (if any) before a scrape.
+    pub access_log_counts: AccessLogCounts,
+}
+
+/// Counters the access log keeps for the metrics.
+#[derive(Debug, Default)]
+pub struct AccessLogCounts {
+    /// Records written.
+    pub written: AtomicU64,
+    /// Records dropped because the writer was behind.
+    pub dropped: AtomicU64,
+}
+
+/// A backend's pre-resolved metrics; it holds them while it is in the pool.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    attempts: [IntCounter; 6],
+    response_seconds: Histogram,
+}
+
+impl BackendMetrics {
+    /// Records one attempt: its status, or `None` when no response came.
+    pub fn record(&self, status: Option<StatusCode>, latency: Duration) {
+        let result = status.map_or(5, status_class);
+        self.attempts[result].inc();
+        self.response_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Attempts sent, all results.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.iter().map(IntCounter::get).sum()
+    }
+
+    /// Attempts that got no response or a 5xx.
+    pub fn failures(&self) -> u64 {
+        self.attempts[4].get() + self.attempts[5].get()
+    }
+}
+
+/// Histogram buckets for request and backend durations, in seconds.
+fn duration_buckets() -> Vec<f64> {
+    vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+}
+
+impl Metrics {
+    /// All metrics, registered in a fresh registry.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new("veer_requests_total", "Client requests answered, by method and status class."),
+            &["method", "status_class"],
+        )
+        .expect("valid metric");
+        let request_seconds_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "veer_request_duration_seconds",
+                "Time from receiving a client request to the end of its response body.",
+            )
+            .buckets(duration_buckets()),
+            &["status_class"],
+        )
+        .expect("valid metric");
+        let metrics = Metrics {
+            requests: METHOD_CLASSES
+                .iter()
+                .map(|m| STATUS_CLASSES.map(|s| requests_vec.with_label_values(&[*m, s])))
+                .collect(),
+            request_seconds: STATUS_CLASSES.map(|s| request_seconds_vec.with_label_values(&[s])),
+            in_flight: IntGauge::new("veer_requests_in_flight", "Client requests being answered.").expect("valid"),
+            backend_attempts: IntCounterVec::new(
+                Opts::new(
+                    "veer_backend_attempts_total",
+                    "Attempts sent to each backend, by result: status class, or error when no response came.",
+                ),
+                &["backend", "result"],
+            )
+            .expect("valid metric"),
+            backend_response_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "veer_backend_response_duration_seconds",
+                    "Time from sending an attempt to a backend to its response headers (or failure).",
+                )
+                .buckets(duration_buckets()),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            backend_in_flight: gauge_vec("veer_backend_in_flight", "Attempts awaiting response headers per backend."),
+            backend_ewma_seconds: GaugeVec::new(
+                Opts::new(
+                    "veer_backend_latency_ewma_seconds",
+                    "Moving average of each backend's time to response headers.",
+                ),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            backend_weight: gauge_vec("veer_backend_weight", "Configured weight of each backend."),
+            backend_advisory: gauge_vec(
+                "veer_backend_latency_advisory",
+                "1 while a backend's latency is above its baseline by more than the configured share.",
+            ),
+            backend_advisories: IntCounterVec::new(
+                Opts::new(
+                    "veer_backend_latency_advisories_total",
+                    "Times a backend's latency rose above its baseline by more than the configured share.",
+                ),
+                &["backend"],
+            )
+            .expect("valid metric"),
+            retries: IntCounter::new("veer_retries_total", "Attempts made after a request's first.").expect("valid"),
+            retry_budget_exhausted: IntCounter::new(
+                "veer_retry_budget_exhausted_total",
+                "Retries not made because the retry budget was spent.",
+            )
+            .expect("valid"),
+            pick_seconds: Histogram::with_opts(
+                HistogramOpts::new("veer_picker_call_duration_seconds", "Duration of pick calls, including fallbacks.")
+                    .buckets(vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2]),
+            )
+            .expect("valid"),
+            // Picker counters live in the picker slot and survive swaps; these mirror them.
+            picks: IntCounter::new("veer_picker_picks_total", "Picks answered by the picker or its fallback.")
+                .expect("valid"),
+            picker_faults: IntCounterVec::new(
+                Opts::new(
+                    "veer_picker_faults_total",
+                    "Picker faults by kind (trap, deadline, invalid answer, empty answer).",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            picker_fallbacks: IntCounter::new(
+                "veer_picker_fallbacks_total",
+                "Picks the host's round robin answered because the plugin could not.",
+            )
+            .expect("valid"),
+            picker_rebuilds: IntCounter::new(
+                "veer_picker_rebuilds_total",
+                "Times a trapped plugin instance was replaced by a fresh one.",
+            )
+            .expect("valid"),
+            picker_swaps: IntCounter::new("veer_picker_swaps_total", "Successful live picker swaps.").expect("valid"),
+            picker_info: IntGaugeVec::new(
+                Opts::new("veer_picker_info", "The serving picker (value 1)."),
+                &["name", "version", "source"],
+            )
+            .expect("valid metric"),
+            access_log_written: IntCounter::new("veer_access_log_records_total", "Access log records written.")
+                .expect("valid"),
+            access_log_dropped: IntCounter::new(
+                "veer_access_log_dropped_total",
+                "Access log records dropped because the writer fell behind.",
+            )
+            .expect("valid"),
+            access_log_counts: AccessLogCounts::default(),
+            render_lock: parking_lot::Mutex::new(()),
+            registry,
+        };
+        let build_info =
+            IntGaugeVec::new(Opts::new("veer_build_info", "The running veer's version (value 1)."), &["version"])
+                .expect("valid metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let r = &metrics.registry;
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(requests_vec),
+            Box::new(request_seconds_vec),
+            Box::new(metrics.in_flight.clone()),
+            Box::new(metrics.backend_attempts.clone()),
+            Box::new(metrics.backend_response_seconds.clone()),
+            Box::new(metrics.backend_in_flight.clone()),
+            Box::new(metrics.backend_ewma_seconds.clone()),
+            Box::new(metrics.backend_weight.clone()),
+            Box::new(metrics.backend_advisory.clone()),
+            Box::new(metrics.backend_advisories.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.retry_budget_exhausted.clone()),
+            Box::new(metrics.pick_seconds.clone()),
+            Box::new(metrics.picks.clone()),
+            Box::new(metrics.picker_faults.clone()),
+            Box::new(metrics.picker_fallbacks.clone()),
+            Box::new(metrics.picker_rebuilds.clone()),
+            Box::new(metrics.picker_swaps.clone()),
+            Box::new(metrics.picker_info.clone()),
+            Box::new(metrics.access_log_written.clone()),
+            Box::new(metrics.access_log_dropped.clone()),
+            Box::new(build_info),
+        ];
+        for collector in collectors {
+            r.register(collector).expect("metric names are unique");
+        }
+        metrics
+    }
+
+    /// Resolves the metrics of a backend joining the pool.
+    pub fn backend(&self, name: &str) -> BackendMetrics {
+        BackendMetrics {
+            attempts: ATTEMPT_RESULTS.map(|r| self.backend_attempts.with_label_values(&[name, r])),
+            response_seconds: self.backend_response_seconds.with_label_values(&[name]),
+        }
+    }
+
+    /// Drops the series of a backend that left the pool.
+    pub fn forget_backend(&self, name: &str) {
+        for result in ATTEMPT_RESULTS {
+            let _ = self.backend_attempts.remove_label_values(&[name, result]);
+        }
+        let _ = self.backend_response_seconds.remove_label_values(&[name]);
+        for gauge in [&self.backend_in_flight, &self.backend_weight, &self.backend_advisory] {
+            let _ = gauge.remove_label_values(&[name]);
+        }
+        let _ = self.backend_ewma_seconds.remove_label_values(&[name]);
+        let _ = self.backend_advisories.remove_label_values(&[name]);
+    }
+
+    /// A client request arrived; [`Metrics::request_finished`] must follow.
+    pub fn request_began(&self) {
+        self.in_flight.inc();
+    }
+
+    /// Records a finished client request.
+    pub fn request_finished(&self, method: usize, status: StatusCode, duration: Duration) {
+        self.in_flight.dec();
+        let class = status_class(status);
+        self.requests[method.min(METHOD_CLASSES.len() - 1)][class].inc();
+        self.request_seconds[class].observe(duration.as_secs_f64());
+    }
+
+    /// Sets or clears a backend's latency advisory.
+    pub fn set_advisory(&self, backend: &str, raised: bool) {
+        let gauge = self.backend_advisory.with_label_values(&[backend]);
+        if raised && gauge.get() == 0 {
+            self.backend_advisories.with_label_values(&[backend]).inc();
+        }
+        gauge.set(i64::from(raised));
+    }
+
+    /// Client requests answered so far, all classes.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.iter().flatten().map(IntCounter::get).sum()
+    }
+
+    /// Client requests answered so far, by status class (`"2xx"` ...).
+    pub fn requests_by_class(&self) -> [(&'static str, u64); 5] {
+        let mut counts = STATUS_CLASSES.map(|class| (class, 0));
+        for by_method in &self.requests {
+            for (i, counter) in by_method.iter().enumerate() {
+                counts[i].1 += counter.get();
+            }
+        }
+        counts
+    }
+
+    /// Client requests being answered now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// The Prometheus text exposition of everything, with live gauges read
+    /// from `pool` and `slot` first.
+    pub fn render(&self, pool: &Pool, slot: &PickerSlot) -> String {
+        let _one_at_a_time = self.render_lock.lock();
+        for backend in pool.all() {
+            let name = [backend.spec.name.as_str()];
+            self.backend_in_flight.with_label_values(&name).set(i64::from(backend.in_flight.load(Ordering::Relaxed)));
+            self.backend_ewma_seconds
+                .with_label_values(&name)
+                .set(backend.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1e6);
+            self.backend_weight.with_label_values(&name).set(i64::from(backend.spec.weight));
+        }
+        let stats: PickerStatsSnapshot = slot.lifetime_stats();
+        catch_up(&self.picks, stats.picks);
+        catch_up(&self.picker_fallbacks, stats.fallbacks);
+        catch_up(&self.picker_rebuilds, stats.rebuilds);
+        for (kind, count) in [
+            ("trap", stats.traps),
+            ("deadline", stats.deadlines),
+            ("invalid_answer", stats.invalid_answers),
+            ("empty_answer", stats.empty_answers),
+        ] {
+            catch_up(&self.picker_faults.with_label_values(&[kind]), count);
+        }
+        catch_up(&self.picker_swaps, slot.swaps());
+        let picker = slot.current();
+        let info = picker.info();
+        self.picker_info.reset();
+        self.picker_info.with_label_values(&[info.name.as_str(), info.version.as_str(), info.source.as_str()]).set(1);
+        catch_up(&self.access_log_written, self.access_log_counts.written.load(Ordering::Relaxed));
+        catch_up(&self.access_log_dropped, self.access_log_counts.dropped.load(Ordering::Relaxed));
+        let mut text = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            tracing::warn!(%error, "encoding metrics failed");
+        }
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn gauge_vec(name: &str, help: &str) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), &["backend"]).expect("valid metric")
+}
+
+/// Brings a counter that mirrors a monotonic count kept elsewhere up to it.
+fn catch_up(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
