@@ -6,6 +6,8 @@
 //! | `GET /status` | picker (identity, health, counters) and every backend's live numbers |
 //! | `GET /picker` | the picker alone |
 //! | `PUT /picker` | swap the picker: `{"source": "builtin:q-learning", "params": {"alpha": "0.3"}}` |
+//! | `POST /backends/{name}/drain` | no new attempts to the backend; those in flight finish |
+//! | `POST /backends/{name}/undrain` | back in rotation (slow start applies) |
 //!
 //! Answers are JSON; errors are `{"error": "..."}` with a 4xx/5xx status.
 
@@ -21,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::health::BackendHealth;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
 use crate::pool::BackendSnapshot;
 use crate::proxy::Proxy;
@@ -40,7 +43,15 @@ struct PickerView {
 #[derive(serde::Serialize)]
 struct StatusView {
     picker: PickerView,
-    backends: Vec<BackendSnapshot>,
+    backends: Vec<BackendView>,
+}
+
+/// A backend's live numbers and its health, side by side.
+#[derive(serde::Serialize)]
+struct BackendView {
+    #[serde(flatten)]
+    live: BackendSnapshot,
+    health: Option<BackendHealth>,
 }
 
 #[derive(serde::Deserialize)]
@@ -106,6 +117,28 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
             }
         }
+        (method, path) if path.starts_with("/backends/") => {
+            let Some((name, action)) = path["/backends/".len()..].rsplit_once('/') else {
+                return error(StatusCode::NOT_FOUND, "expected /backends/{name}/drain or /backends/{name}/undrain");
+            };
+            let drained = match action {
+                "drain" => true,
+                "undrain" => false,
+                _ => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("no backend action {action:?}; try drain or undrain"),
+                    );
+                }
+            };
+            if method != Method::POST {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use POST");
+            }
+            match proxy.health().set_drained(name, drained) {
+                Some(health) => json(StatusCode::OK, &health),
+                None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
+            }
+        }
         (_, "/status" | "/picker") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }
@@ -123,7 +156,10 @@ fn picker_view(proxy: &Proxy) -> PickerView {
 }
 
 fn status(proxy: &Proxy) -> StatusView {
-    StatusView { picker: picker_view(proxy), backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect() }
+    let mut health: BTreeMap<_, _> = proxy.health().snapshot().into_iter().map(|h| (h.id, h)).collect();
+    let backends =
+        proxy.pool().all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
+    StatusView { picker: picker_view(proxy), backends }
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {

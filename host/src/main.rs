@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use veer::health::HealthConfig;
 use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
-use veer::pool::{BackendProtocol, BackendSpec};
+use veer::pool::{BackendProtocol, BackendSpec, MAX_WEIGHT};
 use veer::proxy::ProxyConfig;
 use veer::server::{self, ServerOptions};
 
@@ -33,7 +34,7 @@ enum Command {
         /// Address of the admin API (loopback only for now).
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// A backend: `[NAME=]HOST:PORT[,weight=N][,h2]`; repeat for each.
+        /// A backend: `[NAME=]HOST:PORT[,weight=N][,max_concurrent=N][,h2]`; repeat for each.
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
         /// The picker: `builtin:NAME` or a path to a component.
@@ -42,6 +43,8 @@ enum Command {
         /// A picker parameter, `key=value`; repeat for each.
         #[arg(long = "param")]
         params: Vec<String>,
+        #[command(flatten)]
+        health: Box<HealthArgs>,
     },
     /// Starts three simulated backends with different profiles and veer on
     /// 127.0.0.1:8080 in front of them, routing with builtin:p2c-ewma.
@@ -76,6 +79,124 @@ enum Command {
     },
 }
 
+/// Health flags of `veer run`; each overrides one field of the defaults in
+/// `veer::health::HealthConfig` (documented there and in the README).
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// Turn active health checks off.
+    #[arg(long)]
+    no_health_check: bool,
+    /// Health check path.
+    #[arg(long)]
+    health_path: Option<String>,
+    /// Health check method.
+    #[arg(long)]
+    health_method: Option<String>,
+    /// Host header of health checks (default: the backend's address).
+    #[arg(long)]
+    health_host: Option<String>,
+    /// Passing statuses, `MIN-MAX` (default 200-399).
+    #[arg(long)]
+    health_status: Option<String>,
+    /// Text the check's response body must contain.
+    #[arg(long)]
+    health_body: Option<String>,
+    /// Milliseconds between checks (±jitter).
+    #[arg(long)]
+    health_interval_ms: Option<u64>,
+    /// Jitter of the interval, as a share (0.1: ±10%).
+    #[arg(long)]
+    health_jitter: Option<f64>,
+    /// Milliseconds a check may take.
+    #[arg(long)]
+    health_timeout_ms: Option<u64>,
+    /// Consecutive passes that make a backend healthy.
+    #[arg(long)]
+    health_rise: Option<u32>,
+    /// Consecutive failures that make a backend unhealthy.
+    #[arg(long)]
+    health_fall: Option<u32>,
+    /// Consecutive failed attempts that open a backend's breaker (0: off).
+    #[arg(long)]
+    breaker_failures: Option<u32>,
+    /// Share of failed attempts in the breaker window that opens it (0: off).
+    #[arg(long)]
+    breaker_failure_ratio: Option<f64>,
+    /// Milliseconds a breaker stays open.
+    #[arg(long)]
+    breaker_open_ms: Option<u64>,
+    /// Probe attempts a half-open breaker admits at once.
+    #[arg(long)]
+    breaker_probes: Option<u32>,
+    /// Consecutive errors (5xx or no response) that eject a backend (0: off).
+    #[arg(long)]
+    eject_consecutive: Option<u32>,
+    /// Milliseconds between success-rate and latency outlier analyses.
+    #[arg(long)]
+    eject_interval_ms: Option<u64>,
+    /// Milliseconds of the first ejection; the n-th lasts n times as long.
+    #[arg(long)]
+    eject_base_ms: Option<u64>,
+    /// Longest ejection, milliseconds.
+    #[arg(long)]
+    eject_max_ms: Option<u64>,
+    /// Largest share of backends ejected at once.
+    #[arg(long)]
+    eject_max_share: Option<f64>,
+    /// Milliseconds of the weight ramp after recovery (0: off).
+    #[arg(long)]
+    slow_start_ms: Option<u64>,
+}
+
+impl HealthArgs {
+    fn config(&self) -> anyhow::Result<HealthConfig> {
+        let ms = std::time::Duration::from_millis;
+        let mut config = HealthConfig::default();
+        let check = &mut config.check;
+        check.enabled = !self.no_health_check;
+        if let Some(path) = &self.health_path {
+            check.path = path.clone();
+        }
+        if let Some(method) = &self.health_method {
+            check.method = method.clone();
+        }
+        check.host = self.health_host.clone().or(check.host.take());
+        if let Some(range) = &self.health_status {
+            let (min, max) = range
+                .split_once('-')
+                .and_then(|(min, max)| Some((min.parse().ok()?, max.parse().ok()?)))
+                .with_context(|| format!("--health-status '{range}' is not MIN-MAX, e.g. 200-399"))?;
+            (check.expect_status_min, check.expect_status_max) = (min, max);
+        }
+        check.expect_body = self.health_body.clone().or(check.expect_body.take());
+        set(&mut check.interval, self.health_interval_ms.map(ms));
+        set(&mut check.jitter, self.health_jitter);
+        set(&mut check.timeout, self.health_timeout_ms.map(ms));
+        set(&mut check.rise, self.health_rise);
+        set(&mut check.fall, self.health_fall);
+        let breaker = &mut config.breaker;
+        set(&mut breaker.consecutive_failures, self.breaker_failures);
+        set(&mut breaker.failure_ratio, self.breaker_failure_ratio);
+        set(&mut breaker.open_for, self.breaker_open_ms.map(ms));
+        set(&mut breaker.half_open_probes, self.breaker_probes);
+        let outlier = &mut config.outlier;
+        set(&mut outlier.consecutive_errors, self.eject_consecutive);
+        set(&mut outlier.interval, self.eject_interval_ms.map(ms));
+        set(&mut outlier.base_ejection, self.eject_base_ms.map(ms));
+        set(&mut outlier.max_ejection, self.eject_max_ms.map(ms));
+        set(&mut outlier.max_ejected_share, self.eject_max_share);
+        set(&mut config.slow_start.window, self.slow_start_ms.map(ms));
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,7 +215,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params } => {
+        Command::Run { listen, admin, backends, picker, params, health } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -108,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 params: parse_params(&params)?,
                 proxy: ProxyConfig::default(),
                 limits: Limits::default(),
+                health: health.config()?,
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
@@ -167,6 +289,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String) -> anyhow::
             address: b.addr(),
             weight: 1,
             protocol: BackendProtocol::Http1,
+            max_concurrent: None,
         })
         .collect();
     let options = ServerOptions {
@@ -177,6 +300,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String) -> anyhow::
         params: Vec::new(),
         proxy: ProxyConfig::default(),
         limits: Limits::default(),
+        health: HealthConfig::default(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!(
@@ -200,7 +324,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `[NAME=]HOST:PORT[,weight=N][,h2]`.
+/// Parses `[NAME=]HOST:PORT[,weight=N][,max_concurrent=N][,h2]`.
 fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     let mut fields = text.split(',');
     let target = fields.next().unwrap_or_default();
@@ -210,16 +334,21 @@ fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     };
     let address: SocketAddr =
         address.parse().with_context(|| format!("--backend '{text}': '{address}' is not HOST:PORT"))?;
-    let mut spec = BackendSpec { name, address, weight: 1, protocol: BackendProtocol::Http1 };
+    let mut spec = BackendSpec { name, address, weight: 1, protocol: BackendProtocol::Http1, max_concurrent: None };
     for field in fields {
         match field.split_once('=') {
             Some(("weight", w)) => {
-                spec.weight = w.parse().ok().filter(|w| (1..=1_000_000).contains(w)).with_context(|| {
-                    format!("--backend '{text}': weight must be a whole number from 1 to 1000000, got '{w}'")
+                spec.weight = w.parse().ok().filter(|w| (1..=MAX_WEIGHT).contains(w)).with_context(|| {
+                    format!("--backend '{text}': weight must be a whole number from 1 to {MAX_WEIGHT}, got '{w}'")
                 })?
             }
+            Some(("max_concurrent", n)) => {
+                spec.max_concurrent = Some(n.parse().ok().filter(|n| *n >= 1).with_context(|| {
+                    format!("--backend '{text}': max_concurrent must be a whole number of at least 1, got '{n}'")
+                })?)
+            }
             None if field == "h2" => spec.protocol = BackendProtocol::Http2,
-            _ => bail!("--backend '{text}': unknown option '{field}' (expected weight=N or h2)"),
+            _ => bail!("--backend '{text}': unknown option '{field}' (expected weight=N, max_concurrent=N or h2)"),
         }
     }
     Ok(spec)

@@ -92,12 +92,14 @@ pub async fn start_veer(
                 address: *address,
                 weight: 1,
                 protocol: veer::pool::BackendProtocol::Http1,
+                max_concurrent: None,
             })
             .collect(),
         picker: veer::plugin::PluginSource::parse(picker),
         params: vec![],
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
+        health: veer::health::HealthConfig::default(),
     };
     veer::server::start(options).await.expect("veer starts")
 }

@@ -28,7 +28,8 @@ pub use headers::{RequestIds, X_REQUEST_ID};
 pub use retry::{RetryBudget, RetryPolicy};
 use workers::Workers;
 
-use crate::plugin::{BackendId, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
+use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
+use crate::plugin::{BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 
 /// Timeouts and retry rules of the data path.
@@ -79,6 +80,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub struct Proxy {
     pool: Arc<Pool>,
     slot: Arc<PickerSlot>,
+    health: Arc<Health>,
     config: ProxyConfig,
     budget: RetryBudget,
     request_ids: RequestIds,
@@ -139,15 +141,22 @@ impl Clients {
 }
 
 impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker.
-    pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, config: ProxyConfig) -> Arc<Self> {
+    /// A proxy for `pool`, routed by `slot`'s picker, admitting attempts and
+    /// reporting their outcomes through `health`.
+    pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, health: Arc<Health>, config: ProxyConfig) -> Arc<Self> {
         Arc::new(Proxy {
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
             pool,
             slot,
+            health,
             config,
         })
+    }
+
+    /// The backends' health.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// The backend pool.
@@ -297,11 +306,17 @@ impl Proxy {
         // A retryable status (e.g. 503) kept in case no retry can be made: the
         // backend's own answer is better for the client than a made-up 502.
         let mut last_response: Option<Response<Incoming>> = None;
+        let mut last_refusal: Option<Refusal> = None;
         for attempt in 0..max_attempts {
-            let (choice, returned) = picker.pick(meta, PickContext { attempt, exclude, method });
+            let (picked, returned) = self.pick_admitted(&picker, meta, PickContext { attempt, exclude, method });
             meta = returned;
-            let Some(choice) = choice else { break };
-            let Some(backend) = self.pool.get(choice.backend) else { break };
+            let (choice, backend, admitted) = match picked {
+                Ok(picked) => picked,
+                Err(refusal) => {
+                    last_refusal = refusal;
+                    break;
+                }
+            };
             // The last attempt can have the headers; earlier ones need them kept for a retry.
             let headers = if attempt + 1 == max_attempts {
                 std::mem::take(&mut meta.parts.headers)
@@ -312,14 +327,13 @@ impl Proxy {
             let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
             let client = clients.for_protocol(backend.spec.protocol);
             backend.requests.fetch_add(1, Ordering::Relaxed);
-            backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
             let result = tokio::time::timeout(per_try, client.request(outgoing)).await;
-            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             let latency = sent.elapsed();
             let failure = match result {
                 Ok(Ok(response)) => {
                     let status = response.status();
+                    admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
                     backend.record(latency, status.is_server_error());
                     observe(&picker, choice.backend, choice.by_plugin, status.as_u16(), latency, None);
                     let retryable_status = retry.retry_on_status.contains(&status.as_u16());
@@ -340,6 +354,7 @@ impl Proxy {
                 AttemptError::Reset(_) => ErrorKind::Reset,
                 AttemptError::Timeout(_) => ErrorKind::Timeout,
             };
+            admitted.finish(AttemptOutcome::Failed(kind), latency);
             observe(&picker, choice.backend, choice.by_plugin, 0, latency, Some(kind));
             tracing::debug!(backend = %backend.spec.name, attempt, ?failure, "attempt failed");
             last_error = Some((describe_backend(&backend), failure));
@@ -353,7 +368,7 @@ impl Proxy {
             return Ok(self.finish(response, None));
         }
         Err(match last_error {
-            None => (StatusCode::SERVICE_UNAVAILABLE, "no eligible backend".to_string()),
+            None => (StatusCode::SERVICE_UNAVAILABLE, no_backend_reason(last_refusal).to_string()),
             Some((backend, AttemptError::Connect(reason))) => {
                 (StatusCode::BAD_GATEWAY, format!("could not connect to backend {backend}: {reason}"))
             }
@@ -365,6 +380,39 @@ impl Proxy {
                 (StatusCode::GATEWAY_TIMEOUT, format!("backend {backend} sent no response headers within {after:?}"))
             }
         })
+    }
+
+    /// Asks the picker for a backend and health for admission. A refused pick
+    /// (backend at its cap, breaker not admitting, or the backend the previous
+    /// attempt used) is reported to the picker as not sent and excluded from
+    /// the next pick, at most [`MAX_PICKS_PER_ATTEMPT`] picks in all. `Err`
+    /// when nothing was admitted, with the last refusal if there was one.
+    #[allow(clippy::type_complexity)]
+    fn pick_admitted(
+        &self,
+        picker: &Picker,
+        mut meta: RequestMeta,
+        mut ctx: PickContext,
+    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'_>), Option<Refusal>>, RequestMeta) {
+        let previous = ctx.exclude;
+        let mut refused = None;
+        for _ in 0..MAX_PICKS_PER_ATTEMPT {
+            let (choice, returned) = picker.pick(meta, ctx);
+            meta = returned;
+            let Some(choice) = choice else { break };
+            let Some(backend) = self.pool.get(choice.backend) else { break };
+            // After a refusal the exclusion names the refused backend, so the
+            // previous attempt's backend could come back: never twice in a row.
+            if Some(choice.backend) != previous {
+                match self.health.admit(&backend) {
+                    Ok(admitted) => return (Ok((choice, backend, admitted)), meta),
+                    Err(refusal) => refused = Some(refusal),
+                }
+            }
+            observe(picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+            ctx.exclude = Some(choice.backend);
+        }
+        (Err(refused), meta)
     }
 
     /// Whether one more attempt fits the deadline and the retry budget.
@@ -395,6 +443,21 @@ impl Proxy {
             });
         }
         response.map(Either::Left)
+    }
+}
+
+/// Picks per attempt when picks are refused at admission (each refused
+/// backend is excluded from the next pick, so a few suffice to get past a
+/// busy backend without spinning when all are busy).
+const MAX_PICKS_PER_ATTEMPT: usize = 4;
+
+/// Why veer found no backend for an attempt.
+fn no_backend_reason(refusal: Option<Refusal>) -> &'static str {
+    match refusal {
+        None => "no eligible backend",
+        Some(Refusal::AtCapacity) => "no eligible backend: those picked are at their concurrency cap",
+        Some(Refusal::Breaker(_)) => "no eligible backend: those picked have their circuit breaker open",
+        Some(Refusal::Drained) => "no eligible backend: those picked are drained",
     }
 }
 
