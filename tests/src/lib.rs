@@ -82,7 +82,16 @@ pub async fn start_veer(
     picker: &str,
     proxy: veer::proxy::ProxyConfig,
 ) -> veer::server::RunningServer {
-    let options = veer::server::ServerOptions {
+    veer::server::start(veer_options(backends, picker, proxy)).await.expect("veer starts")
+}
+
+/// The options [`start_veer`] uses, for tests that change more (health, caps).
+pub fn veer_options(
+    backends: &[(&str, std::net::SocketAddr)],
+    picker: &str,
+    proxy: veer::proxy::ProxyConfig,
+) -> veer::server::ServerOptions {
+    veer::server::ServerOptions {
         listen: "127.0.0.1:0".parse().expect("a valid address"),
         admin: Some("127.0.0.1:0".parse().expect("a valid address")),
         backends: backends
@@ -100,8 +109,7 @@ pub async fn start_veer(
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
         health: veer::health::HealthConfig::default(),
-    };
-    veer::server::start(options).await.expect("veer starts")
+    }
 }
 
 /// An HTTP/1.1 client with connection pooling, as a load generator would use.
