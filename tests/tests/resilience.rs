@@ -176,6 +176,8 @@ async fn all_backends_down_gives_503_quickly_and_recovers_when_one_returns() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
     assert!(answer.body.contains("no eligible backend"), "{}", answer.body);
     assert!(answer.headers.contains_key("retry-after"));
+    // The picker was told: it sees no eligible backend at all.
+    assert!(veer.proxy.slot().current().membership().eligible().is_empty());
     let attempts: u64 = veer.proxy.pool().all().iter().map(|b| b.snapshot().requests).sum();
     // A 503 now costs no backend attempt at all.
     for _ in 0..20 {
@@ -198,6 +200,12 @@ async fn all_backends_down_gives_503_quickly_and_recovers_when_one_returns() {
         tokio::time::sleep(ms(10)).await;
     }
     assert!(ok, "served again after recovery");
+    // The picker sees s1 again, and after the slow-start ramp at its full weight.
+    eventually("s1 at full weight", || {
+        let membership = veer.proxy.slot().current().membership();
+        membership.is_eligible(2) && membership.get(2).unwrap().weight == veer::pool::WEIGHT_SCALE
+    })
+    .await;
     veer.shutdown().await;
 }
 
