@@ -312,3 +312,25 @@ async fn a_backend_at_its_cap_is_skipped_and_a_full_pool_answers_503() {
     assert_eq!(veer.proxy.health().backend("s0").unwrap().breaker, BreakerPhase::Closed);
     veer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_takes_a_backend_out_and_passing_checks_bring_it_back() {
+    let backends = sims(2, ms(0)).await;
+    let veer = start(&backends, fast_health(), |_| {}).await;
+    let health = veer.proxy.health().clone();
+    // Traffic to it still succeeds: only the active check says it is sick.
+    backends[0].set_healthy(false);
+    eventually("s0 unhealthy", || !health.backend("s0").unwrap().eligible).await;
+    let state = health.backend("s0").unwrap();
+    assert!(!state.healthy && state.breaker == BreakerPhase::Closed, "{state:?}");
+    assert!(state.last_check_error.as_deref().unwrap().contains("503"), "{state:?}");
+    let before = backends[0].stats().requests;
+    for _ in 0..20 {
+        let answer = get(veer.proxy_addr, "/").await;
+        assert_eq!(answer.headers["x-sim-backend"], "s1");
+    }
+    assert_eq!(backends[0].stats().requests, before);
+    backends[0].set_healthy(true);
+    eventually("s0 healthy again", || health.backend("s0").unwrap().eligible).await;
+    veer.shutdown().await;
+}

@@ -134,7 +134,81 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::pool::{BackendSpec, Pool};
+
+    /// A one-connection-at-a-time server that answers every request with
+    /// `status` and `body`, and records the request heads it saw.
+    async fn server(status: u16, body: &'static str) -> (SocketAddr, Arc<parking_lot::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = vec![0; 4096];
+                let n = stream.read(&mut head).await.unwrap_or(0);
+                log.lock().push(String::from_utf8_lossy(&head[..n]).to_lowercase());
+                let answer =
+                    format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (address, seen)
+    }
+
+    fn backend(address: SocketAddr) -> Arc<BackendState> {
+        let spec = BackendSpec {
+            name: "b".into(),
+            address,
+            weight: 1,
+            protocol: BackendProtocol::Http1,
+            max_concurrent: None,
+        };
+        Pool::new(vec![spec]).0.get(1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_check_sends_the_configured_request_and_judges_status_and_body() {
+        let (address, seen) = server(200, "status: ok").await;
+        let config = CheckConfig {
+            method: "HEAD".into(),
+            path: "/ready?deep=1".into(),
+            host: Some("svc.internal".into()),
+            ..CheckConfig::default()
+        };
+        let b = backend(address);
+        assert_eq!(Checker::new(&config).check(&b).await, Ok(()));
+        let head = seen.lock()[0].clone();
+        assert!(head.starts_with("head /ready?deep=1 http/1.1"), "{head}");
+        assert!(head.contains("host: svc.internal"), "{head}");
+
+        let config = CheckConfig { expect_body: Some("status: ok".into()), ..CheckConfig::default() };
+        assert_eq!(Checker::new(&config).check(&b).await, Ok(()));
+        let config = CheckConfig { expect_body: Some("ready".into()), ..CheckConfig::default() };
+        assert!(Checker::new(&config).check(&b).await.unwrap_err().contains("body does not contain"));
+        let config = CheckConfig { expect_status_min: 204, expect_status_max: 204, ..CheckConfig::default() };
+        assert!(Checker::new(&config).check(&b).await.unwrap_err().starts_with("status 200"));
+    }
+
+    #[tokio::test]
+    async fn a_check_fails_on_a_5xx_a_refused_connection_and_a_timeout() {
+        let (address, _) = server(503, "").await;
+        let checker = Checker::new(&CheckConfig { timeout: Duration::from_millis(200), ..CheckConfig::default() });
+        assert!(checker.check(&backend(address)).await.unwrap_err().contains("503"));
+        // A listener that never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = checker.check(&backend(silent.local_addr().unwrap())).await.unwrap_err();
+        assert!(error.contains("within"), "{error}");
+        drop(silent);
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        assert!(checker.check(&backend(refused)).await.is_err());
+    }
 
     #[test]
     fn jitter_stays_within_its_share() {
