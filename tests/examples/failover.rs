@@ -33,6 +33,9 @@ struct Round {
     /// stopped choosing it first; see `dead_attempts`).
     to_ejection: Option<Duration>,
     from_first_failure: Option<Duration>,
+    /// From the kill to the last failed attempt on the killed backend: after
+    /// it, no request reached the backend any more.
+    to_last_failure: Option<Duration>,
     requests: u64,
     failed: u64,
     retried: u64,
@@ -44,19 +47,28 @@ async fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(3);
     println!("failover: 3 backends (1 ms), {CLIENTS} closed-loop clients, one backend killed after {BEFORE_KILL:?}");
     println!(
-        "{:<20} {:>5} {:>16} {:>20} {:>9} {:>7} {:>8} {:>15}",
-        "picker", "round", "kill→ejected", "1st failure→ejected", "requests", "failed", "retried", "attempts on dead"
+        "{:<20} {:>5} {:>14} {:>21} {:>19} {:>9} {:>7} {:>8} {:>17}",
+        "picker",
+        "round",
+        "kill→ejected",
+        "1st failure→ejected",
+        "kill→last failure",
+        "requests",
+        "failed",
+        "retried",
+        "attempts on dead"
     );
     for picker in ["builtin:round-robin", "builtin:p2c-ewma"] {
         let mut all = Vec::new();
         for round in 1..=rounds {
             let r = run(picker).await;
             println!(
-                "{:<20} {:>5} {:>16} {:>20} {:>9} {:>7} {:>8} {:>15}",
+                "{:<20} {:>5} {:>14} {:>21} {:>19} {:>9} {:>7} {:>8} {:>17}",
                 picker,
                 round,
                 millis(r.to_ejection),
                 millis(r.from_first_failure),
+                millis(r.to_last_failure),
                 r.requests,
                 r.failed,
                 r.retried,
@@ -66,12 +78,15 @@ async fn main() {
         }
         let mut ejections: Vec<Duration> = all.iter().filter_map(|r| r.to_ejection).collect();
         ejections.sort();
+        let last_failure = all.iter().filter_map(|r| r.to_last_failure).max();
         println!(
-            "{picker}: ejected by the host in {}/{} rounds (median {}, worst {}); failed requests in all rounds: {}",
+            "{picker}: ejected by the host in {}/{} rounds (median {}, worst {}); no attempt reached the dead \
+             backend later than {} after the kill; failed requests in all rounds: {}",
             ejections.len(),
             all.len(),
             millis(ejections.get(ejections.len() / 2).copied()),
             millis(ejections.last().copied()),
+            millis(last_failure),
             all.iter().map(|r| r.failed).sum::<u64>()
         );
     }
@@ -133,6 +148,7 @@ async fn run(picker: &str) -> Round {
     let round = Round {
         to_ejection: ejected.map(|at| at.saturating_duration_since(killed)),
         from_first_failure: ejected.zip(times.first_failure).map(|(at, first)| at.saturating_duration_since(first)),
+        to_last_failure: times.last_failure.map(|at| at.saturating_duration_since(killed)),
         requests,
         failed: failed.load(Ordering::Relaxed),
         retried: attempts.saturating_sub(requests),

@@ -100,6 +100,8 @@ struct State {
     published_weight: u32,
     /// When the current run of failed attempts began (for failover reports).
     failure_streak_started: Option<Instant>,
+    /// When the latest failed attempt ended.
+    last_failure_at: Option<Instant>,
     /// When the backend last became ineligible.
     last_ineligible_at: Option<Instant>,
     eligibility_changes: u64,
@@ -200,6 +202,9 @@ pub struct BackendHealth {
 pub struct FailoverTimes {
     /// When the run of failures that took it out began.
     pub first_failure: Option<Instant>,
+    /// When the latest failed attempt on it ended: after this, no traffic
+    /// reached it, whether health took it out or the picker stopped choosing it.
+    pub last_failure: Option<Instant>,
     /// When it became ineligible.
     pub ineligible_at: Option<Instant>,
 }
@@ -243,6 +248,7 @@ impl Health {
                 published_eligible: true,
                 published_weight: backend.plugin_weight(),
                 failure_streak_started: None,
+                last_failure_at: None,
                 last_ineligible_at: None,
                 eligibility_changes: 0,
             };
@@ -319,6 +325,7 @@ impl Health {
         let outlier_error = outcome.outlier_error();
         if breaker_failure || outlier_error {
             state.failure_streak_started.get_or_insert(now);
+            state.last_failure_at = Some(now);
         } else {
             state.failure_streak_started = None;
         }
@@ -520,7 +527,11 @@ impl Health {
     pub fn failover_times(&self, name: &str) -> Option<FailoverTimes> {
         let tracked = self.backends.load().values().find(|t| t.backend.spec.name == name).cloned()?;
         let state = tracked.state.lock();
-        Some(FailoverTimes { first_failure: state.failure_streak_started, ineligible_at: state.last_ineligible_at })
+        Some(FailoverTimes {
+            first_failure: state.failure_streak_started,
+            last_failure: state.last_failure_at,
+            ineligible_at: state.last_ineligible_at,
+        })
     }
 
     /// Runs the ticker and, when enabled, one active checker per backend
