@@ -21,7 +21,7 @@ pub mod slow_start;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -111,6 +111,10 @@ struct State {
 struct Tracked {
     backend: Arc<BackendState>,
     state: Mutex<State>,
+    /// Breaker closed and not drained, mirrored from `state` by `reconcile`:
+    /// the common admission needs no lock. A racing admission that reads a
+    /// stale `true` sends one attempt, like a pick racing an eligibility event.
+    open_gate: AtomicBool,
 }
 
 /// The health of one backend group. See the module docs.
@@ -254,7 +258,7 @@ impl Health {
             };
             // Nobody listens when checks are off or the group is not running: fine.
             let _ = self.checks_tx.send(backend.clone());
-            let tracked = Arc::new(Tracked { backend, state: Mutex::new(state) });
+            let tracked = Arc::new(Tracked { backend, state: Mutex::new(state), open_gate: AtomicBool::new(true) });
             if let Some(started) = ramp_started {
                 let mut state = tracked.state.lock();
                 state.ramp_started = Some(started);
@@ -304,6 +308,9 @@ impl Health {
         }
         // From here the slot is held; dropping `admitted` gives it back.
         let mut admitted = Admitted { health: self, tracked: tracked.clone(), probe: false, finished: false };
+        if tracked.open_gate.load(Ordering::Acquire) {
+            return Ok(admitted);
+        }
         let now = Instant::now();
         let mut state = tracked.state.lock();
         if state.drained {
@@ -439,6 +446,7 @@ impl Health {
     /// The single place that decides eligibility and effective weight, and
     /// tells the picker when either changed.
     fn reconcile(&self, tracked: &Tracked, state: &mut State, now: Instant) {
+        tracked.open_gate.store(state.breaker.phase() == BreakerPhase::Closed && !state.drained, Ordering::Release);
         let eligible = state.check.healthy
             && state.breaker.phase() != BreakerPhase::Open
             && state.outlier.ejected_until().is_none()
