@@ -364,3 +364,59 @@ fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::*;
+
+    fn health_of(args: &[&str]) -> anyhow::Result<HealthConfig> {
+        let mut argv = vec!["veer", "run", "--backend", "127.0.0.1:1"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run { health, .. } => health.config(),
+            _ => unreachable!("parsed as run"),
+        }
+    }
+
+    #[test]
+    fn health_flags_override_only_what_they_name() {
+        let config = health_of(&[
+            "--health-path",
+            "/ready",
+            "--health-status",
+            "200-204",
+            "--health-interval-ms",
+            "500",
+            "--breaker-failures",
+            "2",
+            "--eject-max-share",
+            "0.25",
+            "--slow-start-ms",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(config.check.path, "/ready");
+        assert_eq!((config.check.expect_status_min, config.check.expect_status_max), (200, 204));
+        assert_eq!(config.check.interval, Duration::from_millis(500));
+        assert_eq!(config.breaker.consecutive_failures, 2);
+        assert_eq!(config.outlier.max_ejected_share, 0.25);
+        assert_eq!(config.slow_start.window, Duration::ZERO);
+        assert_eq!(config.check.rise, HealthConfig::default().check.rise);
+        assert_eq!(health_of(&[]).unwrap(), HealthConfig::default());
+        assert!(!health_of(&["--no-health-check"]).unwrap().check.enabled);
+        assert!(health_of(&["--health-status", "200"]).unwrap_err().to_string().contains("MIN-MAX"));
+        assert!(health_of(&["--health-rise", "0"]).unwrap_err().to_string().contains("check.rise"));
+    }
+
+    #[test]
+    fn backends_take_a_concurrency_cap_and_a_bounded_weight() {
+        let spec = parse_backend(0, "api=127.0.0.1:9001,weight=3,max_concurrent=50,h2").unwrap();
+        assert_eq!((spec.name.as_str(), spec.weight, spec.max_concurrent), ("api", 3, Some(50)));
+        assert_eq!(spec.protocol, BackendProtocol::Http2);
+        assert!(parse_backend(0, "127.0.0.1:9001,max_concurrent=0").is_err());
+        assert!(parse_backend(0, "127.0.0.1:9001,weight=10001").unwrap_err().to_string().contains("10000"));
+    }
+}
