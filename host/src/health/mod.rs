@@ -21,7 +21,7 @@ pub mod slow_start;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -115,6 +115,10 @@ struct Tracked {
     /// the common admission needs no lock. A racing admission that reads a
     /// stale `true` sends one attempt, like a pick racing an eligibility event.
     open_gate: AtomicBool,
+    /// Picks refused because the backend was at its cap.
+    refused_at_cap: AtomicU64,
+    /// Picks refused by an open or busy half-open breaker.
+    refused_by_breaker: AtomicU64,
 }
 
 /// The health of one backend group. See the module docs.
@@ -197,6 +201,10 @@ pub struct BackendHealth {
     pub drained: bool,
     /// Concurrency cap.
     pub max_concurrent: Option<u32>,
+    /// Picks refused because the backend was at its cap.
+    pub refused_at_cap_total: u64,
+    /// Picks refused by its breaker (open, or half-open with every probe slot taken).
+    pub refused_by_breaker_total: u64,
     /// Times eligibility flipped.
     pub eligibility_changes: u64,
 }
@@ -258,7 +266,13 @@ impl Health {
             };
             // Nobody listens when checks are off or the group is not running: fine.
             let _ = self.checks_tx.send(backend.clone());
-            let tracked = Arc::new(Tracked { backend, state: Mutex::new(state), open_gate: AtomicBool::new(true) });
+            let tracked = Arc::new(Tracked {
+                backend,
+                state: Mutex::new(state),
+                open_gate: AtomicBool::new(true),
+                refused_at_cap: AtomicU64::new(0),
+                refused_by_breaker: AtomicU64::new(0),
+            });
             if let Some(started) = ramp_started {
                 let mut state = tracked.state.lock();
                 state.ramp_started = Some(started);
@@ -298,9 +312,12 @@ impl Health {
         let in_flight = &tracked.backend.in_flight;
         match tracked.backend.spec.max_concurrent {
             Some(cap) => {
-                in_flight
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
-                    .map_err(|_| Refusal::AtCapacity)?;
+                in_flight.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1)).map_err(
+                    |_| {
+                        tracked.refused_at_cap.fetch_add(1, Ordering::Relaxed);
+                        Refusal::AtCapacity
+                    },
+                )?;
             }
             None => {
                 in_flight.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +339,10 @@ impl Health {
             self.reconcile(&tracked, &mut state, now);
         }
         drop(state);
-        admitted.probe = result.map_err(Refusal::Breaker)?;
+        admitted.probe = result.map_err(|refusal| {
+            tracked.refused_by_breaker.fetch_add(1, Ordering::Relaxed);
+            Refusal::Breaker(refusal)
+        })?;
         Ok(admitted)
     }
 
@@ -511,6 +531,8 @@ impl Health {
             ejections_total: state.outlier.ejections_total(),
             drained: state.drained,
             max_concurrent: tracked.backend.spec.max_concurrent,
+            refused_at_cap_total: tracked.refused_at_cap.load(Ordering::Relaxed),
+            refused_by_breaker_total: tracked.refused_by_breaker.load(Ordering::Relaxed),
             eligibility_changes: state.eligibility_changes,
         }
     }

@@ -182,6 +182,7 @@ fn a_backend_at_its_cap_is_refused_until_a_slot_frees() {
     let second = health.admit(&backend).unwrap();
     assert_eq!(health.admit(&backend).unwrap_err(), Refusal::AtCapacity);
     assert_eq!(backend.in_flight.load(Ordering::Relaxed), 2);
+    assert_eq!(health.backend("capped").unwrap().refused_at_cap_total, 1);
     first.finish(AttemptOutcome::Status(200), Duration::ZERO);
     let third = health.admit(&backend).unwrap();
     drop((second, third));
@@ -202,6 +203,7 @@ fn half_open_admits_bounded_probes_and_a_cancelled_probe_frees_its_slot() {
     let backend = health.pool.get(1).unwrap();
     let probe = health.admit(&backend).unwrap();
     assert_eq!(health.admit(&backend).unwrap_err(), Refusal::Breaker(BreakerRefusal::ProbesBusy));
+    assert_eq!(health.backend("b1").unwrap().refused_by_breaker_total, 1);
     drop(probe);
     let probe = health.admit(&backend).unwrap();
     probe.finish(AttemptOutcome::Status(200), Duration::ZERO);
