@@ -8,9 +8,11 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when a backend can be picked and the picker works, else 503 with reasons |
-//! | `GET /health` | per backend: latency, error rate, in-flight |
+//! | `GET /health` | per backend: eligibility, checks, breaker, ejection, drain, latency, error rate, in-flight |
 //! | `GET /picker` | the picker alone |
 //! | `PUT /picker` | swap the picker: `{"source": "builtin:q-learning", "params": {"alpha": "0.3"}}` |
+//! | `POST /backends/{name}/drain` | no new attempts to the backend; those in flight finish |
+//! | `POST /backends/{name}/undrain` | back in rotation (slow start applies) |
 //!
 //! Answers are JSON (except `/metrics`); errors are `{"error": "..."}` with a 4xx/5xx status.
 
@@ -26,6 +28,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::health::BackendHealth;
 use crate::observe::snapshot::snapshot;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
 use crate::pool::BackendSnapshot;
@@ -46,7 +49,15 @@ struct PickerView {
 #[derive(serde::Serialize)]
 struct StatusView {
     picker: PickerView,
-    backends: Vec<BackendSnapshot>,
+    backends: Vec<BackendView>,
+}
+
+/// A backend's live numbers and its health, side by side.
+#[derive(serde::Serialize)]
+struct BackendView {
+    #[serde(flatten)]
+    live: BackendSnapshot,
+    health: Option<BackendHealth>,
 }
 
 #[derive(serde::Deserialize)]
@@ -88,8 +99,11 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy)),
         (&Method::GET, "/metrics") => {
-            let mut response =
-                Response::new(Full::new(Bytes::from(proxy.metrics().render(proxy.pool(), proxy.slot()))));
+            let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(
+                proxy.pool(),
+                &proxy.health().snapshot(),
+                proxy.slot(),
+            ))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -135,6 +149,28 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
             }
         }
+        (method, path) if path.starts_with("/backends/") => {
+            let Some((name, action)) = path["/backends/".len()..].rsplit_once('/') else {
+                return error(StatusCode::NOT_FOUND, "expected /backends/{name}/drain or /backends/{name}/undrain");
+            };
+            let drained = match action {
+                "drain" => true,
+                "undrain" => false,
+                _ => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("no backend action {action:?}; try drain or undrain"),
+                    );
+                }
+            };
+            if method != Method::POST {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use POST");
+            }
+            match proxy.health().set_drained(name, drained) {
+                Some(health) => json(StatusCode::OK, &health),
+                None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
+            }
+        }
         (_, "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
@@ -154,13 +190,16 @@ fn picker_view(proxy: &Proxy) -> PickerView {
 }
 
 fn status(proxy: &Proxy) -> StatusView {
-    StatusView { picker: picker_view(proxy), backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect() }
+    let mut health: BTreeMap<_, _> = proxy.health().snapshot().into_iter().map(|h| (h.id, h)).collect();
+    let backends =
+        proxy.pool().all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
+    StatusView { picker: picker_view(proxy), backends }
 }
 
 /// Why veer cannot serve traffic right now; empty when it can.
 fn readiness_problems(proxy: &Proxy) -> Vec<String> {
     let mut problems = Vec::new();
-    if proxy.pool().all().is_empty() {
+    if !proxy.health().snapshot().iter().any(|b| b.eligible) {
         problems.push("no backend is eligible".to_string());
     }
     if let PickerHealth::FallbackOnly { reason } = proxy.slot().current().health() {
@@ -169,9 +208,11 @@ fn readiness_problems(proxy: &Proxy) -> Vec<String> {
     problems
 }
 
+/// One backend's health verdicts with the live numbers that explain them.
 #[derive(serde::Serialize)]
-struct BackendHealth {
-    name: String,
+struct BackendHealthView {
+    #[serde(flatten)]
+    health: BackendHealth,
     address: String,
     in_flight: u32,
     ewma_latency_ms: f64,
@@ -181,22 +222,23 @@ struct BackendHealth {
     error_rate: f64,
 }
 
-fn backend_health(proxy: &Proxy) -> Vec<BackendHealth> {
+fn backend_health(proxy: &Proxy) -> Vec<BackendHealthView> {
+    let mut health: BTreeMap<_, _> = proxy.health().snapshot().into_iter().map(|h| (h.id, h)).collect();
     proxy
         .pool()
         .all()
         .iter()
-        .map(|b| {
+        .filter_map(|b| {
             let s = b.snapshot();
-            BackendHealth {
+            Some(BackendHealthView {
+                health: health.remove(&b.id)?,
                 error_rate: if s.requests == 0 { 0.0 } else { s.failures as f64 / s.requests as f64 },
-                name: s.name,
                 address: s.address,
                 in_flight: s.in_flight,
                 ewma_latency_ms: s.ewma_latency_ms,
                 requests: s.requests,
                 failures: s.failures,
-            }
+            })
         })
         .collect()
 }

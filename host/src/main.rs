@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use veer::health::HealthConfig;
 use veer::observe::ObserveConfig;
 use veer::observe::access_log::{AccessLogConfig, LogFormat, LogLevel};
 use veer::observe::advisory::AdvisoryConfig;
 use veer::observe::snapshot::DumpConfig;
 use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
-use veer::pool::{BackendProtocol, BackendSpec};
+use veer::pool::{BackendProtocol, BackendSpec, MAX_WEIGHT};
 use veer::proxy::ProxyConfig;
 use veer::server::{self, ServerOptions};
 
@@ -91,7 +92,7 @@ enum Command {
         /// Address of the admin API (loopback only for now).
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// A backend: `[NAME=]HOST:PORT[,weight=N][,h2]`; repeat for each.
+        /// A backend: `[NAME=]HOST:PORT[,weight=N][,max_concurrent=N][,h2]`; repeat for each.
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
         /// The picker: `builtin:NAME` or a path to a component.
@@ -102,6 +103,8 @@ enum Command {
         params: Vec<String>,
         #[command(flatten)]
         observe: ObserveArgs,
+        #[command(flatten)]
+        health: Box<HealthArgs>,
     },
     /// Starts three simulated backends with different profiles and veer on
     /// 127.0.0.1:8080 in front of them, routing with builtin:p2c-ewma.
@@ -138,6 +141,124 @@ enum Command {
     },
 }
 
+/// Health flags of `veer run`; each overrides one field of the defaults in
+/// `veer::health::HealthConfig` (documented there and in the README).
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// Turn active health checks off.
+    #[arg(long)]
+    no_health_check: bool,
+    /// Health check path.
+    #[arg(long)]
+    health_path: Option<String>,
+    /// Health check method.
+    #[arg(long)]
+    health_method: Option<String>,
+    /// Host header of health checks (default: the backend's address).
+    #[arg(long)]
+    health_host: Option<String>,
+    /// Passing statuses, `MIN-MAX` (default 200-399).
+    #[arg(long)]
+    health_status: Option<String>,
+    /// Text the check's response body must contain.
+    #[arg(long)]
+    health_body: Option<String>,
+    /// Milliseconds between checks (±jitter).
+    #[arg(long)]
+    health_interval_ms: Option<u64>,
+    /// Jitter of the interval, as a share (0.1: ±10%).
+    #[arg(long)]
+    health_jitter: Option<f64>,
+    /// Milliseconds a check may take.
+    #[arg(long)]
+    health_timeout_ms: Option<u64>,
+    /// Consecutive passes that make a backend healthy.
+    #[arg(long)]
+    health_rise: Option<u32>,
+    /// Consecutive failures that make a backend unhealthy.
+    #[arg(long)]
+    health_fall: Option<u32>,
+    /// Consecutive failed attempts that open a backend's breaker (0: off).
+    #[arg(long)]
+    breaker_failures: Option<u32>,
+    /// Share of failed attempts in the breaker window that opens it (0: off).
+    #[arg(long)]
+    breaker_failure_ratio: Option<f64>,
+    /// Milliseconds a breaker stays open.
+    #[arg(long)]
+    breaker_open_ms: Option<u64>,
+    /// Probe attempts a half-open breaker admits at once.
+    #[arg(long)]
+    breaker_probes: Option<u32>,
+    /// Consecutive errors (5xx or no response) that eject a backend (0: off).
+    #[arg(long)]
+    eject_consecutive: Option<u32>,
+    /// Milliseconds between success-rate and latency outlier analyses.
+    #[arg(long)]
+    eject_interval_ms: Option<u64>,
+    /// Milliseconds of the first ejection; the n-th lasts n times as long.
+    #[arg(long)]
+    eject_base_ms: Option<u64>,
+    /// Longest ejection, milliseconds.
+    #[arg(long)]
+    eject_max_ms: Option<u64>,
+    /// Largest share of backends ejected at once.
+    #[arg(long)]
+    eject_max_share: Option<f64>,
+    /// Milliseconds of the weight ramp after recovery (0: off).
+    #[arg(long)]
+    slow_start_ms: Option<u64>,
+}
+
+impl HealthArgs {
+    fn config(&self) -> anyhow::Result<HealthConfig> {
+        let ms = std::time::Duration::from_millis;
+        let mut config = HealthConfig::default();
+        let check = &mut config.check;
+        check.enabled = !self.no_health_check;
+        if let Some(path) = &self.health_path {
+            check.path = path.clone();
+        }
+        if let Some(method) = &self.health_method {
+            check.method = method.clone();
+        }
+        check.host = self.health_host.clone().or(check.host.take());
+        if let Some(range) = &self.health_status {
+            let (min, max) = range
+                .split_once('-')
+                .and_then(|(min, max)| Some((min.parse().ok()?, max.parse().ok()?)))
+                .with_context(|| format!("--health-status '{range}' is not MIN-MAX, e.g. 200-399"))?;
+            (check.expect_status_min, check.expect_status_max) = (min, max);
+        }
+        check.expect_body = self.health_body.clone().or(check.expect_body.take());
+        set(&mut check.interval, self.health_interval_ms.map(ms));
+        set(&mut check.jitter, self.health_jitter);
+        set(&mut check.timeout, self.health_timeout_ms.map(ms));
+        set(&mut check.rise, self.health_rise);
+        set(&mut check.fall, self.health_fall);
+        let breaker = &mut config.breaker;
+        set(&mut breaker.consecutive_failures, self.breaker_failures);
+        set(&mut breaker.failure_ratio, self.breaker_failure_ratio);
+        set(&mut breaker.open_for, self.breaker_open_ms.map(ms));
+        set(&mut breaker.half_open_probes, self.breaker_probes);
+        let outlier = &mut config.outlier;
+        set(&mut outlier.consecutive_errors, self.eject_consecutive);
+        set(&mut outlier.interval, self.eject_interval_ms.map(ms));
+        set(&mut outlier.base_ejection, self.eject_base_ms.map(ms));
+        set(&mut outlier.max_ejection, self.eject_max_ms.map(ms));
+        set(&mut outlier.max_ejected_share, self.eject_max_share);
+        set(&mut config.slow_start.window, self.slow_start_ms.map(ms));
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -156,7 +277,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params, observe } => {
+        Command::Run { listen, admin, backends, picker, params, observe, health } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -171,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 proxy: ProxyConfig::default(),
                 limits: Limits::default(),
                 observe: observe.config()?,
+                health: health.config()?,
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
@@ -233,6 +355,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
             address: b.addr(),
             weight: 1,
             protocol: BackendProtocol::Http1,
+            max_concurrent: None,
         })
         .collect();
     let options = ServerOptions {
@@ -244,6 +367,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
         proxy: ProxyConfig::default(),
         limits: Limits::default(),
         observe,
+        health: HealthConfig::default(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!(
@@ -267,7 +391,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `[NAME=]HOST:PORT[,weight=N][,h2]`.
+/// Parses `[NAME=]HOST:PORT[,weight=N][,max_concurrent=N][,h2]`.
 fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     let mut fields = text.split(',');
     let target = fields.next().unwrap_or_default();
@@ -277,16 +401,21 @@ fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     };
     let address: SocketAddr =
         address.parse().with_context(|| format!("--backend '{text}': '{address}' is not HOST:PORT"))?;
-    let mut spec = BackendSpec { name, address, weight: 1, protocol: BackendProtocol::Http1 };
+    let mut spec = BackendSpec { name, address, weight: 1, protocol: BackendProtocol::Http1, max_concurrent: None };
     for field in fields {
         match field.split_once('=') {
             Some(("weight", w)) => {
-                spec.weight = w.parse().ok().filter(|w| (1..=1_000_000).contains(w)).with_context(|| {
-                    format!("--backend '{text}': weight must be a whole number from 1 to 1000000, got '{w}'")
+                spec.weight = w.parse().ok().filter(|w| (1..=MAX_WEIGHT).contains(w)).with_context(|| {
+                    format!("--backend '{text}': weight must be a whole number from 1 to {MAX_WEIGHT}, got '{w}'")
                 })?
             }
+            Some(("max_concurrent", n)) => {
+                spec.max_concurrent = Some(n.parse().ok().filter(|n| *n >= 1).with_context(|| {
+                    format!("--backend '{text}': max_concurrent must be a whole number of at least 1, got '{n}'")
+                })?)
+            }
             None if field == "h2" => spec.protocol = BackendProtocol::Http2,
-            _ => bail!("--backend '{text}': unknown option '{field}' (expected weight=N or h2)"),
+            _ => bail!("--backend '{text}': unknown option '{field}' (expected weight=N, max_concurrent=N or h2)"),
         }
     }
     Ok(spec)
@@ -301,4 +430,60 @@ fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
                 .with_context(|| format!("parameter '{pair}' is not key=value"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::*;
+
+    fn health_of(args: &[&str]) -> anyhow::Result<HealthConfig> {
+        let mut argv = vec!["veer", "run", "--backend", "127.0.0.1:1"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run { health, .. } => health.config(),
+            _ => unreachable!("parsed as run"),
+        }
+    }
+
+    #[test]
+    fn health_flags_override_only_what_they_name() {
+        let config = health_of(&[
+            "--health-path",
+            "/ready",
+            "--health-status",
+            "200-204",
+            "--health-interval-ms",
+            "500",
+            "--breaker-failures",
+            "2",
+            "--eject-max-share",
+            "0.25",
+            "--slow-start-ms",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(config.check.path, "/ready");
+        assert_eq!((config.check.expect_status_min, config.check.expect_status_max), (200, 204));
+        assert_eq!(config.check.interval, Duration::from_millis(500));
+        assert_eq!(config.breaker.consecutive_failures, 2);
+        assert_eq!(config.outlier.max_ejected_share, 0.25);
+        assert_eq!(config.slow_start.window, Duration::ZERO);
+        assert_eq!(config.check.rise, HealthConfig::default().check.rise);
+        assert_eq!(health_of(&[]).unwrap(), HealthConfig::default());
+        assert!(!health_of(&["--no-health-check"]).unwrap().check.enabled);
+        assert!(health_of(&["--health-status", "200"]).unwrap_err().to_string().contains("MIN-MAX"));
+        assert!(health_of(&["--health-rise", "0"]).unwrap_err().to_string().contains("check.rise"));
+    }
+
+    #[test]
+    fn backends_take_a_concurrency_cap_and_a_bounded_weight() {
+        let spec = parse_backend(0, "api=127.0.0.1:9001,weight=3,max_concurrent=50,h2").unwrap();
+        assert_eq!((spec.name.as_str(), spec.weight, spec.max_concurrent), ("api", 3, Some(50)));
+        assert_eq!(spec.protocol, BackendProtocol::Http2);
+        assert!(parse_backend(0, "127.0.0.1:9001,max_concurrent=0").is_err());
+        assert!(parse_backend(0, "127.0.0.1:9001,weight=10001").unwrap_err().to_string().contains("10000"));
+    }
 }

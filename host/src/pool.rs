@@ -34,11 +34,22 @@ pub struct BackendSpec {
     pub name: String,
     /// Where it listens.
     pub address: SocketAddr,
-    /// Relative weight, 1..=1_000_000.
+    /// Relative weight, 1..=[`MAX_WEIGHT`].
     pub weight: u32,
     /// HTTP version to speak to it.
     pub protocol: BackendProtocol,
+    /// Most attempts in flight at once; a pick that lands on a backend at its
+    /// cap is refused and the picker asked again. `None`: no cap.
+    pub max_concurrent: Option<u32>,
 }
+
+/// Largest configured weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Pickers see the configured weight times this, so that slow start can ramp
+/// even a weight-1 backend in steps (weights are relative, so the scale changes
+/// no ratio). `MAX_WEIGHT × WEIGHT_SCALE` stays within the contract's 1..=1000000.
+pub const WEIGHT_SCALE: u32 = 100;
 
 /// One backend and its live numbers.
 #[derive(Debug)]
@@ -71,13 +82,18 @@ impl BackendState {
         self.ewma_latency_us.store(new as u64, Ordering::Relaxed);
     }
 
-    /// The backend as a picker plugin sees it.
+    /// The weight a picker sees at full strength (see [`WEIGHT_SCALE`]).
+    pub fn plugin_weight(&self) -> u32 {
+        self.spec.weight.clamp(1, MAX_WEIGHT) * WEIGHT_SCALE
+    }
+
+    /// The backend as a picker plugin sees it, at full weight.
     pub fn plugin_view(&self) -> PluginBackend {
         PluginBackend {
             id: self.id,
             name: self.spec.name.clone(),
             address: self.spec.address.to_string(),
-            weight: self.spec.weight,
+            weight: self.plugin_weight(),
             labels: Vec::new(),
         }
     }
@@ -185,6 +201,7 @@ mod tests {
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             weight: 1,
             protocol: BackendProtocol::Http1,
+            max_concurrent: None,
         }
     }
 
@@ -195,7 +212,7 @@ mod tests {
         let more = pool.add(vec![spec("c", 3)]);
         let ids: Vec<_> = pool.all().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        assert!(matches!(&more[0], BackendEvent::Added(b) if b.name == "c" && b.id == 3));
+        assert!(matches!(&more[0], BackendEvent::Added(b) if b.name == "c" && b.id == 3 && b.weight == WEIGHT_SCALE));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::health::{Health, HealthConfig, InvalidHealthConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::{Metrics, ObserveConfig, snapshot};
 use crate::plugin::{Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
@@ -31,6 +32,8 @@ pub struct ServerOptions {
     pub proxy: ProxyConfig,
     /// Limits for plugin calls.
     pub limits: Limits,
+    /// Active checks, breakers, outlier ejection and slow start of the backends.
+    pub health: HealthConfig,
     /// Access log, metric dumps, latency advisory.
     pub observe: ObserveConfig,
 }
@@ -55,6 +58,9 @@ pub enum StartError {
     /// The picker could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The health settings do not make sense.
+    #[error(transparent)]
+    Health(#[from] InvalidHealthConfig),
 }
 
 /// A started veer. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -104,6 +110,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Starts veer: loads and smoke-tests the picker, binds the listeners, and
 /// serves until shut down.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
+    options.health.validate()?;
     let runtime = PluginRuntime::new(options.limits.clone())?;
     let slot = {
         let (source, params) = (options.picker.clone(), options.params.clone());
@@ -119,12 +126,18 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     };
     let (pool, events) = Pool::new(options.backends.clone(), metrics.clone());
     slot.apply(&events);
-    let proxy = Proxy::new(Arc::new(pool), Arc::new(slot), options.proxy.clone(), metrics, access_log);
+    let (pool, slot) = (Arc::new(pool), Arc::new(slot));
+    let health = {
+        // Health decides eligibility and weight; the picker hears of each change.
+        let slot = slot.clone();
+        Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.apply(events)))
+    };
+    let proxy = Proxy::new(pool, slot, health.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
-    let mut tasks = vec![tokio::spawn(serving)];
+    let mut tasks = vec![tokio::spawn(serving), tokio::spawn(health.run(stopped(stop_rx.clone())))];
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.clone(),
         options.observe.dump.clone(),

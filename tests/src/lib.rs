@@ -82,11 +82,11 @@ pub async fn start_veer(
     picker: &str,
     proxy: veer::proxy::ProxyConfig,
 ) -> veer::server::RunningServer {
-    veer::server::start(options(backends, picker, proxy)).await.expect("veer starts")
+    veer::server::start(veer_options(backends, picker, proxy)).await.expect("veer starts")
 }
 
-/// The options [`start_veer`] uses, for tests that change more of them.
-pub fn options(
+/// The options [`start_veer`] uses, for tests that change more (health, caps).
+pub fn veer_options(
     backends: &[(&str, std::net::SocketAddr)],
     picker: &str,
     proxy: veer::proxy::ProxyConfig,
@@ -101,12 +101,14 @@ pub fn options(
                 address: *address,
                 weight: 1,
                 protocol: veer::pool::BackendProtocol::Http1,
+                max_concurrent: None,
             })
             .collect(),
         picker: veer::plugin::PluginSource::parse(picker),
         params: vec![],
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
+        health: veer::health::HealthConfig::default(),
         observe: veer::observe::ObserveConfig::default(),
     }
 }

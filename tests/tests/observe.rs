@@ -15,7 +15,7 @@ use veer::observe::access_log::{AccessLogConfig, LogFormat};
 use veer::observe::snapshot::DumpConfig;
 use veer::proxy::ProxyConfig;
 use veer::sim::{BackendProfile, FailureKind, Latency, SimBackend, SimBackendSpec};
-use veer_tests::{get, options};
+use veer_tests::{get, veer_options as options};
 
 async fn sim(name: &str, error_rate: f64) -> SimBackend {
     let profile = BackendProfile {
@@ -67,17 +67,25 @@ async fn metrics_count_the_traffic_and_pass_promtool() {
     let admin = veer.admin_addr.unwrap();
     let text = get(admin, "/metrics").await.body;
 
-    assert_eq!(metric(&text, r#"veer_requests_total{method="GET",status_class="2xx"}"#), 10.0);
-    assert_eq!(metric(&text, r#"veer_requests_total{method="GET",status_class="5xx"}"#), 10.0);
-    assert_eq!(metric(&text, r#"veer_backend_attempts_total{backend="bad",result="5xx"}"#), 10.0);
-    assert_eq!(metric(&text, r#"veer_backend_attempts_total{backend="good",result="2xx"}"#), 10.0);
-    assert_eq!(metric(&text, r#"veer_backend_response_duration_seconds_count{backend="good"}"#), 10.0);
-    assert_eq!(metric(&text, r#"veer_request_duration_seconds_count{status_class="2xx"}"#), 10.0);
+    // No retries: each request made one attempt, so client and backend counts agree.
+    let ok = metric(&text, r#"veer_requests_total{method="GET",status_class="2xx"}"#);
+    let failed = metric(&text, r#"veer_requests_total{method="GET",status_class="5xx"}"#);
+    assert_eq!(ok + failed, 20.0);
+    assert!(failed >= 1.0, "round robin sent some requests to the failing backend");
+    assert_eq!(metric(&text, r#"veer_backend_attempts_total{backend="bad",result="5xx"}"#), failed);
+    assert_eq!(metric(&text, r#"veer_backend_attempts_total{backend="good",result="2xx"}"#), ok);
+    assert_eq!(metric(&text, r#"veer_backend_response_duration_seconds_count{backend="good"}"#), ok);
+    assert_eq!(metric(&text, r#"veer_request_duration_seconds_count{status_class="2xx"}"#), ok);
     assert_eq!(metric(&text, "veer_picker_call_duration_seconds_count"), 20.0);
     assert_eq!(metric(&text, "veer_picker_picks_total"), 20.0);
     assert_eq!(metric(&text, "veer_requests_in_flight"), 0.0);
     assert!(metric(&text, r#"veer_backend_latency_ewma_seconds{backend="good"}"#) > 0.0);
     assert!(text.contains(r#"veer_picker_info{name="round-robin""#), "{text}");
+    assert_eq!(metric(&text, r#"veer_backend_breaker_state{backend="good",state="closed"}"#), 1.0);
+    // Its 500s in a row: the outlier detector ejected "bad" and the picker lost it.
+    assert_eq!(metric(&text, r#"veer_backend_eligible{backend="good"}"#), 1.0);
+    assert_eq!(metric(&text, r#"veer_backend_eligible{backend="bad"}"#), 0.0);
+    assert!(metric(&text, r#"veer_backend_ejections_total{backend="bad"}"#) >= 1.0);
     assert!(text.contains("veer_build_info{version="), "{text}");
     // Bounded labels: no paths or client addresses.
     assert!(!text.contains("127.0.0.1"), "a label carries an address:\n{text}");

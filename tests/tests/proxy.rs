@@ -261,7 +261,7 @@ async fn retries_stop_when_the_budget_is_spent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_backends_gives_503_and_all_dead_gives_502_with_reasons() {
+async fn no_backends_gives_503_with_reasons() {
     let veer = start_veer(&[], "builtin:round-robin", ProxyConfig::default()).await;
     let answer = get(veer.proxy_addr, "/").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -269,17 +269,8 @@ async fn no_backends_gives_503_and_all_dead_gives_502_with_reasons() {
     assert!(answer.body.contains(answer.headers["x-request-id"].to_str().unwrap()));
     assert!(answer.headers.contains_key("retry-after"));
     veer.shutdown().await;
-
-    let backends = sims(2, 0).await;
-    let targets = targets(&backends);
-    let veer = start_veer(&named(&targets), "builtin:round-robin", ProxyConfig::default()).await;
-    for backend in &backends {
-        backend.kill().await;
-    }
-    let answer = get(veer.proxy_addr, "/").await;
-    assert!(matches!(answer.status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE), "{answer:?}");
-    assert!(answer.body.contains("veer: 50"), "{}", answer.body);
-    veer.shutdown().await;
+    // All backends dead (502 first, then a quick 503 once health has taken
+    // them out, and recovery): tests/resilience.rs.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

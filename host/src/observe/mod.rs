@@ -20,6 +20,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::health::{BackendHealth, BreakerPhase};
 use crate::plugin::{PickerSlot, PickerStatsSnapshot};
 use crate::pool::Pool;
 
@@ -39,6 +40,8 @@ pub struct ObserveConfig {
 const METHOD_CLASSES: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "OTHER"];
 /// Status classes used as a label.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Circuit breaker states used as a label.
+const BREAKER_STATES: [&str; 3] = ["closed", "half_open", "open"];
 /// Results of a backend attempt: a status class, or no response at all.
 const ATTEMPT_RESULTS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
@@ -74,6 +77,15 @@ pub struct Metrics {
     backend_weight: IntGaugeVec,
     backend_advisory: IntGaugeVec,
     backend_advisories: IntCounterVec,
+    backend_eligible: IntGaugeVec,
+    backend_healthy: IntGaugeVec,
+    backend_effective_weight: IntGaugeVec,
+    backend_breaker: IntGaugeVec,
+    backend_breaker_opened: IntCounterVec,
+    backend_ejected: IntGaugeVec,
+    backend_ejections: IntCounterVec,
+    backend_checks_failed: IntCounterVec,
+    backend_refusals: IntCounterVec,
     /// Retries made (attempts after the first).
     pub retries: IntCounter,
     /// Retries wanted but refused by the retry budget.
@@ -198,6 +210,35 @@ impl Metrics {
                 &["backend"],
             )
             .expect("valid metric"),
+            backend_eligible: gauge_vec("veer_backend_eligible", "1 while the picker may choose the backend."),
+            backend_healthy: gauge_vec(
+                "veer_backend_healthy",
+                "Verdict of the active health checks (1 healthy, also when checks are off).",
+            ),
+            backend_effective_weight: gauge_vec(
+                "veer_backend_effective_weight",
+                "Weight the picker sees, slow start applied (configured weight x 100 at full).",
+            ),
+            backend_breaker: IntGaugeVec::new(
+                Opts::new("veer_backend_breaker_state", "Circuit breaker state per backend (1 for the current state)."),
+                &["backend", "state"],
+            )
+            .expect("valid metric"),
+            backend_breaker_opened: counter_vec("veer_backend_breaker_opened_total", "Times the breaker opened."),
+            backend_ejected: gauge_vec("veer_backend_ejected", "1 while the backend is ejected as an outlier."),
+            backend_ejections: counter_vec("veer_backend_ejections_total", "Outlier ejections of the backend."),
+            backend_checks_failed: counter_vec(
+                "veer_backend_health_checks_failed_total",
+                "Active health checks of the backend that failed.",
+            ),
+            backend_refusals: IntCounterVec::new(
+                Opts::new(
+                    "veer_backend_refusals_total",
+                    "Picks of the backend refused at admission, by reason (at_cap, breaker).",
+                ),
+                &["backend", "reason"],
+            )
+            .expect("valid metric"),
             retries: IntCounter::new("veer_retries_total", "Attempts made after a request's first.").expect("valid"),
             retry_budget_exhausted: IntCounter::new(
                 "veer_retry_budget_exhausted_total",
@@ -263,6 +304,15 @@ impl Metrics {
             Box::new(metrics.backend_weight.clone()),
             Box::new(metrics.backend_advisory.clone()),
             Box::new(metrics.backend_advisories.clone()),
+            Box::new(metrics.backend_eligible.clone()),
+            Box::new(metrics.backend_healthy.clone()),
+            Box::new(metrics.backend_effective_weight.clone()),
+            Box::new(metrics.backend_breaker.clone()),
+            Box::new(metrics.backend_breaker_opened.clone()),
+            Box::new(metrics.backend_ejected.clone()),
+            Box::new(metrics.backend_ejections.clone()),
+            Box::new(metrics.backend_checks_failed.clone()),
+            Box::new(metrics.backend_refusals.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.retry_budget_exhausted.clone()),
             Box::new(metrics.pick_seconds.clone()),
@@ -288,19 +338,6 @@ impl Metrics {
             attempts: ATTEMPT_RESULTS.map(|r| self.backend_attempts.with_label_values(&[name, r])),
             response_seconds: self.backend_response_seconds.with_label_values(&[name]),
         }
-    }
-
-    /// Drops the series of a backend that left the pool.
-    pub fn forget_backend(&self, name: &str) {
-        for result in ATTEMPT_RESULTS {
-            let _ = self.backend_attempts.remove_label_values(&[name, result]);
-        }
-        let _ = self.backend_response_seconds.remove_label_values(&[name]);
-        for gauge in [&self.backend_in_flight, &self.backend_weight, &self.backend_advisory] {
-            let _ = gauge.remove_label_values(&[name]);
-        }
-        let _ = self.backend_ewma_seconds.remove_label_values(&[name]);
-        let _ = self.backend_advisories.remove_label_values(&[name]);
     }
 
     /// A client request arrived; [`Metrics::request_finished`] must follow.
@@ -347,9 +384,29 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything, with live gauges read
-    /// from `pool` and `slot` first.
-    pub fn render(&self, pool: &Pool, slot: &PickerSlot) -> String {
+    /// from `pool`, `health` and `slot` first.
+    pub fn render(&self, pool: &Pool, health: &[BackendHealth], slot: &PickerSlot) -> String {
         let _one_at_a_time = self.render_lock.lock();
+        for backend in health {
+            let name = [backend.name.as_str()];
+            self.backend_eligible.with_label_values(&name).set(i64::from(backend.eligible));
+            self.backend_healthy.with_label_values(&name).set(i64::from(backend.healthy));
+            self.backend_effective_weight.with_label_values(&name).set(i64::from(backend.effective_weight));
+            self.backend_ejected.with_label_values(&name).set(i64::from(backend.ejected_for_ms.is_some()));
+            let current = match backend.breaker {
+                BreakerPhase::Closed => "closed",
+                BreakerPhase::HalfOpen => "half_open",
+                BreakerPhase::Open => "open",
+            };
+            for state in BREAKER_STATES {
+                self.backend_breaker.with_label_values(&[name[0], state]).set(i64::from(state == current));
+            }
+            catch_up(&self.backend_breaker_opened.with_label_values(&name), backend.breaker_opened_total);
+            catch_up(&self.backend_ejections.with_label_values(&name), backend.ejections_total);
+            catch_up(&self.backend_checks_failed.with_label_values(&name), backend.checks_failed_total);
+            catch_up(&self.backend_refusals.with_label_values(&[name[0], "at_cap"]), backend.refused_at_cap_total);
+            catch_up(&self.backend_refusals.with_label_values(&[name[0], "breaker"]), backend.refused_by_breaker_total);
+        }
         for backend in pool.all() {
             let name = [backend.spec.name.as_str()];
             self.backend_in_flight.with_label_values(&name).set(i64::from(backend.in_flight.load(Ordering::Relaxed)));
@@ -389,6 +446,10 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+fn counter_vec(name: &str, help: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &["backend"]).expect("valid metric")
 }
 
 fn gauge_vec(name: &str, help: &str) -> IntGaugeVec {

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::advisory::{Advisory, AdvisoryConfig};
+use crate::health::BackendHealth;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot};
 use crate::pool::BackendSnapshot;
 use crate::proxy::Proxy;
@@ -67,6 +68,8 @@ pub struct Snapshot {
     pub picker: PickerSnapshot,
     /// Every backend's live numbers.
     pub backends: Vec<BackendSnapshot>,
+    /// Every backend's health verdicts (checks, breaker, ejection, drain, weight).
+    pub health: Vec<BackendHealth>,
     /// Access log records written and dropped.
     pub access_log: BTreeMap<&'static str, u64>,
 }
@@ -95,6 +98,7 @@ pub fn snapshot(proxy: &Proxy) -> Snapshot {
             swaps: slot.swaps(),
         },
         backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect(),
+        health: proxy.health().snapshot(),
         access_log: BTreeMap::from([
             ("written", counts.written.load(Ordering::Relaxed)),
             ("dropped", counts.dropped.load(Ordering::Relaxed)),

@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,9 +30,10 @@ use observed::RequestGuard;
 pub use retry::{RetryBudget, RetryPolicy};
 use workers::Workers;
 
+use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::observe::Metrics;
 use crate::observe::access_log::AccessLog;
-use crate::plugin::{BackendId, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
+use crate::plugin::{BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 
 /// Timeouts and retry rules of the data path.
@@ -84,6 +84,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub struct Proxy {
     pool: Arc<Pool>,
     slot: Arc<PickerSlot>,
+    health: Arc<Health>,
     config: ProxyConfig,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
@@ -146,11 +147,13 @@ impl Clients {
 }
 
 impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker, recording into
-    /// `metrics` and, if given, `access_log`.
+    /// A proxy for `pool`, routed by `slot`'s picker, admitting attempts and
+    /// reporting their outcomes through `health`, recording into `metrics`
+    /// and, if given, `access_log`.
     pub fn new(
         pool: Arc<Pool>,
         slot: Arc<PickerSlot>,
+        health: Arc<Health>,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
@@ -162,8 +165,14 @@ impl Proxy {
             request_ids: RequestIds::default(),
             pool,
             slot,
+            health,
             config,
         })
+    }
+
+    /// The backends' health.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// The backend pool.
@@ -329,14 +338,18 @@ impl Proxy {
         // A retryable status (e.g. 503) kept in case no retry can be made: the
         // backend's own answer is better for the client than a made-up 502.
         let mut last_response: Option<Response<Incoming>> = None;
+        let mut last_refusal: Option<Refusal> = None;
         let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
         for attempt in 0..max_attempts {
-            let picking = Instant::now();
-            let (choice, returned) = picker.pick(meta, PickContext { attempt, exclude, method });
-            self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
+            let (picked, returned) = self.pick_admitted(&picker, meta, PickContext { attempt, exclude, method });
             meta = returned;
-            let Some(choice) = choice else { break };
-            let Some(backend) = self.pool.get(choice.backend) else { break };
+            let (choice, backend, admitted) = match picked {
+                Ok(picked) => picked,
+                Err(refusal) => {
+                    last_refusal = refusal;
+                    break;
+                }
+            };
             if attempt > 0 {
                 self.metrics.retries.inc();
             }
@@ -350,14 +363,13 @@ impl Proxy {
             let outgoing = outgoing_request(&meta.parts, headers, &backend, body.take())?;
             let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
             let client = clients.for_protocol(backend.spec.protocol);
-            backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
             let result = tokio::time::timeout(per_try, client.request(outgoing)).await;
-            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             let latency = sent.elapsed();
             let failure = match result {
                 Ok(Ok(response)) => {
                     let status = response.status();
+                    admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
                     backend.record(Some(status), latency);
                     observe(&picker, choice.backend, choice.by_plugin, status.as_u16(), latency, None);
                     let retryable_status = retry.retry_on_status.contains(&status.as_u16());
@@ -378,6 +390,7 @@ impl Proxy {
                 AttemptError::Reset(_) => ErrorKind::Reset,
                 AttemptError::Timeout(_) => ErrorKind::Timeout,
             };
+            admitted.finish(AttemptOutcome::Failed(kind), latency);
             observe(&picker, choice.backend, choice.by_plugin, 0, latency, Some(kind));
             tracing::debug!(backend = %backend.spec.name, attempt, ?failure, "attempt failed");
             last_error = Some((describe_backend(&backend), failure));
@@ -391,7 +404,7 @@ impl Proxy {
             return Ok(self.finish(response, None));
         }
         Err(match last_error {
-            None => (StatusCode::SERVICE_UNAVAILABLE, "no eligible backend".to_string()),
+            None => (StatusCode::SERVICE_UNAVAILABLE, no_backend_reason(last_refusal).to_string()),
             Some((backend, AttemptError::Connect(reason))) => {
                 (StatusCode::BAD_GATEWAY, format!("could not connect to backend {backend}: {reason}"))
             }
@@ -403,6 +416,41 @@ impl Proxy {
                 (StatusCode::GATEWAY_TIMEOUT, format!("backend {backend} sent no response headers within {after:?}"))
             }
         })
+    }
+
+    /// Asks the picker for a backend and health for admission. A refused pick
+    /// (backend at its cap, breaker not admitting, or the backend the previous
+    /// attempt used) is reported to the picker as not sent and excluded from
+    /// the next pick, at most [`MAX_PICKS_PER_ATTEMPT`] picks in all. `Err`
+    /// when nothing was admitted, with the last refusal if there was one.
+    #[allow(clippy::type_complexity)]
+    fn pick_admitted(
+        &self,
+        picker: &Picker,
+        mut meta: RequestMeta,
+        mut ctx: PickContext,
+    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'_>), Option<Refusal>>, RequestMeta) {
+        let previous = ctx.exclude;
+        let mut refused = None;
+        for _ in 0..MAX_PICKS_PER_ATTEMPT {
+            let picking = Instant::now();
+            let (choice, returned) = picker.pick(meta, ctx);
+            self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
+            meta = returned;
+            let Some(choice) = choice else { break };
+            let Some(backend) = self.pool.get(choice.backend) else { break };
+            // After a refusal the exclusion names the refused backend, so the
+            // previous attempt's backend could come back: never twice in a row.
+            if Some(choice.backend) != previous {
+                match self.health.admit(&backend) {
+                    Ok(admitted) => return (Ok((choice, backend, admitted)), meta),
+                    Err(refusal) => refused = Some(refusal),
+                }
+            }
+            observe(picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+            ctx.exclude = Some(choice.backend);
+        }
+        (Err(refused), meta)
     }
 
     /// Whether one more attempt fits the deadline and the retry budget.
@@ -470,6 +518,21 @@ impl Drop for Route<'_> {
         } else {
             self.guard.routed(None, None, self.attempts);
         }
+    }
+}
+
+/// Picks per attempt when picks are refused at admission (each refused
+/// backend is excluded from the next pick, so a few suffice to get past a
+/// busy backend without spinning when all are busy).
+const MAX_PICKS_PER_ATTEMPT: usize = 4;
+
+/// Why veer found no backend for an attempt.
+fn no_backend_reason(refusal: Option<Refusal>) -> &'static str {
+    match refusal {
+        None => "no eligible backend",
+        Some(Refusal::AtCapacity) => "no eligible backend: those picked are at their concurrency cap",
+        Some(Refusal::Breaker(_)) => "no eligible backend: those picked have their circuit breaker open",
+        Some(Refusal::Drained) => "no eligible backend: those picked are drained",
     }
 }
 
