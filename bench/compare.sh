@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-path benchmark: the same three simulated backends behind veer (Wasm
-# round robin, Wasm p2c-ewma, native round robin), nginx (upstream keepalive)
+# round robin, Wasm p2c-ewma, native round robin, Wasm round robin with the
+# access log on), nginx (upstream keepalive)
 # and HAProxy (http-reuse), plus direct to one backend; wrk on 127.0.0.1, runs
 # interleaved A/B/A/B so machine noise hits every target alike.
 #
@@ -102,6 +103,7 @@ TARGETS=(
     "veer-wasm-rr|$VEER run --listen 127.0.0.1:$((BASE + 10)) --admin 127.0.0.1:$((BASE + 30)) --picker builtin:round-robin|$((BASE + 10))"
     "veer-wasm-p2c|$VEER run --listen 127.0.0.1:$((BASE + 11)) --admin 127.0.0.1:$((BASE + 31)) --picker builtin:p2c-ewma|$((BASE + 11))"
     "veer-native-rr|$VEER run --listen 127.0.0.1:$((BASE + 12)) --admin 127.0.0.1:$((BASE + 32)) --picker native:round-robin|$((BASE + 12))"
+    "veer-wasm-rr-logged|$VEER run --listen 127.0.0.1:$((BASE + 13)) --admin 127.0.0.1:$((BASE + 33)) --picker builtin:round-robin --access-log $WORK/access.log|$((BASE + 13))"
     "nginx|nginx -c $WORK/nginx.conf -g 'daemon off;'|$((BASE + 20))"
     "haproxy|haproxy -f $WORK/haproxy.cfg|$((BASE + 21))"
 )
@@ -177,6 +179,9 @@ awk -F'\t' '
             best, (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps[best]/n[best]),
             (rps["veer-wasm-rr"]/n["veer-wasm-rr"]) / (rps["veer-native-rr"]/n["veer-native-rr"])
         printf "ratios (p99): veer-wasm-rr/best-of(%s) %.2f\n", best, (p99["veer-wasm-rr"]/n["veer-wasm-rr"]) / (p99[best]/n[best])
+        printf "access log on/off (req/s): %.3f; CPU per request %.2f\n",
+            (rps["veer-wasm-rr-logged"]/n["veer-wasm-rr-logged"]) / (rps["veer-wasm-rr"]/n["veer-wasm-rr"]),
+            (cpu["veer-wasm-rr-logged"]/n["veer-wasm-rr-logged"]) / (cpu["veer-wasm-rr"]/n["veer-wasm-rr"])
         printf "ratios (CPU per request): veer-wasm-rr/nginx %.2f, veer-wasm-rr/haproxy %.2f\n",
             (cpu["veer-wasm-rr"]/n["veer-wasm-rr"]) / (cpu["nginx"]/n["nginx"]),
             (cpu["veer-wasm-rr"]/n["veer-wasm-rr"]) / (cpu["haproxy"]/n["haproxy"])

@@ -370,6 +370,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
         health: HealthConfig::default(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
+    println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");
     println!(
         "veer demo: swap the picker live:  curl -X PUT http://{admin}/picker -d '{{\"source\": \"builtin:q-learning\"}}'"
     );

@@ -178,23 +178,44 @@ fn write_lines(receiver: Receiver<Record>, mut out: impl Write, format: LogForma
     }
 }
 
-/// The record as one JSON object and a newline.
+/// The record as one JSON object (fields in a fixed order, time first) and a newline.
 pub fn json_line(record: &Record, line: &mut String) {
-    let value = serde_json::json!({
-        "time": humantime::format_rfc3339_millis(record.time).to_string(),
-        "request_id": record.request_id.to_str().unwrap_or("-"),
-        "method": record.method.as_str(),
-        "path": record.target.as_str(),
-        "status": record.status.as_u16(),
-        "bytes": record.bytes,
-        "duration_ms": record.duration.as_secs_f64() * 1000.0,
-        "backend": record.backend.as_deref(),
-        "picker": record.picker.as_deref(),
-        "attempts": record.attempts,
-        "client": record.client.to_string(),
-    });
-    line.push_str(&value.to_string());
-    line.push('\n');
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        time: String,
+        request_id: &'a str,
+        client: String,
+        method: &'a str,
+        path: &'a str,
+        status: u16,
+        bytes: u64,
+        duration_ms: f64,
+        backend: Option<&'a str>,
+        picker: Option<&'a str>,
+        attempts: u32,
+    }
+    let value = Line {
+        time: humantime::format_rfc3339_millis(record.time).to_string(),
+        request_id: record.request_id.to_str().unwrap_or("-"),
+        client: record.client.to_string(),
+        method: record.method.as_str(),
+        path: record.target.as_str(),
+        status: record.status.as_u16(),
+        bytes: record.bytes,
+        duration_ms: duration_ms(record.duration),
+        backend: record.backend.as_deref(),
+        picker: record.picker.as_deref(),
+        attempts: record.attempts,
+    };
+    if let Ok(json) = serde_json::to_string(&value) {
+        line.push_str(&json);
+        line.push('\n');
+    }
+}
+
+/// Milliseconds with microsecond precision (no float noise in the logs).
+fn duration_ms(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
 }
 
 /// The record as `key=value` pairs and a newline.
