@@ -3,7 +3,7 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /status` | picker (identity, health, counters) and every backend's live numbers |
+//! | `GET /status` | picker (identity, health, counters), admission control, and every backend's live numbers |
 //! | `GET /picker` | the picker alone |
 //! | `PUT /picker` | swap the picker: `{"source": "builtin:q-learning", "params": {"alpha": "0.3"}}` |
 //!
@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::admission::AdmissionSnapshot;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
 use crate::pool::BackendSnapshot;
 use crate::proxy::Proxy;
@@ -40,6 +41,7 @@ struct PickerView {
 #[derive(serde::Serialize)]
 struct StatusView {
     picker: PickerView,
+    admission: AdmissionSnapshot,
     backends: Vec<BackendSnapshot>,
 }
 
@@ -123,7 +125,11 @@ fn picker_view(proxy: &Proxy) -> PickerView {
 }
 
 fn status(proxy: &Proxy) -> StatusView {
-    StatusView { picker: picker_view(proxy), backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect() }
+    StatusView {
+        picker: picker_view(proxy),
+        admission: proxy.admission().snapshot(),
+        backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect(),
+    }
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {

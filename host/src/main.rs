@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use veer::admission::{AdmissionArgs, AdmissionConfig};
 use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
 use veer::pool::{BackendProtocol, BackendSpec};
 use veer::proxy::ProxyConfig;
@@ -37,6 +38,9 @@ enum Command {
         /// A picker parameter, `key=value`; repeat for each.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// Admission control.
+        #[command(flatten)]
+        admission: AdmissionArgs,
     },
     /// Starts three simulated backends with different profiles and veer on
     /// 127.0.0.1:8080 in front of them, routing with builtin:p2c-ewma.
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params } => {
+        Command::Run { listen, admin, backends, picker, params, admission } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 params: parse_params(&params)?,
                 proxy: ProxyConfig::default(),
                 limits: Limits::default(),
+                admission: admission.config(),
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
@@ -172,6 +177,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String) -> anyhow::
         params: Vec::new(),
         proxy: ProxyConfig::default(),
         limits: Limits::default(),
+        admission: AdmissionConfig::default(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!(

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admission, AdmissionConfig, InvalidAdmissionConfig};
 use crate::plugin::{Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::{Proxy, ProxyConfig};
@@ -29,6 +30,8 @@ pub struct ServerOptions {
     pub proxy: ProxyConfig,
     /// Limits for plugin calls.
     pub limits: Limits,
+    /// Admission control: global in-flight cap, per-client rate, adaptive limit.
+    pub admission: AdmissionConfig,
 }
 
 /// Why veer could not start.
@@ -45,6 +48,9 @@ pub enum StartError {
     /// The picker could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The admission settings are invalid.
+    #[error(transparent)]
+    Admission(#[from] InvalidAdmissionConfig),
 }
 
 /// A started veer. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -94,6 +100,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Starts veer: loads and smoke-tests the picker, binds the listeners, and
 /// serves until shut down.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
+    let admission = Admission::new(options.admission.clone())?;
     let runtime = PluginRuntime::new(options.limits.clone())?;
     let slot = {
         let (source, params) = (options.picker.clone(), options.params.clone());
@@ -104,11 +111,14 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     };
     let (pool, events) = Pool::new(options.backends.clone());
     slot.apply(&events);
-    let proxy = Proxy::new(Arc::new(pool), Arc::new(slot), options.proxy.clone());
+    let proxy = Proxy::with_admission(Arc::new(pool), Arc::new(slot), options.proxy.clone(), admission.clone());
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(proxy.clone().serve(listener, stopped(stop_rx.clone())))];
+    let mut tasks = vec![
+        tokio::spawn(proxy.clone().serve(listener, stopped(stop_rx.clone()))),
+        tokio::spawn(admission.run(stopped(stop_rx.clone()))),
+    ];
     let admin_addr = match options.admin {
         Some(address) => {
             let listener = bind(address).await?;

@@ -82,6 +82,16 @@ pub async fn start_veer(
     picker: &str,
     proxy: veer::proxy::ProxyConfig,
 ) -> veer::server::RunningServer {
+    start_veer_with(backends, picker, proxy, veer::admission::AdmissionConfig::default()).await
+}
+
+/// [`start_veer`] with the given admission control.
+pub async fn start_veer_with(
+    backends: &[(&str, std::net::SocketAddr)],
+    picker: &str,
+    proxy: veer::proxy::ProxyConfig,
+    admission: veer::admission::AdmissionConfig,
+) -> veer::server::RunningServer {
     let options = veer::server::ServerOptions {
         listen: "127.0.0.1:0".parse().expect("a valid address"),
         admin: Some("127.0.0.1:0".parse().expect("a valid address")),
@@ -98,6 +108,7 @@ pub async fn start_veer(
         params: vec![],
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
+        admission,
     };
     veer::server::start(options).await.expect("veer starts")
 }
@@ -139,3 +150,4 @@ pub async fn send(
     let body = body.collect().await.expect("the body arrives").to_bytes();
     Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
 }
+

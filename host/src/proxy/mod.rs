@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 pub use headers::{RequestIds, X_REQUEST_ID};
 pub use retry::{RetryBudget, RetryPolicy};
 
+use crate::admission::Admission;
 use crate::plugin::{BackendId, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 
@@ -77,6 +78,7 @@ pub struct Proxy {
     http2: Client<HttpConnector, OutgoingBody>,
     budget: RetryBudget,
     request_ids: RequestIds,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -94,8 +96,20 @@ enum AttemptError {
 }
 
 impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker.
+    /// A proxy for `pool`, routed by `slot`'s picker, with the default admission control.
     pub fn new(pool: Arc<Pool>, slot: Arc<PickerSlot>, config: ProxyConfig) -> Arc<Self> {
+        let admission = Admission::new(crate::admission::AdmissionConfig::default())
+            .expect("the default admission config is valid");
+        Self::with_admission(pool, slot, config, admission)
+    }
+
+    /// A proxy for `pool`, routed by `slot`'s picker, behind `admission`.
+    pub fn with_admission(
+        pool: Arc<Pool>,
+        slot: Arc<PickerSlot>,
+        config: ProxyConfig,
+        admission: Arc<Admission>,
+    ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -113,6 +127,7 @@ impl Proxy {
             http2: client(true),
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
+            admission,
             pool,
             slot,
             config,
@@ -127,6 +142,11 @@ impl Proxy {
     /// The picker slot.
     pub fn slot(&self) -> &Arc<PickerSlot> {
         &self.slot
+    }
+
+    /// Admission control.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Serves clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)
@@ -178,6 +198,17 @@ impl Proxy {
     /// Handles one client request; never fails (errors become 5xx responses).
     pub async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         let request_id = self.request_ids.ensure(request.headers_mut());
+        // Before anything else: a refused request must cost as little as possible.
+        let permit = match self.admission.admit(request.headers(), client.ip()).await {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let mut response = error_response(refusal.status, &refusal.message, &request_id);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_seconds()));
+                headers::append_via(response.headers_mut(), request.version());
+                response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+                return response;
+            }
+        };
         let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let version = parts.version;
@@ -199,6 +230,8 @@ impl Proxy {
             Ok(response) => response,
             Err((status, reason)) => error_response(status, &reason, &request_id),
         };
+        // Held until the response headers (see the admission module for why not the body).
+        permit.complete(response.status());
         // The backend's HTTP version is a property of veer's connection to it, not the client's.
         *response.version_mut() = version;
         let status = response.status();
