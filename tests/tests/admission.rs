@@ -107,7 +107,7 @@ fn client_rate(trusted_proxies: &[&str]) -> AdmissionConfig {
     AdmissionConfig {
         client_rate: Some(ClientRateConfig {
             per_second: 20.0,
-            burst: 5,
+            burst: Some(5),
             trusted_proxies: trusted_proxies.iter().map(|p| p.to_string()).collect(),
             ..ClientRateConfig::default()
         }),

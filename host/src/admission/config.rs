@@ -58,8 +58,9 @@ impl Default for AdmissionConfig {
 pub struct ClientRateConfig {
     /// Sustained requests per second per client (> 0; fractions allowed).
     pub per_second: f64,
-    /// Requests a client may send at once after being quiet (≥ 1).
-    pub burst: u32,
+    /// Requests a client may send at once after being quiet (≥ 1);
+    /// `None`: twice `per_second`, at least 1.
+    pub burst: Option<u32>,
     /// Key clients by this request header (an API key) when present;
     /// otherwise by address.
     pub key_header: Option<String>,
@@ -70,11 +71,18 @@ pub struct ClientRateConfig {
     pub max_clients: usize,
 }
 
+impl ClientRateConfig {
+    /// The bucket size: `burst`, or twice the rate (at least 1).
+    pub fn effective_burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| ((self.per_second * 2.0).ceil() as u32).max(1))
+    }
+}
+
 impl Default for ClientRateConfig {
     fn default() -> Self {
         ClientRateConfig {
             per_second: 50.0,
-            burst: 100,
+            burst: None,
             key_header: None,
             trusted_proxies: Vec::new(),
             max_clients: 100_000,
@@ -157,7 +165,7 @@ impl AdmissionConfig {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) {
                 problems.push(format!("client_rate.per_second must be more than 0, got {}", rate.per_second));
             }
-            if rate.burst == 0 {
+            if rate.burst == Some(0) {
                 problems.push("client_rate.burst must be at least 1".to_string());
             }
             if rate.max_clients == 0 {
@@ -237,79 +245,97 @@ impl AdaptiveConfig {
 }
 
 /// The `veer run` flags for admission control (flattened into its arguments).
+///
+/// Flags left out take the defaults of [`AdmissionConfig`] (one place for
+/// defaults); a flag of a feature that is off turns it on (`--adaptive-min 4`
+/// implies `--adaptive`) or is refused (`--client-burst` without
+/// `--client-rate`), so nothing given on the command line is silently ignored.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdmissionArgs {
-    /// Requests in flight at once, all clients together; 0: no cap.
-    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
-    pub max_in_flight: u32,
-    /// Requests that may wait (FIFO) for an in-flight slot; 0: refuse at once with 503.
-    #[arg(long, default_value_t = 0)]
-    pub queue_length: u32,
-    /// How long a queued request waits before a 503.
-    #[arg(long, default_value_t = 50)]
-    pub queue_timeout_ms: u64,
-    /// Per-client rate limit, requests per second (enables per-client token buckets; 429 past it).
-    #[arg(long)]
+    /// Requests in flight at once, all clients together; 0: no cap [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// Requests that may wait (FIFO) for an in-flight slot [default: 0: refuse at once with 503].
+    #[arg(long, value_name = "N")]
+    pub queue_length: Option<u32>,
+    /// How long a queued request waits before a 503 [default: 50].
+    #[arg(long, value_name = "MS", requires = "queue_length")]
+    pub queue_timeout_ms: Option<u64>,
+    /// Per-client rate limit, requests per second: turns per-client token buckets on (429 past it).
+    #[arg(long, value_name = "PER_SECOND")]
     pub client_rate: Option<f64>,
-    /// Per-client burst (bucket size); default: twice the rate, at least 1.
-    #[arg(long, requires = "client_rate")]
+    /// Per-client burst (bucket size) [default: twice the rate, at least 1].
+    #[arg(long, value_name = "N", requires = "client_rate")]
     pub client_burst: Option<u32>,
     /// Key clients by this header (e.g. x-api-key) when present, else by address.
-    #[arg(long, requires = "client_rate")]
+    #[arg(long, value_name = "HEADER", requires = "client_rate")]
     pub client_key_header: Option<String>,
-    /// A proxy (IP or CIDR) whose X-Forwarded-For is trusted; repeat for each.
-    #[arg(long = "trusted-proxy", requires = "client_rate")]
+    /// A proxy whose X-Forwarded-For is trusted; repeat for each.
+    #[arg(long = "trusted-proxy", value_name = "IP_OR_CIDR", requires = "client_rate")]
     pub trusted_proxies: Vec<String>,
-    /// Clients tracked at most.
-    #[arg(long, requires = "client_rate", default_value_t = 100_000)]
-    pub max_clients: usize,
-    /// Turn on the AIMD adaptive concurrency limit.
+    /// Clients tracked at most [default: 100000].
+    #[arg(long, value_name = "N", requires = "client_rate")]
+    pub max_clients: Option<usize>,
+    /// Turns the AIMD adaptive concurrency limit on (so does any --adaptive-* flag).
     #[arg(long)]
     pub adaptive: bool,
-    /// Latency target for the adaptive limit, ms (implies --adaptive); without
-    /// one, the limit keeps latency within --adaptive-tolerance × the measured minimum.
-    #[arg(long)]
+    /// Latency target for the adaptive limit [default: none: tolerance × the measured minimum].
+    #[arg(long, value_name = "MS")]
     pub adaptive_target_ms: Option<f64>,
-    /// Without a target: acceptable multiple of the minimum latency.
-    #[arg(long, default_value_t = 2.0)]
-    pub adaptive_tolerance: f64,
-    /// Adaptive limit at start.
-    #[arg(long, default_value_t = 20)]
-    pub adaptive_initial: u32,
-    /// Lowest adaptive limit.
-    #[arg(long, default_value_t = 4)]
-    pub adaptive_min: u32,
-    /// Highest adaptive limit.
-    #[arg(long, default_value_t = 1000)]
-    pub adaptive_max: u32,
-    /// How often the adaptive limit is adjusted, ms.
-    #[arg(long, default_value_t = 100)]
-    pub adaptive_interval_ms: u64,
+    /// Without a target: acceptable multiple of the minimum latency [default: 2].
+    #[arg(long, value_name = "X")]
+    pub adaptive_tolerance: Option<f64>,
+    /// Adaptive limit at start [default: 20].
+    #[arg(long, value_name = "N")]
+    pub adaptive_initial: Option<u32>,
+    /// Lowest adaptive limit [default: 4].
+    #[arg(long, value_name = "N")]
+    pub adaptive_min: Option<u32>,
+    /// Highest adaptive limit [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub adaptive_max: Option<u32>,
+    /// How often the adaptive limit is adjusted [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub adaptive_interval_ms: Option<u64>,
 }
 
 impl AdmissionArgs {
     /// The config these flags describe (validated when veer starts).
     pub fn config(&self) -> AdmissionConfig {
-        let client_rate = self.client_rate.map(|per_second| ClientRateConfig {
-            per_second,
-            burst: self.client_burst.unwrap_or_else(|| ((per_second * 2.0).ceil() as u32).max(1)),
-            key_header: self.client_key_header.clone(),
-            trusted_proxies: self.trusted_proxies.clone(),
-            max_clients: self.max_clients,
+        let defaults = AdmissionConfig::default();
+        let client_rate = self.client_rate.map(|per_second| {
+            let defaults = ClientRateConfig::default();
+            ClientRateConfig {
+                per_second,
+                burst: self.client_burst,
+                key_header: self.client_key_header.clone(),
+                trusted_proxies: self.trusted_proxies.clone(),
+                max_clients: self.max_clients.unwrap_or(defaults.max_clients),
+            }
         });
-        let adaptive = (self.adaptive || self.adaptive_target_ms.is_some()).then(|| AdaptiveConfig {
-            target_latency_ms: self.adaptive_target_ms,
-            tolerance: self.adaptive_tolerance,
-            initial_limit: self.adaptive_initial,
-            min_limit: self.adaptive_min,
-            max_limit: self.adaptive_max,
-            interval_ms: self.adaptive_interval_ms,
-            ..AdaptiveConfig::default()
+        let any_adaptive_flag = self.adaptive
+            || self.adaptive_target_ms.is_some()
+            || self.adaptive_tolerance.is_some()
+            || self.adaptive_initial.is_some()
+            || self.adaptive_min.is_some()
+            || self.adaptive_max.is_some()
+            || self.adaptive_interval_ms.is_some();
+        let adaptive = any_adaptive_flag.then(|| {
+            let defaults = AdaptiveConfig::default();
+            AdaptiveConfig {
+                target_latency_ms: self.adaptive_target_ms,
+                tolerance: self.adaptive_tolerance.unwrap_or(defaults.tolerance),
+                initial_limit: self.adaptive_initial.unwrap_or(defaults.initial_limit),
+                min_limit: self.adaptive_min.unwrap_or(defaults.min_limit),
+                max_limit: self.adaptive_max.unwrap_or(defaults.max_limit),
+                interval_ms: self.adaptive_interval_ms.unwrap_or(defaults.interval_ms),
+                ..defaults
+            }
         });
         AdmissionConfig {
-            max_in_flight: self.max_in_flight,
-            queue_length: self.queue_length,
-            queue_timeout_ms: self.queue_timeout_ms,
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
+            queue_length: self.queue_length.unwrap_or(defaults.queue_length),
+            queue_timeout_ms: self.queue_timeout_ms.unwrap_or(defaults.queue_timeout_ms),
             client_rate,
             adaptive,
         }
@@ -327,7 +353,7 @@ mod tests {
             serde_json::from_str(r#"{"client_rate": {"per_second": 5}, "adaptive": {"target_latency_ms": 40}}"#)
                 .unwrap();
         assert_eq!(config.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
-        assert_eq!(config.client_rate.as_ref().unwrap().burst, 100);
+        assert_eq!(config.client_rate.as_ref().unwrap().effective_burst(), 10, "twice the rate");
         assert_eq!(config.adaptive.as_ref().unwrap().target_latency_ms, Some(40.0));
         assert_eq!(serde_json::from_str::<AdmissionConfig>("{}").unwrap(), AdmissionConfig::default());
         let unknown = serde_json::from_str::<AdmissionConfig>(r#"{"adaptive": {"target_ms": 1}}"#).unwrap_err();
@@ -387,9 +413,13 @@ mod tests {
         .config();
         assert_eq!((all.max_in_flight, all.queue_length), (100, 10));
         let rate = all.client_rate.as_ref().unwrap();
-        assert_eq!((rate.per_second, rate.burst, rate.trusted_proxies.len()), (2.5, 5, 1));
+        assert_eq!((rate.per_second, rate.effective_burst(), rate.trusted_proxies.len()), (2.5, 5, 1));
         assert_eq!(all.adaptive.as_ref().unwrap().target_latency_ms, Some(30.0));
         all.validate().unwrap();
         assert!(Flags::try_parse_from(["veer", "--client-burst", "3"]).is_err(), "needs --client-rate");
+        assert!(Flags::try_parse_from(["veer", "--queue-timeout-ms", "3"]).is_err(), "needs --queue-length");
+        let implied = Flags::try_parse_from(["veer", "--adaptive-min", "0"]).unwrap().admission.config();
+        assert_eq!(implied.adaptive.as_ref().map(|a| a.min_limit), Some(0), "any --adaptive-* flag turns it on");
+        assert!(implied.validate().is_err(), "and is validated");
     }
 }

@@ -145,7 +145,7 @@ impl Admission {
         let client_parts = config.parts()?;
         let clients = config.client_rate.clone().zip(client_parts).map(|(rate, parts)| ClientLimit {
             rule: KeyRule::new(parts.header, parts.trusted_proxies),
-            buckets: ClientBuckets::new(BucketPolicy::new(rate.burst, rate.per_second), rate.max_clients),
+            buckets: ClientBuckets::new(BucketPolicy::new(rate.effective_burst(), rate.per_second), rate.max_clients),
             config: rate,
         });
         let adaptive = config.adaptive.as_ref().map(|adaptive| {
@@ -186,7 +186,7 @@ impl Admission {
                     message: format!(
                         "client rate limit: {} requests/s with bursts of {}; a token is back in {} ms",
                         rate.per_second,
-                        rate.burst,
+                        rate.effective_burst(),
                         wait.as_millis().max(1)
                     ),
                     retry_after: wait,
@@ -312,7 +312,7 @@ impl Admission {
                 tracked: clients.buckets.tracked(),
                 max: clients.config.max_clients,
                 per_second: clients.config.per_second,
-                burst: clients.config.burst,
+                burst: clients.config.effective_burst(),
             }),
             admitted: counters.admitted.load(Ordering::Relaxed),
             refused: RefusedSnapshot {
@@ -455,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_over_its_rate_gets_429_with_the_wait_rounded_up() {
         let admission = admission(AdmissionConfig {
-            client_rate: Some(ClientRateConfig { per_second: 0.4, burst: 1, ..ClientRateConfig::default() }),
+            client_rate: Some(ClientRateConfig { per_second: 0.4, burst: Some(1), ..ClientRateConfig::default() }),
             ..AdmissionConfig::default()
         });
         drop(admission.admit(&HeaderMap::new(), PEER).await.unwrap());
