@@ -177,6 +177,9 @@ impl Admission {
     /// wait in the queue, or says why not.
     pub async fn admit(self: &Arc<Self>, headers: &HeaderMap, peer: IpAddr) -> Result<Permit, Refusal> {
         if let Some(clients) = &self.clients {
+            // The token stays spent even if the gate then refuses: the client
+            // did send the request, and a refund would let a client retry an
+            // overloaded proxy faster than its rate.
             let key = clients.rule.key(headers, peer);
             if let Err(wait) = clients.buckets.try_take(key, Instant::now()) {
                 let rate = &clients.config;
