@@ -3,7 +3,7 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /status` | picker (identity, health, counters) and every backend's live numbers |
+//! | `GET /status` | picker (identity, health, counters), admission control, and every backend's live numbers |
 //! | `GET /snapshot` | everything an operator reads: request counters, picker, backends, access log |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /healthz` | 200 while the process runs |
@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::admission::AdmissionSnapshot;
 use crate::health::BackendHealth;
 use crate::observe::snapshot::snapshot;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
@@ -49,6 +50,7 @@ struct PickerView {
 #[derive(serde::Serialize)]
 struct StatusView {
     picker: PickerView,
+    admission: AdmissionSnapshot,
     backends: Vec<BackendView>,
 }
 
@@ -99,11 +101,7 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy)),
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(
-                proxy.pool(),
-                &proxy.health().snapshot(),
-                proxy.slot(),
-            ))));
+            let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(proxy))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -193,7 +191,7 @@ fn status(proxy: &Proxy) -> StatusView {
     let mut health: BTreeMap<_, _> = proxy.health().snapshot().into_iter().map(|h| (h.id, h)).collect();
     let backends =
         proxy.pool().all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
-    StatusView { picker: picker_view(proxy), backends }
+    StatusView { picker: picker_view(proxy), admission: proxy.admission().snapshot(), backends }
 }
 
 /// Why veer cannot serve traffic right now; empty when it can.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use veer::admission::{AdmissionArgs, AdmissionConfig};
 use veer::health::HealthConfig;
 use veer::observe::ObserveConfig;
 use veer::observe::access_log::{AccessLogConfig, LogFormat, LogLevel};
@@ -83,6 +84,7 @@ impl ObserveArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start; boxing buys nothing.
 enum Command {
     /// Runs the proxy in front of the given backends.
     Run {
@@ -105,6 +107,9 @@ enum Command {
         observe: ObserveArgs,
         #[command(flatten)]
         health: Box<HealthArgs>,
+        /// Admission control.
+        #[command(flatten)]
+        admission: AdmissionArgs,
     },
     /// Starts three simulated backends with different profiles and veer on
     /// 127.0.0.1:8080 in front of them, routing with builtin:p2c-ewma.
@@ -277,7 +282,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params, observe, health } => {
+        Command::Run { listen, admin, backends, picker, params, observe, health, admission } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -293,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 limits: Limits::default(),
                 observe: observe.config()?,
                 health: health.config()?,
+                admission: admission.config(),
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
@@ -368,6 +374,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
         limits: Limits::default(),
         observe,
         health: HealthConfig::default(),
+        admission: AdmissionConfig::default(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admission, AdmissionConfig, InvalidAdmissionConfig};
 use crate::health::{Health, HealthConfig, InvalidHealthConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::{Metrics, ObserveConfig, snapshot};
@@ -32,6 +33,8 @@ pub struct ServerOptions {
     pub proxy: ProxyConfig,
     /// Limits for plugin calls.
     pub limits: Limits,
+    /// Admission control: global in-flight cap, per-client rate, adaptive limit.
+    pub admission: AdmissionConfig,
     /// Active checks, breakers, outlier ejection and slow start of the backends.
     pub health: HealthConfig,
     /// Access log, metric dumps, latency advisory.
@@ -58,6 +61,9 @@ pub enum StartError {
     /// The picker could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The admission settings are invalid.
+    #[error(transparent)]
+    Admission(#[from] InvalidAdmissionConfig),
     /// The health settings do not make sense.
     #[error(transparent)]
     Health(#[from] InvalidHealthConfig),
@@ -111,6 +117,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// serves until shut down.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
     options.health.validate()?;
+    let admission = Admission::new(options.admission.clone())?;
     let runtime = PluginRuntime::new(options.limits.clone())?;
     let slot = {
         let (source, params) = (options.picker.clone(), options.params.clone());
@@ -132,12 +139,16 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         let slot = slot.clone();
         Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.apply(events)))
     };
-    let proxy = Proxy::new(pool, slot, health.clone(), options.proxy.clone(), metrics, access_log);
+    let proxy = Proxy::new(pool, slot, health.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
-    let mut tasks = vec![tokio::spawn(serving), tokio::spawn(health.run(stopped(stop_rx.clone())))];
+    let mut tasks = vec![
+        tokio::spawn(serving),
+        tokio::spawn(health.run(stopped(stop_rx.clone()))),
+        tokio::spawn(admission.run(stopped(stop_rx.clone()))),
+    ];
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.clone(),
         options.observe.dump.clone(),

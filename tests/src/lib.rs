@@ -76,6 +76,17 @@ pub fn hostile_plugin_file(tag: &str) -> std::path::PathBuf {
     path
 }
 
+/// [`start_veer`] with the given admission control.
+pub async fn start_veer_with(
+    backends: &[(&str, std::net::SocketAddr)],
+    picker: &str,
+    proxy: veer::proxy::ProxyConfig,
+    admission: veer::admission::AdmissionConfig,
+) -> veer::server::RunningServer {
+    let options = veer::server::ServerOptions { admission, ..veer_options(backends, picker, proxy) };
+    veer::server::start(options).await.expect("veer starts")
+}
+
 /// A running veer for end-to-end tests: proxy and admin on 127.0.0.1 port 0.
 pub async fn start_veer(
     backends: &[(&str, std::net::SocketAddr)],
@@ -109,6 +120,7 @@ pub fn veer_options(
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
         health: veer::health::HealthConfig::default(),
+        admission: veer::admission::AdmissionConfig::default(),
         observe: veer::observe::ObserveConfig::default(),
     }
 }
@@ -149,4 +161,138 @@ pub async fn send(
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("the body arrives").to_bytes();
     Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// Open-loop load: requests sent at a fixed rate whatever the answers, as
+/// independent users would; for overload tests and the overload benchmark.
+pub mod load {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    /// What happened to one request.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Sample {
+        /// When it was sent, from the start of the run.
+        pub sent_at: Duration,
+        /// The status, or `None` if no answer came within the timeout (or the connection failed).
+        pub status: Option<u16>,
+        /// Time to the whole answer (the timeout for requests that got none).
+        pub latency: Duration,
+    }
+
+    /// Sends `GET /` to `address` at `rate_per_second` for `duration`, each
+    /// with the `headers` given, waiting up to `timeout` for each answer;
+    /// returns every request's sample once all have finished.
+    pub async fn open_loop(
+        address: SocketAddr,
+        rate_per_second: f64,
+        duration: Duration,
+        timeout: Duration,
+        headers: &[(&str, &str)],
+    ) -> Vec<Sample> {
+        let client = super::http1_client();
+        let uri: http::Uri = format!("http://{address}/").parse().expect("a valid URI");
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate_per_second));
+        // Burst: if the generator falls behind it catches up, so the offered
+        // rate is what was asked for, not what the proxy let through.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            ticks.tick().await;
+            let sent_at = start.elapsed();
+            if sent_at >= duration {
+                break;
+            }
+            let mut request = http::Request::get(uri.clone());
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(Full::<Bytes>::default()).expect("a valid request");
+            let client = client.clone();
+            tasks.spawn(async move {
+                let sent = Instant::now();
+                let answer = tokio::time::timeout(timeout, async {
+                    let response = client.request(request).await.ok()?;
+                    let status = response.status().as_u16();
+                    response.into_body().collect().await.ok()?;
+                    Some(status)
+                })
+                .await;
+                match answer {
+                    Ok(Some(status)) => Sample { sent_at, status: Some(status), latency: sent.elapsed() },
+                    _ => Sample { sent_at, status: None, latency: timeout },
+                }
+            });
+        }
+        let mut samples = Vec::with_capacity(tasks.len());
+        while let Some(sample) = tasks.join_next().await {
+            samples.push(sample.expect("a load task does not panic"));
+        }
+        samples.sort_by_key(|s| s.sent_at);
+        samples
+    }
+
+    /// What a run looked like from the clients' side.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Summary {
+        /// Requests sent per second.
+        pub offered_rps: f64,
+        /// Successful (2xx) answers completed per second within the measured
+        /// part of the run (a success that arrives after the run ended does
+        /// not count: the backlog it came from is the overload).
+        pub goodput_rps: f64,
+        /// 99th percentile latency of successful answers, ms.
+        pub p99_ok_ms: f64,
+        /// 99th percentile latency of every request that was not refused
+        /// (timeouts count as the timeout), ms: what an admitted user waited.
+        pub p99_admitted_ms: f64,
+        /// Answers 429 or 503 (refused by admission, or no backend).
+        pub refused: usize,
+        /// No answer in time, or a connection error.
+        pub timed_out: usize,
+        /// Any other status.
+        pub other: usize,
+    }
+
+    /// Summarises samples of a run that lasted `duration`, ignoring requests
+    /// sent before `warm_up`.
+    pub fn summarize(samples: &[Sample], duration: Duration, warm_up: Duration) -> Summary {
+        let measured: Vec<&Sample> = samples.iter().filter(|s| s.sent_at >= warm_up).collect();
+        let seconds = duration.saturating_sub(warm_up).as_secs_f64().max(1e-9);
+        let ok: Vec<Duration> =
+            measured.iter().filter(|s| s.status.is_some_and(|c| (200..300).contains(&c))).map(|s| s.latency).collect();
+        let refused = measured.iter().filter(|s| matches!(s.status, Some(429 | 503))).count();
+        let timed_out = measured.iter().filter(|s| s.status.is_none()).count();
+        let admitted: Vec<Duration> =
+            measured.iter().filter(|s| !matches!(s.status, Some(429 | 503))).map(|s| s.latency).collect();
+        let ok_count = ok.len();
+        let completed_in_window = samples
+            .iter()
+            .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
+            .filter(|s| (warm_up..=duration).contains(&(s.sent_at + s.latency)))
+            .count();
+        Summary {
+            offered_rps: measured.len() as f64 / seconds,
+            goodput_rps: completed_in_window as f64 / seconds,
+            p99_ok_ms: percentile_ms(ok, 0.99),
+            p99_admitted_ms: percentile_ms(admitted, 0.99),
+            refused,
+            timed_out,
+            other: measured.len() - ok_count - refused - timed_out,
+        }
+    }
+
+    /// The `p` quantile (nearest rank) in ms; 0 when empty.
+    pub fn percentile_ms(mut latencies: Vec<Duration>, p: f64) -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        latencies.sort_unstable();
+        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
+        latencies[rank - 1].as_secs_f64() * 1e3
+    }
 }

@@ -87,6 +87,9 @@ async fn metrics_count_the_traffic_and_pass_promtool() {
     assert_eq!(metric(&text, r#"veer_backend_eligible{backend="bad"}"#), 0.0);
     assert!(metric(&text, r#"veer_backend_ejections_total{backend="bad"}"#) >= 1.0);
     assert!(text.contains("veer_build_info{version="), "{text}");
+    assert_eq!(metric(&text, "veer_admission_admitted_total"), 20.0);
+    assert_eq!(metric(&text, r#"veer_admission_refusals_total{reason="global_limit"}"#), 0.0);
+    assert_eq!(metric(&text, "veer_admission_limit"), 10000.0);
     // Bounded labels: no paths or client addresses.
     assert!(!text.contains("127.0.0.1"), "a label carries an address:\n{text}");
 

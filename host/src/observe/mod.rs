@@ -20,9 +20,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::health::{BackendHealth, BreakerPhase};
-use crate::plugin::{PickerSlot, PickerStatsSnapshot};
-use crate::pool::Pool;
+use crate::admission::AdmissionSnapshot;
+use crate::health::BreakerPhase;
+use crate::plugin::PickerStatsSnapshot;
+use crate::proxy::Proxy;
 
 /// Observability settings.
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
@@ -100,6 +101,13 @@ pub struct Metrics {
     picker_info: IntGaugeVec,
     access_log_written: IntCounter,
     access_log_dropped: IntCounter,
+    admission_in_flight: IntGauge,
+    admission_limit: IntGauge,
+    admission_adaptive_limit: IntGauge,
+    admission_queue_waiting: IntGauge,
+    admission_tracked_clients: IntGauge,
+    admission_admitted: IntCounter,
+    admission_refusals: IntCounterVec,
     /// Scrapes bring mirrored counters up to date; one at a time, so none is counted twice.
     render_lock: parking_lot::Mutex<()>,
     /// Access log records, set by the access log (if any) before a scrape.
@@ -284,6 +292,41 @@ impl Metrics {
                 "Access log records dropped because the writer fell behind.",
             )
             .expect("valid"),
+            admission_in_flight: IntGauge::new(
+                "veer_admission_in_flight",
+                "Requests past admission and not yet answered (response headers).",
+            )
+            .expect("valid"),
+            admission_limit: IntGauge::new(
+                "veer_admission_limit",
+                "In-flight limit in force: the global cap or the adaptive limit, whichever is lower (0: none).",
+            )
+            .expect("valid"),
+            admission_adaptive_limit: IntGauge::new(
+                "veer_admission_adaptive_limit",
+                "The AIMD controller's current limit (0 while adaptive concurrency is off).",
+            )
+            .expect("valid"),
+            admission_queue_waiting: IntGauge::new(
+                "veer_admission_queue_waiting",
+                "Requests waiting in the admission queue.",
+            )
+            .expect("valid"),
+            admission_tracked_clients: IntGauge::new(
+                "veer_admission_tracked_clients",
+                "Clients with a rate-limit bucket in memory.",
+            )
+            .expect("valid"),
+            admission_admitted: IntCounter::new("veer_admission_admitted_total", "Requests admitted.")
+                .expect("valid"),
+            admission_refusals: IntCounterVec::new(
+                Opts::new(
+                    "veer_admission_refusals_total",
+                    "Requests refused at admission, by reason (global_limit, adaptive_limit, queue_timeout, client_rate).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
             access_log_counts: AccessLogCounts::default(),
             render_lock: parking_lot::Mutex::new(()),
             registry,
@@ -324,6 +367,13 @@ impl Metrics {
             Box::new(metrics.picker_info.clone()),
             Box::new(metrics.access_log_written.clone()),
             Box::new(metrics.access_log_dropped.clone()),
+            Box::new(metrics.admission_in_flight.clone()),
+            Box::new(metrics.admission_limit.clone()),
+            Box::new(metrics.admission_adaptive_limit.clone()),
+            Box::new(metrics.admission_queue_waiting.clone()),
+            Box::new(metrics.admission_tracked_clients.clone()),
+            Box::new(metrics.admission_admitted.clone()),
+            Box::new(metrics.admission_refusals.clone()),
             Box::new(build_info),
         ];
         for collector in collectors {
@@ -384,10 +434,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything, with live gauges read
-    /// from `pool`, `health` and `slot` first.
-    pub fn render(&self, pool: &Pool, health: &[BackendHealth], slot: &PickerSlot) -> String {
+    /// from the proxy's pool, health, admission and picker first.
+    pub fn render(&self, proxy: &Proxy) -> String {
         let _one_at_a_time = self.render_lock.lock();
-        for backend in health {
+        let (pool, slot) = (proxy.pool(), proxy.slot());
+        self.mirror_admission(&proxy.admission().snapshot());
+        for backend in &proxy.health().snapshot() {
             let name = [backend.name.as_str()];
             self.backend_eligible.with_label_values(&name).set(i64::from(backend.eligible));
             self.backend_healthy.with_label_values(&name).set(i64::from(backend.healthy));
@@ -439,6 +491,27 @@ impl Metrics {
             tracing::warn!(%error, "encoding metrics failed");
         }
         String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    fn mirror_admission(&self, admission: &AdmissionSnapshot) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.admission_in_flight.set(i64::from(admission.in_flight));
+        self.admission_limit.set(i64::from(admission.limit));
+        self.admission_adaptive_limit.set(admission.adaptive.as_ref().map_or(0, |a| i64::from(a.limit)));
+        self.admission_queue_waiting.set(gauge(admission.queue.waiting as u64));
+        self.admission_tracked_clients.set(admission.clients.as_ref().map_or(0, |c| gauge(c.tracked as u64)));
+        catch_up(&self.admission_admitted, admission.admitted);
+        let refused = &admission.refused;
+        for (reason, count) in [
+            ("global_limit", refused.global_limit),
+            ("adaptive_limit", refused.adaptive_limit),
+            ("queue_timeout", refused.queue_timeout),
+            ("client_rate", refused.client_rate),
+        ] {
+            catch_up(&self.admission_refusals.with_label_values(&[reason]), count);
+        }
     }
 }
 

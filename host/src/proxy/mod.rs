@@ -30,6 +30,7 @@ use observed::RequestGuard;
 pub use retry::{RetryBudget, RetryPolicy};
 use workers::Workers;
 
+use crate::admission::Admission;
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::observe::Metrics;
 use crate::observe::access_log::AccessLog;
@@ -90,6 +91,7 @@ pub struct Proxy {
     access_log: Option<Arc<AccessLog>>,
     budget: RetryBudget,
     request_ids: RequestIds,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -147,13 +149,14 @@ impl Clients {
 }
 
 impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker, admitting attempts and
-    /// reporting their outcomes through `health`, recording into `metrics`
-    /// and, if given, `access_log`.
+    /// A proxy for `pool`, routed by `slot`'s picker, behind `admission`,
+    /// admitting attempts and reporting their outcomes through `health`,
+    /// recording into `metrics` and, if given, `access_log`.
     pub fn new(
         pool: Arc<Pool>,
         slot: Arc<PickerSlot>,
         health: Arc<Health>,
+        admission: Arc<Admission>,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
@@ -163,6 +166,7 @@ impl Proxy {
             access_log: access_log.map(Arc::new),
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
+            admission,
             pool,
             slot,
             health,
@@ -188,6 +192,11 @@ impl Proxy {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Admission control.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Starts the data-path workers and returns the future that serves
@@ -278,6 +287,18 @@ impl Proxy {
             &request_id,
             client.address,
         );
+        // Before anything else: a refused request must cost as little as possible.
+        let permit = match self.admission.admit(request.headers(), client.address.ip()).await {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let mut response = error_response(refusal.status, &refusal.message, &request_id);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_seconds()));
+                headers::append_via(response.headers_mut(), request.version());
+                response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+                guard.answered(refusal.status);
+                return response.map(|body| ObservedBody::new(body, guard));
+            }
+        };
         let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let version = parts.version;
@@ -297,6 +318,8 @@ impl Proxy {
                 Ok(response) => response,
                 Err((status, reason)) => error_response(status, &reason, &request_id),
             };
+        // Held until the response headers (see the admission module for why not the body).
+        permit.complete(response.status());
         // The backend's HTTP version is a property of veer's connection to it, not the client's.
         *response.version_mut() = version;
         let status = response.status();
