@@ -103,6 +103,10 @@ enum Command {
         /// A picker parameter, `key=value`; repeat for each.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// Data-path threads, each serving its share of client connections
+        /// with its own backend connection pools (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
         #[command(flatten)]
         observe: ObserveArgs,
         #[command(flatten)]
@@ -282,7 +286,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params, observe, health, admission } => {
+        Command::Run { listen, admin, backends, picker, params, workers, observe, health, admission } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -294,7 +298,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 backends,
                 picker: PluginSource::parse(&picker),
                 params: parse_params(&params)?,
-                proxy: ProxyConfig::default(),
+                proxy: ProxyConfig {
+                    workers: workers.unwrap_or(ProxyConfig::default().workers).max(1),
+                    ..ProxyConfig::default()
+                },
                 limits: Limits::default(),
                 observe: observe.config()?,
                 health: health.config()?,
