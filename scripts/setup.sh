@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing veer needs on a bare machine: the Rust
-# toolchain pinned in rust-toolchain.toml with the wasm32-wasip2 target, and
-# promtool for the metrics test.
+# toolchain pinned in rust-toolchain.toml with the wasm32-wasip2 target.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,14 +22,3 @@ rustup toolchain install >/dev/null 2>&1 || rustup show active-toolchain >/dev/n
 rustup target add wasm32-wasip2 >/dev/null
 echo "setup: $(rustc --version), targets: $(rustup target list --installed | tr '\n' ' ')"
 
-# promtool (Debian package `prometheus`): the metrics test checks /metrics with it.
-if ! command -v promtool >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        echo "setup: installing promtool (Debian package prometheus)"
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
-    else
-        echo "setup: promtool is required by the tests and apt-get is not available" >&2
-        exit 1
-    fi
-fi
-echo "setup: $(promtool --version 2>&1 | head -1)"

@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# promtool (Debian package `prometheus`): the metrics test checks /metrics with it.
+if ! command -v promtool >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing promtool (Debian package prometheus)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
+    else
+        echo "setup: promtool is required by the tests and apt-get is not available" >&2
+        exit 1
+    fi
+fi
+echo "setup: $(promtool --version 2>&1 | head -1)"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (-D warnings)"
