@@ -4,5 +4,6 @@ pub mod admin;
 pub mod plugin;
 pub mod pool;
 pub mod proxy;
+pub mod scenario;
 pub mod server;
 pub mod sim;
