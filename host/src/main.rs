@@ -107,13 +107,16 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The benchmark starts veer once per run; its "serving" lines would bury the results.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("veer: {error:#}");
