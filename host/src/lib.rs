@@ -7,5 +7,6 @@ pub mod observe;
 pub mod plugin;
 pub mod pool;
 pub mod proxy;
+pub mod scenario;
 pub mod server;
 pub mod sim;

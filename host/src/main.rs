@@ -140,6 +140,11 @@ enum Command {
     },
     /// Lists the built-in pickers with their versions.
     Plugins,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
     /// Loads a picker (a path or `builtin:NAME`), configures it with
     /// `key=value` parameters and smoke-tests it, without serving traffic.
     CheckPlugin {
@@ -268,14 +273,42 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Runs routing scenarios (YAML files) against each strategy and writes
+    /// CSV, SVG plots and a summary table (see the README's "Routing scenarios").
+    Scenarios {
+        /// Directory of scenario files.
+        #[arg(long, default_value = "scenarios")]
+        dir: std::path::PathBuf,
+        /// Run only this scenario; repeat for several.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Strategies to compare: `oracle`, or `SOURCE[,key=value...]` with SOURCE
+        /// `builtin:NAME`, `native:round-robin` or a component path. Default: every
+        /// built-in and the oracle.
+        #[arg(long, num_args = 1..)]
+        strategies: Vec<veer::scenario::Strategy>,
+        /// Where results go.
+        #[arg(long, default_value = "target/scenarios")]
+        out: std::path::PathBuf,
+        /// Multiplies each scenario's length and phase times (0.1 for a quick look).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The benchmark starts veer once per run; its "serving" lines would bury the results.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("veer: {error:#}");
@@ -315,6 +348,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sim { backends } => {
             tokio_runtime()?.block_on(veer::sim::run_cli(backends, std::net::IpAddr::from([127, 0, 0, 1])))
+        }
+        Command::Bench { bench: Bench::Scenarios { dir, only, strategies, out, scale } } => {
+            let strategies = if strategies.is_empty() { veer::scenario::Strategy::defaults() } else { strategies };
+            let options = veer::scenario::BenchOptions { dir, only, strategies, out: out.clone(), scale };
+            let reports = tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
+            println!("\n{}", veer::scenario::report::markdown(&reports));
+            println!("results in {}", out.display());
+            Ok(())
         }
         Command::Plugins => {
             let runtime = PluginRuntime::new(Limits::default())?;

@@ -23,6 +23,22 @@ pub struct HealthConfig {
     pub slow_start: SlowStartConfig,
 }
 
+impl HealthConfig {
+    /// Every health mechanism off: all backends always eligible at their
+    /// configured weight. For measuring a picker's own choices.
+    pub fn off() -> HealthConfig {
+        let mut config = HealthConfig::default();
+        config.check.enabled = false;
+        config.breaker.consecutive_failures = 0;
+        config.breaker.failure_ratio = 0.0;
+        config.outlier.consecutive_errors = 0;
+        config.outlier.success_rate_gap = 0.0;
+        config.outlier.latency_factor = 0.0;
+        config.slow_start.window = Duration::ZERO;
+        config
+    }
+}
+
 /// Active HTTP health checks, run per backend off the request path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -11,6 +11,7 @@
 pub mod bindings;
 mod builtin;
 mod membership;
+mod native;
 mod picker;
 mod runtime;
 mod slot;
@@ -23,6 +24,7 @@ pub use bindings::veer::picker::types::{
 };
 pub use builtin::NAMES as BUILTIN_NAMES;
 pub use membership::Membership;
+pub use native::{NativePicker, NativePolicy};
 pub use picker::{Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot};
 pub use runtime::{Limits, PluginCode, PluginRuntime, RequestMeta};
 pub use slot::{PickerSlot, SwapReport};
@@ -37,10 +39,18 @@ pub enum PluginSource {
     /// `native:round-robin`: the host's own round robin, no Wasm at all. For
     /// measuring what the Wasm boundary costs, and as a last-resort picker.
     NativeRoundRobin,
+    /// A policy implemented in the host (not reachable from text: it is built
+    /// in code, e.g. the scenario runner's oracle).
+    Native(NativePicker),
 }
 
 impl PluginSource {
-    /// Parses `builtin:NAME` or a file path.
+    /// Whether the picker runs in the host (no component to load).
+    pub fn is_native(&self) -> bool {
+        matches!(self, PluginSource::NativeRoundRobin | PluginSource::Native(_))
+    }
+
+    /// Parses `native:round-robin`, `builtin:NAME` or a file path.
     pub fn parse(text: &str) -> Self {
         if text == "native:round-robin" {
             return PluginSource::NativeRoundRobin;
@@ -58,6 +68,7 @@ impl fmt::Display for PluginSource {
             PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
             PluginSource::Path(path) => write!(f, "{}", path.display()),
             PluginSource::NativeRoundRobin => write!(f, "native:round-robin"),
+            PluginSource::Native(native) => write!(f, "native:{}", native.name()),
         }
     }
 }

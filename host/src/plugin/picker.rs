@@ -16,6 +16,7 @@ use super::bindings::veer::picker::types::{
     BackendEvent, BackendId, ErrorKind, Feedback, HttpMethod, Outcome, PickContext,
 };
 use super::membership::Membership;
+use super::native::NativePicker;
 use super::runtime::{PluginCode, PluginRuntime, RequestMeta, StoreState};
 
 /// What a plugin says about itself (`policy.info`).
@@ -152,8 +153,10 @@ struct Inner {
 /// that routed it.
 pub struct Picker {
     runtime: Arc<PluginRuntime>,
-    /// `None` for the host's native round robin (`native:round-robin`).
+    /// `None` for a picker that runs in the host (`native:round-robin`, [`NativePicker`]).
     code: Option<Arc<PluginCode>>,
+    /// The host-side policy of a [`NativePicker`]; `None` means round robin (or Wasm).
+    native: Option<NativePicker>,
     params: Vec<(String, String)>,
     info: PickerInfo,
     inner: Mutex<Inner>,
@@ -230,6 +233,7 @@ impl Picker {
         let picker = Picker {
             runtime,
             code: Some(code),
+            native: None,
             params,
             info,
             inner: Mutex::new(Inner {
@@ -248,16 +252,40 @@ impl Picker {
 
     /// The host's own round robin behind the same interface: no Wasm, no faults.
     pub fn native_round_robin(runtime: Arc<PluginRuntime>, membership: Membership) -> Picker {
+        let info = PickerInfo {
+            name: "native-round-robin".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            wants_outcomes: false,
+            source: "native:round-robin".into(),
+        };
+        Picker::host_side(runtime, info, None, membership)
+    }
+
+    /// A policy implemented in the host ([`NativePicker`]). It hears every
+    /// outcome. Should it answer `None` or an invalid backend, the host's round
+    /// robin answers (counted as a fallback, as for a plugin).
+    pub fn native(runtime: Arc<PluginRuntime>, native: NativePicker, membership: Membership) -> Picker {
+        let info = PickerInfo {
+            name: native.name().to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            wants_outcomes: true,
+            source: format!("native:{}", native.name()),
+        };
+        Picker::host_side(runtime, info, Some(native), membership)
+    }
+
+    fn host_side(
+        runtime: Arc<PluginRuntime>,
+        info: PickerInfo,
+        native: Option<NativePicker>,
+        membership: Membership,
+    ) -> Picker {
         Picker {
             runtime,
             code: None,
+            native,
             params: Vec::new(),
-            info: PickerInfo {
-                name: "native-round-robin".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                wants_outcomes: false,
-                source: "native:round-robin".into(),
-            },
+            info,
             inner: Mutex::new(Inner {
                 live: None,
                 membership,
@@ -340,6 +368,27 @@ impl Picker {
             return (None, request);
         }
         let Some(live) = &mut inner.live else {
+            if let Some(native) = &self.native {
+                match native.policy().pick(&inner.membership, ctx.exclude) {
+                    Some(id) if Some(id) != ctx.exclude && inner.membership.is_eligible(id) => {
+                        return (Some(Choice { backend: id, by_plugin: true }), request);
+                    }
+                    answer => {
+                        if let Some(backend) = answer {
+                            // Not used: tell the policy, as a plugin is told, so its in-flight counts stay exact.
+                            native.policy().observe(&Outcome {
+                                backend,
+                                picked: true,
+                                status: 0,
+                                latency_us: 0,
+                                error: Some(ErrorKind::NotSent),
+                            });
+                        }
+                        self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        return (self.fallback(inner, ctx.exclude).map(|c| Choice { by_plugin: false, ..c }), request);
+                    }
+                }
+            }
             let choice = self.fallback(inner, ctx.exclude);
             return (choice.map(|c| Choice { by_plugin: self.code.is_none(), ..c }), request);
         };
@@ -377,6 +426,12 @@ impl Picker {
     /// handled as in [`Picker::pick`]; the caller never sees them.
     pub fn observe(&self, outcome: Outcome) {
         if !self.info.wants_outcomes {
+            return;
+        }
+        if let Some(native) = &self.native {
+            // Under the lock, so that a native policy sees picks and outcomes in order.
+            let _guard = self.inner.lock();
+            native.policy().observe(&outcome);
             return;
         }
         let mut guard = self.inner.lock();

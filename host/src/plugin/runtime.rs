@@ -144,7 +144,7 @@ impl PluginRuntime {
                 .to_vec(),
             PluginSource::Path(path) => std::fs::read(path)
                 .map_err(|error| PluginError::Read { path: path.display().to_string(), reason: error.to_string() })?,
-            PluginSource::NativeRoundRobin => {
+            PluginSource::NativeRoundRobin | PluginSource::Native(_) => {
                 return Err(PluginError::Invalid {
                     origin: source.to_string(),
                     reason: "native pickers have no code to load".into(),

@@ -82,7 +82,7 @@ impl PickerSlot {
     /// swap. On any failure the old picker keeps serving and the error says why.
     pub fn swap(&self, source: &PluginSource, params: Vec<(String, String)>) -> Result<SwapReport, PluginError> {
         // Compile outside the lock: it is the slow part and needs no membership.
-        if *source != PluginSource::NativeRoundRobin {
+        if !source.is_native() {
             self.runtime.load(source)?;
         }
         let membership = self.membership.lock();
@@ -114,8 +114,14 @@ impl PickerSlot {
         membership: Membership,
         handoff: Option<&Handoff>,
     ) -> Result<(Picker, HandoffResult), PluginError> {
-        if *source == PluginSource::NativeRoundRobin {
-            return Ok((Picker::native_round_robin(runtime.clone(), membership), HandoffResult::NotApplicable));
+        match source {
+            PluginSource::NativeRoundRobin => {
+                return Ok((Picker::native_round_robin(runtime.clone(), membership), HandoffResult::NotApplicable));
+            }
+            PluginSource::Native(native) => {
+                return Ok((Picker::native(runtime.clone(), native.clone(), membership), HandoffResult::NotApplicable));
+            }
+            PluginSource::Builtin(_) | PluginSource::Path(_) => {}
         }
         // Cached after the first load, so this is cheap when `swap` loaded it already.
         let code = runtime.load(source)?;

@@ -1,0 +1,66 @@
+//! The routing benchmark, end to end: every shipped scenario file parses and
+//! validates, and a very short run of two scenarios (one closed loop with
+//! phases, one open loop) with a Wasm picker and the oracle writes every
+//! report. Nothing here asserts on timing: the machine is shared and noisy.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::path::PathBuf;
+
+use veer::scenario::{BenchOptions, Strategy, bench, load_all};
+
+fn scenario_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+#[test]
+fn every_shipped_scenario_parses_and_the_seed_eight_are_there() {
+    let scenarios = load_all(&scenario_dir()).unwrap();
+    assert!(scenarios.len() >= 15, "{} scenarios", scenarios.len());
+    for seed in
+        ["baseline", "the-trap", "high-jitter", "one-dead", "sloth-invasion", "minefield", "safe-haven", "fast-error"]
+    {
+        assert!(scenarios.iter().any(|s| s.name == seed), "missing seed scenario {seed}");
+    }
+    for scenario in &scenarios {
+        assert!(!scenario.backends(1.0).is_empty(), "{}", scenario.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_writes_csv_plots_and_a_summary_with_the_oracle() {
+    let out = std::env::temp_dir().join(format!("veer-scenarios-{}", std::process::id()));
+    let options = BenchOptions {
+        dir: scenario_dir(),
+        only: vec!["the-trap".into(), "open-loop".into()],
+        strategies: vec!["builtin:p2c-ewma".parse().unwrap(), Strategy::ORACLE.parse().unwrap()],
+        out: out.clone(),
+        // 6 s scenarios → 0.3 s runs.
+        scale: 0.05,
+    };
+    let reports = bench(&options).await.unwrap();
+    assert_eq!(reports.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["the-trap", "open-loop"]);
+    for report in &reports {
+        assert_eq!(report.summaries.len(), 2);
+        for summary in &report.summaries {
+            assert!(summary.requests > 0 && summary.successes > 0, "{}: {summary:?}", report.name);
+            assert!(summary.p99_ms > 0.0 && summary.goodput() > 0.0, "{}: {summary:?}", report.name);
+        }
+        assert_eq!(report.fraction_of_oracle(&report.summaries[1]), Some(1.0));
+        let csv = std::fs::read_to_string(out.join(format!("{}.csv", report.name))).unwrap();
+        assert!(csv.starts_with("strategy,t_ms,") && csv.contains("\noracle,"), "{csv}");
+        let backends = std::fs::read_to_string(out.join(format!("{}.backends.csv", report.name))).unwrap();
+        assert!(backends.lines().count() > 5, "{backends}");
+        let svg = std::fs::read_to_string(out.join(format!("{}.svg", report.name))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.trim_end().ends_with("</svg>"));
+    }
+    // The oracle never routes to the backend that fails half its requests.
+    let backends = std::fs::read_to_string(out.join("the-trap.backends.csv")).unwrap();
+    assert!(backends.lines().any(|line| line == "oracle,trap,0,0"), "{backends}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("| the-trap |") && summary.contains("| open-loop |"), "{summary}");
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 2, "{csv}");
+    assert!(std::fs::read_to_string(out.join("summary.svg")).unwrap().contains("<rect"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
