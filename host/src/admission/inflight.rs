@@ -209,17 +209,24 @@ mod tests {
         assert_eq!(gate.acquire(fixed(1)).await, Err(GateRefusal::Full));
     }
 
-    #[tokio::test]
-    async fn a_queued_request_gets_the_next_released_slot() {
-        let gate = std::sync::Arc::new(InflightGate::new(1, Duration::from_secs(10)));
-        assert!(gate.try_acquire(1));
+    /// A request that has joined `gate`'s queue, waiting for a slot.
+    async fn queued_waiter(gate: &std::sync::Arc<InflightGate>) -> tokio::task::JoinHandle<Result<(), GateRefusal>> {
+        let queued_before = gate.queued();
         let waiter = tokio::spawn({
             let gate = gate.clone();
             async move { gate.acquire(fixed(1)).await }
         });
-        while gate.queued() == 0 {
+        while gate.queued() == queued_before {
             tokio::task::yield_now().await;
         }
+        waiter
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_gets_the_next_released_slot() {
+        let gate = std::sync::Arc::new(InflightGate::new(1, Duration::from_secs(10)));
+        assert!(gate.try_acquire(1));
+        let waiter = queued_waiter(&gate).await;
         // The queue holds one: a third request is refused, and does not overtake.
         assert_eq!(gate.acquire(fixed(1)).await, Err(GateRefusal::Full));
         assert!(!gate.try_acquire(5), "a newcomer must not overtake a queued request");
@@ -242,13 +249,7 @@ mod tests {
     async fn raising_the_limit_wakes_waiters() {
         let gate = std::sync::Arc::new(InflightGate::new(2, Duration::from_secs(10)));
         assert!(gate.try_acquire(1));
-        let waiter = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.acquire(fixed(1)).await }
-        });
-        while gate.queued() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queued_waiter(&gate).await;
         gate.wake(2);
         assert_eq!(waiter.await.unwrap(), Ok(()));
         assert_eq!(gate.in_flight(), 2);
