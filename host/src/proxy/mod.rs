@@ -269,6 +269,10 @@ impl Proxy {
             }
         }
         workers.stop().await;
+        if let Some(log) = self.access_log.clone() {
+            // Joining the writer blocks for up to one write interval.
+            let _ = tokio::task::spawn_blocking(move || log.finish()).await;
+        }
     }
 
     /// Handles one client request; never fails (errors become 5xx responses).
@@ -514,11 +518,11 @@ impl Proxy {
     }
 }
 
-/// How a request was routed, for its access log record; the record wants
-/// names, which are only looked up when an access log is on.
+/// How a request was routed, for its access log record (only kept when an
+/// access log is on; the writer thread looks the names up).
 struct Route<'a> {
     guard: &'a mut RequestGuard,
-    picker: &'a Picker,
+    picker: &'a Arc<Picker>,
     backend: Option<Arc<BackendState>>,
     attempts: u32,
 }
@@ -535,8 +539,7 @@ impl Route<'_> {
 impl Drop for Route<'_> {
     fn drop(&mut self) {
         if self.guard.logging() {
-            let backend = self.backend.as_ref().map(|b| Arc::from(b.spec.name.as_str()));
-            let picker = Some(Arc::from(self.picker.info().name.as_str()));
+            let (backend, picker) = (self.backend.take(), Some(self.picker.clone()));
             self.guard.routed(backend, picker, self.attempts);
         } else {
             self.guard.routed(None, None, self.attempts);

@@ -20,6 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 use super::ProxyBody;
 use crate::observe::Metrics;
 use crate::observe::access_log::{AccessLog, Record};
+use crate::plugin::Picker;
+use crate::pool::BackendState;
 
 /// Status recorded for a request whose client left before the answer.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
@@ -43,8 +45,8 @@ pub struct RequestGuard {
     started: Instant,
     status: Option<StatusCode>,
     bytes: u64,
-    backend: Option<Arc<str>>,
-    picker: Option<Arc<str>>,
+    backend: Option<Arc<BackendState>>,
+    picker: Option<Arc<Picker>>,
     attempts: u32,
     log: Option<LogContext>,
 }
@@ -81,7 +83,7 @@ impl RequestGuard {
     }
 
     /// Notes how the request was routed.
-    pub(super) fn routed(&mut self, backend: Option<Arc<str>>, picker: Option<Arc<str>>, attempts: u32) {
+    pub(super) fn routed(&mut self, backend: Option<Arc<BackendState>>, picker: Option<Arc<Picker>>, attempts: u32) {
         self.backend = backend;
         self.picker = picker;
         self.attempts = attempts;
