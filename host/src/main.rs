@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
+use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource, conformance};
 use veer::pool::{BackendProtocol, BackendSpec};
 use veer::proxy::ProxyConfig;
 use veer::server::{self, ServerOptions};
@@ -74,6 +74,32 @@ enum Command {
         /// Parameters, as `key=value`.
         params: Vec<String>,
     },
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Runs the conformance suite on a picker (a path or `builtin:NAME`): the
+    /// contract of wit/picker.wit, checked call by call under the runtime's
+    /// deadline and memory cap. Exits non-zero if any check fails.
+    Test {
+        /// `builtin:NAME` or a path to a component.
+        source: String,
+        /// A parameter for `configure`, `key=value`; repeat for each.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Linear-memory cap per instance, in MiB (the proxy's default: 64).
+        #[arg(long)]
+        memory_mib: Option<usize>,
+        /// Deadline for `pick` and `observe`, in milliseconds (default: 5).
+        #[arg(long)]
+        call_timeout_ms: Option<u64>,
+        /// Prints the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,6 +157,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let slot = PickerSlot::new(runtime, &PluginSource::parse(&source), parse_params(&params)?)?;
             let info = slot.current().info().clone();
             println!("ok: {} {} from {} (outcomes: {})", info.name, info.version, info.source, info.wants_outcomes);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Test { source, params, memory_mib, call_timeout_ms, json }) => {
+            let mut limits = Limits::default();
+            if let Some(mib) = memory_mib {
+                limits.memory_bytes = mib << 20;
+            }
+            if let Some(ms) = call_timeout_ms {
+                limits.call_timeout = std::time::Duration::from_millis(ms);
+            }
+            let runtime = PluginRuntime::new(limits)?;
+            let report = conformance::run(&runtime, &PluginSource::parse(&source), &parse_params(&params)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.passed() {
+                bail!(
+                    "{source} does not conform to the picker contract ({} failed check(s))",
+                    report.failures().count()
+                );
+            }
             Ok(())
         }
     }

@@ -7,9 +7,12 @@
 //!   round robin answers instead, and the fault is counted).
 //! - [`PickerSlot`]: the serving picker of a backend group, hot-swapped through
 //!   `arc-swap` with state handoff.
+//! - [`conformance`]: the contract checks every picker component must pass
+//!   (`veer plugin test`).
 
 pub mod bindings;
 mod builtin;
+pub mod conformance;
 mod membership;
 mod picker;
 mod runtime;
