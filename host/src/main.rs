@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource, conformance};
+use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource, conformance, scaffold};
 use veer::pool::{BackendProtocol, BackendSpec};
 use veer::proxy::ProxyConfig;
 use veer::server::{self, ServerOptions};
@@ -100,6 +100,20 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Writes a new Rust picker crate, NAME/, against the SDK: a working
+    /// policy skeleton with native tests, ready for `cargo test` and
+    /// `cargo build --profile plugin --target wasm32-wasip2`.
+    New {
+        /// Crate and policy name: lowercase letters, digits and '-'.
+        name: String,
+        /// Directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// The veer-sdk to depend on (a veer checkout's sdk/ directory);
+        /// defaults to the one this veer was built from.
+        #[arg(long)]
+        sdk: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +171,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let slot = PickerSlot::new(runtime, &PluginSource::parse(&source), parse_params(&params)?)?;
             let info = slot.current().info().clone();
             println!("ok: {} {} from {} (outcomes: {})", info.name, info.version, info.source, info.wants_outcomes);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::New { name, dir, sdk }) => {
+            let made = scaffold::new_plugin(&name, &dir, &sdk.unwrap_or_else(scaffold::default_sdk_dir))?;
+            let dir = made.dir.display();
+            println!("veer: wrote the picker crate {} in {dir}", made.crate_name);
+            println!("  cd {dir}");
+            println!("  cargo test                                             # native tests, fake host");
+            println!("  cargo build --profile plugin --target wasm32-wasip2    # the component");
+            println!("  veer plugin test {}                 # the contract", made.component.display());
             Ok(())
         }
         Command::Plugin(PluginCommand::Test { source, params, memory_mib, call_timeout_ms, json }) => {

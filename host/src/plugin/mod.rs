@@ -9,6 +9,7 @@
 //!   `arc-swap` with state handoff.
 //! - [`conformance`]: the contract checks every picker component must pass
 //!   (`veer plugin test`).
+//! - [`scaffold`]: a new Rust plugin crate (`veer plugin new`).
 
 pub mod bindings;
 mod builtin;
@@ -16,6 +17,7 @@ pub mod conformance;
 mod membership;
 mod picker;
 mod runtime;
+pub mod scaffold;
 mod slot;
 
 use std::fmt;
