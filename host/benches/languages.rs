@@ -83,7 +83,10 @@ fn languages(c: &mut Criterion) {
                     meta = Some(black_box(request(&picker, lent)));
                 })
             });
-            assert_eq!(picker.stats().fallbacks, 0, "{language}: every pick was the plugin's own");
+            // Reported, not asserted: a fault (e.g. a GC pause past the deadline)
+            // is served by the host's fallback and is part of what is measured.
+            let stats = picker.stats();
+            println!("least-conn/{language}/{n}: {stats:?}");
         }
     }
     group.finish();
