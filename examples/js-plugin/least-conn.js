@@ -16,8 +16,11 @@
 
 import { log } from "veer:picker/host@0.1.0";
 
-/** id -> { weight, eligible, inFlight } for every backend in the pool. */
+/** id -> { id, weight, eligible, inFlight } for every backend in the pool. */
 const backends = new Map();
+/** The same records in a dense array, kept in step by the events, so a pick
+ * scans without allocating (an interpreter inside Wasm pays for every object). */
+let order = [];
 let weighted = true;
 /** Rotates the tie-break so equally loaded backends take turns. */
 let cursor = 0;
@@ -51,19 +54,26 @@ export const policy = {
   },
 
   backendsChanged(events) {
+    // Removals are collected and the array rebuilt once per batch: a batch
+    // removing every backend stays O(n), not O(n²).
+    let gone = false;
     for (const event of events) {
       const value = event.val;
       switch (event.tag) {
-        case "added":
-          backends.set(value.id, { weight: Math.max(1, value.weight), eligible: true, inFlight: 0 });
+        case "added": {
+          const record = { id: value.id, weight: Math.max(1, value.weight), eligible: true, inFlight: 0 };
+          if (backends.has(value.id)) gone = true;
+          backends.set(value.id, record);
+          order.push(record);
           break;
+        }
         case "updated": {
           const known = backends.get(value.id);
           if (known) known.weight = Math.max(1, value.weight);
           break;
         }
         case "removed":
-          backends.delete(value);
+          if (backends.delete(value)) gone = true;
           break;
         case "eligibility": {
           const [id, eligible] = value;
@@ -75,33 +85,33 @@ export const policy = {
           log("warn", `unknown backend event '${event.tag}'`);
       }
     }
+    if (gone) {
+      // Keep only the records the map still holds (a re-added id has a new one).
+      order = order.filter((b) => backends.get(b.id) === b);
+    }
   },
 
   pick(ctx) {
     const exclude = ctx.exclude ?? null;
-    const n = backends.size;
+    const n = order.length;
     if (n === 0) return undefined;
+    const start = cursor % n;
+    cursor = (start + 1) % n;
     let best;
     let bestLoad = Infinity;
-    let index = 0;
-    const start = cursor % n;
     // Visit from the cursor onwards so ties go to the next backend in turn.
-    const ids = Array.from(backends.keys());
     for (let step = 0; step < n; step++) {
-      index = (start + step) % n;
-      const id = ids[index];
-      const backend = backends.get(id);
-      if (!backend.eligible || id === exclude) continue;
+      const backend = order[(start + step) % n];
+      if (!backend.eligible || backend.id === exclude) continue;
       const load = (backend.inFlight + 1) / (weighted ? backend.weight : 1);
       if (load < bestLoad) {
         bestLoad = load;
-        best = id;
+        best = backend;
       }
     }
-    cursor = (start + 1) % n;
     if (best === undefined) return undefined;
-    backends.get(best).inFlight += 1;
-    return best;
+    best.inFlight += 1;
+    return best.id;
   },
 
   observe(outcome) {

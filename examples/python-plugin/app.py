@@ -25,6 +25,7 @@ from wit_world.imports import host, types
 
 @dataclass
 class _Backend:
+    id: int
     weight: int
     eligible: bool = True
     in_flight: int = 0
@@ -43,6 +44,9 @@ class _State:
     def __init__(self) -> None:
         # Insertion-ordered, so the rotating tie-break below is deterministic.
         self.backends: dict[int, _Backend] = {}
+        # The same records in a list kept in step by the events, so a pick
+        # scans without building anything.
+        self.order: List[_Backend] = []
         self.weighted = True
         self.cursor = 0
 
@@ -73,42 +77,53 @@ class Policy(exports.Policy):
         _STATE.weighted = weighted
 
     def backends_changed(self, events: List[types.BackendEvent]) -> None:
+        # Removals are collected and the list rebuilt once per batch: a batch
+        # removing every backend stays O(n), not O(n²).
+        gone = False
         for event in events:
             if isinstance(event, types.BackendEvent_Added):
-                _STATE.backends[event.value.id] = _Backend(weight=max(1, event.value.weight))
+                record = _Backend(id=event.value.id, weight=max(1, event.value.weight))
+                gone = _STATE.backends.pop(record.id, None) is not None or gone
+                _STATE.backends[record.id] = record
+                _STATE.order.append(record)
             elif isinstance(event, types.BackendEvent_Updated):
                 known = _STATE.backends.get(event.value.id)
                 if known is not None:
                     known.weight = max(1, event.value.weight)
             elif isinstance(event, types.BackendEvent_Removed):
-                _STATE.backends.pop(event.value, None)
+                gone = _STATE.backends.pop(event.value, None) is not None or gone
             elif isinstance(event, types.BackendEvent_Eligibility):
                 backend_id, eligible = event.value
                 known = _STATE.backends.get(backend_id)
                 if known is not None:
                     known.eligible = eligible
+        if gone:
+            # Keep only the records the map still holds (a re-added id has a new one).
+            _STATE.order = [b for b in _STATE.order if _STATE.backends.get(b.id) is b]
 
     def pick(self, ctx: types.PickContext) -> Optional[int]:
-        ids = list(_STATE.backends)
-        n = len(ids)
+        order = _STATE.order
+        n = len(order)
         if n == 0:
             return None
         start = _STATE.cursor % n
         _STATE.cursor = (start + 1) % n
-        best: Optional[int] = None
+        weighted = _STATE.weighted
+        exclude = ctx.exclude
+        best: Optional[_Backend] = None
         best_load = float("inf")
         # Visit from the cursor onwards so ties go to the next backend in turn.
         for step in range(n):
-            backend_id = ids[(start + step) % n]
-            backend = _STATE.backends[backend_id]
-            if not backend.eligible or backend_id == ctx.exclude:
+            backend = order[(start + step) % n]
+            if not backend.eligible or backend.id == exclude:
                 continue
-            load = (backend.in_flight + 1) / (backend.weight if _STATE.weighted else 1)
+            load = (backend.in_flight + 1) / (backend.weight if weighted else 1)
             if load < best_load:
-                best, best_load = backend_id, load
-        if best is not None:
-            _STATE.backends[best].in_flight += 1
-        return best
+                best, best_load = backend, load
+        if best is None:
+            return None
+        best.in_flight += 1
+        return best.id
 
     def observe(self, outcome: types.Outcome) -> None:
         # Exactly one outcome per pick of ours (`picked`); the host's own
