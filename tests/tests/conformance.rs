@@ -38,6 +38,7 @@ fn assert_conforms(report: &Report) {
         "import-garbage",
         "pick-deadline",
         "memory-cap",
+        "sustained-load",
     ] {
         assert!(report.check(name).is_some(), "{name} did not run:\n{report}");
     }

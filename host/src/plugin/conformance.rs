@@ -160,6 +160,7 @@ pub fn run(runtime: &PluginRuntime, source: &PluginSource, params: &[(String, St
         import_refuses_garbage_safely,
         pick_deadline,
         memory_cap,
+        sustained_load,
     ];
     for check in checks {
         if let Some(result) = check(&suite, wants_outcomes) {
@@ -431,6 +432,28 @@ fn memory_cap(suite: &Suite<'_>, wants_outcomes: bool) -> Option<Check> {
     }))
 }
 
+/// Requests in the `sustained-load` check: enough for garbage that a plugin's
+/// runtime never collects (or collects in one long pause) to show up.
+pub const SUSTAINED_REQUESTS: u32 = 100_000;
+
+fn sustained_load(suite: &Suite<'_>, _: bool) -> Option<Check> {
+    Some(suite.check(
+        "sustained-load",
+        "100 000 requests in a row: no trap, no overrun, no growth past the memory cap",
+        |s| {
+            let mut instance = s.with_backends(3)?;
+            let started = Instant::now();
+            instance.picks(SUSTAINED_REQUESTS, None)?;
+            let elapsed = started.elapsed();
+            Ok(format!(
+                "{SUSTAINED_REQUESTS} requests in {:.1} s ({:.1} µs each)",
+                elapsed.as_secs_f64(),
+                elapsed.as_secs_f64() * 1e6 / f64::from(SUSTAINED_REQUESTS)
+            ))
+        },
+    ))
+}
+
 /// One instance under test, with the host's model of what it was told.
 struct Instance<'a> {
     runtime: &'a PluginRuntime,
@@ -515,10 +538,13 @@ impl<'a> Instance<'a> {
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..n {
             let attempt = u32::from(exclude.is_some());
-            if let Some(backend) = self.pick(ctx(attempt, exclude), self.requests.wrapping_add(i))? {
+            // Which request failed tells a leak (late) from a plain bug (first).
+            let failed = |error: String| format!("request {} of {n}: {error}", i + 1);
+            if let Some(backend) = self.pick(ctx(attempt, exclude), self.requests).map_err(failed)? {
                 seen.insert(backend);
                 if self.info.2 {
-                    self.observe(Outcome { backend, picked: true, status: 200, latency_us: 800, error: None })?;
+                    self.observe(Outcome { backend, picked: true, status: 200, latency_us: 800, error: None })
+                        .map_err(failed)?;
                 }
             }
         }
