@@ -8,7 +8,7 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # The Python and JavaScript example plugins: their build scripts install the
-# pinned toolchains (componentize-py from PyPI, componentize-js from npm) and
+# pinned toolchains (componentize-py from PyPI, jco from npm) and
 # write the components the conformance and end-to-end tests load. The tests
 # fail, not skip, without them.
 echo "== example plugins in Python and JavaScript"
