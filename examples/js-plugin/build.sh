@@ -2,7 +2,7 @@
 # Builds the JavaScript least-connections picker into a component:
 #   target/example-plugins/least-conn-js.wasm
 # Installs its toolchain first if it is missing: Node.js and npm from Debian,
-# then the pinned @bytecodealliance/jco from package-lock.json (`npm ci`, into
+# then the pinned @bytecodealliance/jco from package-lock.json (into
 # this directory's node_modules). Skips the build when the component is newer
 # than its sources.
 #
@@ -25,8 +25,12 @@ fi
 
 cd "$here"
 if [[ ! -x node_modules/.bin/jco ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
-    echo "js-plugin: npm ci (jco $(sed -n 's/.*"@bytecodealliance\/jco": "\(.*\)".*/\1/p' package.json))"
-    npm ci --no-audit --no-fund --loglevel=error
+    echo "js-plugin: npm install (jco $(sed -n 's/.*"@bytecodealliance\/jco": "\(.*\)".*/\1/p' package.json), as locked)"
+    # Not `npm ci`: npm 11 leaves some other platforms' optional native
+    # bindings out of the lock file and `npm ci` then refuses it ("Missing:
+    # ...@ from lock file"). `npm install --no-save` installs the locked
+    # versions and never rewrites package-lock.json.
+    npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 
 if [[ -f "$out" && "$out" -nt least-conn.js && "$out" -nt "$root/wit/picker.wit" && "$out" -nt package-lock.json ]]; then
