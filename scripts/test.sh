@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints (warnings are errors) and every test in
-# the workspace (unit, plugin-native, plugin-through-Wasm and end-to-end).
+# the workspace (unit, plugin-native, plugin-through-Wasm, conformance and
+# end-to-end), after building the Python and JavaScript example plugins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,6 +18,14 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 fi
 echo "setup: $(promtool --version 2>&1 | head -1)"
+
+# The Python and JavaScript example plugins: their build scripts install the
+# pinned toolchains (componentize-py from PyPI, jco from npm) and
+# write the components the conformance and end-to-end tests load. The tests
+# fail, not skip, without them.
+echo "== example plugins in Python and JavaScript"
+bash examples/python-plugin/build.sh
+bash examples/js-plugin/build.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

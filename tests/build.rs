@@ -10,6 +10,11 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("tests/ lives in the workspace root").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    wasm_plugins::rerun_if_changed(&workspace, &["wit", "sdk", "tests/plugins", "examples", "Cargo.lock"]);
+    // Only the Rust example: the Python and JavaScript ones are built by their own
+    // scripts, and cargo would otherwise rescan (and rebuild on) their node_modules.
+    wasm_plugins::rerun_if_changed(
+        &workspace,
+        &["wit", "sdk", "tests/plugins", "examples/affinity-plugin", "Cargo.lock"],
+    );
     wasm_plugins::build(&workspace, &["veer-test-plugin-hostile", "veer-example-affinity"], &out_dir);
 }

@@ -11,7 +11,7 @@ use veer::observe::ObserveConfig;
 use veer::observe::access_log::{AccessLogConfig, LogFormat, LogLevel};
 use veer::observe::advisory::AdvisoryConfig;
 use veer::observe::snapshot::DumpConfig;
-use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource};
+use veer::plugin::{BUILTIN_NAMES, Limits, PickerSlot, PluginRuntime, PluginSource, conformance, scaffold};
 use veer::pool::{BackendProtocol, BackendSpec, MAX_WEIGHT};
 use veer::proxy::ProxyConfig;
 use veer::server::{self, ServerOptions};
@@ -152,6 +152,46 @@ enum Command {
         source: String,
         /// Parameters, as `key=value`.
         params: Vec<String>,
+    },
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Runs the conformance suite on a picker (a path or `builtin:NAME`): the
+    /// contract of wit/picker.wit, checked call by call under the runtime's
+    /// deadline and memory cap. Exits non-zero if any check fails.
+    Test {
+        /// `builtin:NAME` or a path to a component.
+        source: String,
+        /// A parameter for `configure`, `key=value`; repeat for each.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Linear-memory cap per instance, in MiB (the proxy's default: 64).
+        #[arg(long)]
+        memory_mib: Option<usize>,
+        /// Deadline for `pick` and `observe`, in milliseconds (default: 5).
+        #[arg(long)]
+        call_timeout_ms: Option<u64>,
+        /// Prints the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes a new Rust picker crate, NAME/, against the SDK: a working
+    /// policy skeleton with native tests, ready for `cargo test` and
+    /// `cargo build --profile plugin --target wasm32-wasip2`.
+    New {
+        /// Crate and policy name: lowercase letters, digits and '-'.
+        name: String,
+        /// Directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// The veer-sdk to depend on (a veer checkout's sdk/ directory);
+        /// defaults to the one this veer was built from.
+        #[arg(long)]
+        sdk: Option<std::path::PathBuf>,
     },
 }
 
@@ -373,6 +413,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let slot = PickerSlot::new(runtime, &PluginSource::parse(&source), parse_params(&params)?)?;
             let info = slot.current().info().clone();
             println!("ok: {} {} from {} (outcomes: {})", info.name, info.version, info.source, info.wants_outcomes);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::New { name, dir, sdk }) => {
+            let made = scaffold::new_plugin(&name, &dir, &sdk.unwrap_or_else(scaffold::default_sdk_dir))?;
+            let dir = made.dir.display();
+            println!("veer: wrote the picker crate {} in {dir}", made.crate_name);
+            println!("  cd {dir}");
+            println!("  cargo test                                             # native tests, fake host");
+            println!("  cargo build --profile plugin --target wasm32-wasip2    # the component");
+            println!("  veer plugin test {}                 # the contract", made.component.display());
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Test { source, params, memory_mib, call_timeout_ms, json }) => {
+            let mut limits = Limits::default();
+            if let Some(mib) = memory_mib {
+                limits.memory_bytes = mib << 20;
+            }
+            if let Some(ms) = call_timeout_ms {
+                limits.call_timeout = std::time::Duration::from_millis(ms);
+            }
+            let runtime = PluginRuntime::new(limits)?;
+            let report = conformance::run(&runtime, &PluginSource::parse(&source), &parse_params(&params)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.passed() {
+                bail!(
+                    "{source} does not conform to the picker contract ({} failed check(s))",
+                    report.failures().count()
+                );
+            }
             Ok(())
         }
     }

@@ -296,3 +296,27 @@ pub mod load {
         latencies[rank - 1].as_secs_f64() * 1e3
     }
 }
+
+/// The Python example's component (`examples/python-plugin`), built by its
+/// `build.sh`. Panics with what to run when it is missing: the tests that use
+/// it must fail, not skip (`scripts/test.sh`, and so `.ci/run`, builds it first).
+pub fn python_example() -> std::path::PathBuf {
+    example_component("least-conn-py.wasm", "examples/python-plugin/build.sh")
+}
+
+/// The JavaScript example's component (`examples/js-plugin`), built by its
+/// `build.sh`; see [`python_example`].
+pub fn js_example() -> std::path::PathBuf {
+    example_component("least-conn-js.wasm", "examples/js-plugin/build.sh")
+}
+
+fn example_component(file: &str, script: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root");
+    let path = root.join("target/example-plugins").join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `bash {script}` (scripts/test.sh does this before the tests)",
+        path.display()
+    );
+    path
+}

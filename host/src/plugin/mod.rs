@@ -7,13 +7,18 @@
 //!   round robin answers instead, and the fault is counted).
 //! - [`PickerSlot`]: the serving picker of a backend group, hot-swapped through
 //!   `arc-swap` with state handoff.
+//! - [`conformance`]: the contract checks every picker component must pass
+//!   (`veer plugin test`).
+//! - [`scaffold`]: a new Rust plugin crate (`veer plugin new`).
 
 pub mod bindings;
 mod builtin;
+pub mod conformance;
 mod membership;
 mod native;
 mod picker;
 mod runtime;
+pub mod scaffold;
 mod slot;
 
 use std::fmt;
