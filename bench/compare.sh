@@ -8,7 +8,8 @@
 #   bash bench/compare.sh [SECONDS_PER_RUN] [ROUNDS]
 #
 # Environment: CONNECTIONS (default 64), WRK_THREADS (default 1), BASE_PORT
-# (default 18000). Installs wrk, nginx and haproxy from Debian packages if
+# (default 18000), ONLY (a regex: run only the targets whose names match, e.g.
+# ONLY='veer-wasm-rr' for the access log cost; ratios need both sides). Installs wrk, nginx and haproxy from Debian packages if
 # missing. Everything listens on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -129,6 +130,7 @@ RESULTS=$WORK/results.tsv
 for round in $(seq 1 "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         IFS='|' read -r name start port <<<"$target"
+        [[ -n ${ONLY:-} && ! $name =~ $ONLY ]] && continue
         pid=""
         if [[ -n $start ]]; then
             [[ $start == "$VEER run"* ]] && start="$start $BACKENDS"

@@ -196,19 +196,14 @@ impl Drop for AccessLog {
 }
 
 fn write_lines(queue: &Queue, mut out: impl Write, format: LogFormat, metrics: &Metrics) {
-    let mut line = String::with_capacity(512);
+    let mut formatter = LineFormatter::default();
     let mut batch = Vec::new();
     loop {
         let closing = queue.closed.load(Ordering::Acquire);
         std::mem::swap(&mut batch, &mut *queue.records.lock());
         let (mut written, mut failed) = (0, 0);
         for record in batch.drain(..) {
-            line.clear();
-            match format {
-                LogFormat::Json => json_line(&record, &mut line),
-                LogFormat::Text => text_line(&record, &mut line),
-            }
-            match out.write_all(line.as_bytes()) {
+            match out.write_all(formatter.format(&record, format)) {
                 Ok(()) => written += 1,
                 Err(error) => {
                     if failed == 0 {
@@ -232,64 +227,104 @@ fn write_lines(queue: &Queue, mut out: impl Write, format: LogFormat, metrics: &
     }
 }
 
-/// The record as one JSON object (fields in a fixed order, time first) and a newline.
-pub fn json_line(record: &Record, line: &mut String) {
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        time: String,
-        request_id: &'a str,
-        client: String,
-        method: &'a str,
-        path: &'a str,
-        status: u16,
-        bytes: u64,
-        duration_ms: f64,
-        backend: Option<&'a str>,
-        picker: Option<&'a str>,
-        attempts: u32,
+/// Turns records into lines, reusing its buffers; the writer thread's only
+/// per-record work besides the write.
+#[derive(Debug, Default)]
+pub struct LineFormatter {
+    /// The line being made.
+    line: Vec<u8>,
+    /// `record.time` to the second (`2026-11-23T16:54:25`), made once a second.
+    second: Option<(u64, String)>,
+    time: String,
+    client: String,
+}
+
+impl LineFormatter {
+    /// `record` as one line in `format`, newline included.
+    pub fn format(&mut self, record: &Record, format: LogFormat) -> &[u8] {
+        use std::fmt::Write as _;
+        self.line.clear();
+        self.set_time(record.time);
+        self.client.clear();
+        let _ = write!(self.client, "{}", record.client);
+        match format {
+            LogFormat::Json => self.json(record),
+            LogFormat::Text => self.text(record),
+        }
+        self.line.push(b'\n');
+        &self.line
     }
-    let value = Line {
-        time: humantime::format_rfc3339_millis(record.time).to_string(),
-        request_id: record.request_id.to_str().unwrap_or("-"),
-        client: record.client.to_string(),
-        method: record.method.as_str(),
-        path: record.target.as_str(),
-        status: record.status.as_u16(),
-        bytes: record.bytes,
-        duration_ms: duration_ms(record.duration),
-        backend: record.backend.as_ref().map(|b| b.spec.name.as_str()),
-        picker: record.picker.as_ref().map(|p| p.info().name.as_str()),
-        attempts: record.attempts,
-    };
-    if let Ok(json) = serde_json::to_string(&value) {
-        line.push_str(&json);
-        line.push('\n');
+
+    fn set_time(&mut self, time: SystemTime) {
+        let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if self.second.as_ref().is_none_or(|(cached, _)| *cached != second) {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            self.second = Some((second, text.trim_end_matches('Z').to_string()));
+        }
+        self.time.clear();
+        let prefix = self.second.as_ref().map_or("", |(_, text)| text.as_str());
+        self.time.push_str(prefix);
+        use std::fmt::Write as _;
+        let _ = write!(self.time, ".{:03}Z", since_epoch.subsec_millis());
+    }
+
+    fn json(&mut self, record: &Record) {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            time: &'a str,
+            request_id: &'a str,
+            client: &'a str,
+            method: &'a str,
+            path: &'a str,
+            status: u16,
+            bytes: u64,
+            duration_ms: f64,
+            backend: Option<&'a str>,
+            picker: Option<&'a str>,
+            attempts: u32,
+        }
+        let line = Line {
+            time: &self.time,
+            request_id: record.request_id.to_str().unwrap_or("-"),
+            client: &self.client,
+            method: record.method.as_str(),
+            path: record.target.as_str(),
+            status: record.status.as_u16(),
+            bytes: record.bytes,
+            duration_ms: duration_ms(record.duration),
+            backend: record.backend.as_ref().map(|b| b.spec.name.as_str()),
+            picker: record.picker.as_ref().map(|p| p.info().name.as_str()),
+            attempts: record.attempts,
+        };
+        // Serialising plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.line, &line);
+    }
+
+    fn text(&mut self, record: &Record) {
+        use std::io::Write as _;
+        let _ = write!(
+            self.line,
+            "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} backend={} picker={} attempts={}",
+            self.time,
+            record.request_id.to_str().unwrap_or("-"),
+            self.client,
+            record.method,
+            record.target.as_str(),
+            record.status.as_u16(),
+            record.bytes,
+            duration_ms(record.duration),
+            record.backend.as_ref().map_or("-", |b| b.spec.name.as_str()),
+            record.picker.as_ref().map_or("-", |p| p.info().name.as_str()),
+            record.attempts,
+        );
     }
 }
 
 /// Milliseconds with microsecond precision (no float noise in the logs).
 fn duration_ms(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
-}
-
-/// The record as `key=value` pairs and a newline.
-pub fn text_line(record: &Record, line: &mut String) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        line,
-        "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} backend={} picker={} attempts={}",
-        humantime::format_rfc3339_millis(record.time),
-        record.request_id.to_str().unwrap_or("-"),
-        record.client,
-        record.method,
-        record.target.as_str(),
-        record.status.as_u16(),
-        record.bytes,
-        record.duration.as_secs_f64() * 1000.0,
-        record.backend.as_ref().map_or("-", |b| b.spec.name.as_str()),
-        record.picker.as_ref().map_or("-", |p| p.info().name.as_str()),
-        record.attempts,
-    );
 }
 
 #[cfg(test)]
@@ -335,8 +370,8 @@ mod tests {
 
     #[test]
     fn json_lines_carry_every_field() {
-        let mut line = String::new();
-        json_line(&record(200), &mut line);
+        let mut formatter = LineFormatter::default();
+        let line = String::from_utf8(formatter.format(&record(200), LogFormat::Json).to_vec()).unwrap();
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(value["request_id"], "abc");
@@ -349,12 +384,16 @@ mod tests {
         assert_eq!(value["attempts"], 2);
         assert_eq!(value["client"], "127.0.0.1:5000");
         assert!(line.ends_with('\n'));
+        // The cached second moves on with the records.
+        let later = Record { time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_007), ..record(200) };
+        let line = String::from_utf8(formatter.format(&later, LogFormat::Json).to_vec()).unwrap();
+        assert!(line.starts_with(r#"{"time":"2023-11-14T22:13:21.007Z""#), "{line}");
     }
 
     #[test]
     fn text_lines_are_key_value_pairs() {
-        let mut line = String::new();
-        text_line(&record(502), &mut line);
+        let mut formatter = LineFormatter::default();
+        let line = String::from_utf8(formatter.format(&record(502), LogFormat::Text).to_vec()).unwrap();
         assert!(line.starts_with("2023-11-14T22:13:20.123Z request_id=abc"), "{line}");
         assert!(line.contains(" status=502 ") && line.contains(" backend=b1 "), "{line}");
         assert!(line.contains(&format!(" picker={} ", picker().info().name)), "{line}");
