@@ -1,6 +1,7 @@
 //! veer: an HTTP load balancer whose routing policy is a WebAssembly component.
 #![allow(missing_docs)]
 pub mod admin;
+pub mod config;
 pub mod health;
 pub mod observe;
 pub mod plugin;

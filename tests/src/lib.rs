@@ -110,6 +110,7 @@ pub fn veer_options(
         limits: Limits { seed: Some(11), ..Limits::default() },
         health: veer::health::HealthConfig::default(),
         observe: veer::observe::ObserveConfig::default(),
+        control: veer::config::ControlOptions::default(),
     }
 }
 

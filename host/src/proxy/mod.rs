@@ -36,26 +36,36 @@ use crate::observe::access_log::AccessLog;
 use crate::plugin::{BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 
-/// Timeouts and retry rules of the data path.
-#[derive(Debug, Clone)]
+/// Timeouts and retry rules of the data path. In a config file durations are
+/// human-readable (`2s`, `500ms`); unset fields keep their defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     /// Time to establish a TCP connection to a backend.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time from sending an attempt to receiving its response headers.
+    #[serde(with = "humantime_serde")]
     pub response_header_timeout: Duration,
     /// Time from receiving a request to sending response headers, all attempts included.
+    #[serde(with = "humantime_serde")]
     pub total_timeout: Duration,
     /// How long an unused pooled backend connection is kept.
+    #[serde(with = "humantime_serde")]
     pub backend_idle_timeout: Duration,
     /// How long a client connection may sit idle (or send headers) before it is closed.
+    #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Duration,
     /// How long graceful shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Data-path threads; each serves its share of client connections with
     /// its own backend connection pools. Defaults to the number of cores.
     pub workers: usize,
     /// Retries.
     pub retry: RetryPolicy,
+    /// Cookie-based session affinity; `None` (the default) turns it off.
+    pub sticky: Option<StickyConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -69,7 +79,26 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(30),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             retry: RetryPolicy::default(),
+            sticky: None,
         }
+    }
+}
+
+/// Cookie-based session affinity, kept by the host whatever the picker: a
+/// request carrying the cookie goes to the backend it names while that
+/// backend is eligible and admits it; otherwise the picker chooses, and the
+/// answer sets the cookie to the backend that served it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StickyConfig {
+    /// The cookie's name; its value is a hash of the backend's name (no
+    /// address or name is revealed to clients).
+    pub cookie: String,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig { cookie: "veer_sticky".to_string() }
     }
 }
 
@@ -340,9 +369,24 @@ impl Proxy {
         let mut last_response: Option<Response<Incoming>> = None;
         let mut last_refusal: Option<Refusal> = None;
         let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
+        let sticky_key =
+            self.config.sticky.as_ref().and_then(|sticky| sticky_cookie(&meta.parts.headers, &sticky.cookie));
+        let mut sticky = sticky_key.and_then(|key| self.pool.by_sticky_key(key));
         for attempt in 0..max_attempts {
-            let (picked, returned) = self.pick_admitted(&picker, meta, PickContext { attempt, exclude, method });
-            meta = returned;
+            // The first attempt honours the affinity cookie when its backend can take it.
+            let held = sticky.take().and_then(|backend| {
+                let admitted = self.health.is_eligible(backend.id).then(|| self.health.admit(&backend).ok())??;
+                Some((Choice { backend: backend.id, by_plugin: false }, backend, admitted))
+            });
+            let picked = match held {
+                Some(held) => Ok(held),
+                None => {
+                    let (picked, returned) =
+                        self.pick_admitted(&picker, meta, PickContext { attempt, exclude, method });
+                    meta = returned;
+                    picked
+                }
+            };
             let (choice, backend, admitted) = match picked {
                 Ok(picked) => picked,
                 Err(refusal) => {
@@ -377,6 +421,12 @@ impl Proxy {
                         last_response = Some(response);
                         exclude = Some(choice.backend);
                         continue;
+                    }
+                    let mut response = response;
+                    if let Some(sticky) = &self.config.sticky
+                        && sticky_key != Some(backend.sticky_key)
+                    {
+                        set_sticky_cookie(&mut response, &sticky.cookie, backend.sticky_key);
                     }
                     return Ok(self.finish(response, client_upgrade));
                 }
@@ -438,7 +488,14 @@ impl Proxy {
             self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
             meta = returned;
             let Some(choice) = choice else { break };
-            let Some(backend) = self.pool.get(choice.backend) else { break };
+            let Some(backend) = self.pool.get(choice.backend) else {
+                // Removed since this picker last heard (a reload or an admin
+                // removal racing the pick, or a picker swapped out meanwhile
+                // that no longer hears events): ask again without it.
+                observe(picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+                ctx.exclude = Some(choice.backend);
+                continue;
+            };
             // After a refusal the exclusion names the refused backend, so the
             // previous attempt's backend could come back: never twice in a row.
             if Some(choice.backend) != previous {
@@ -518,6 +575,24 @@ impl Drop for Route<'_> {
         } else {
             self.guard.routed(None, None, self.attempts);
         }
+    }
+}
+
+/// The affinity key in the request's `name` cookie, if there is a valid one.
+fn sticky_cookie(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| u64::from_str_radix(value, 16).ok())
+}
+
+fn set_sticky_cookie(response: &mut Response<Incoming>, name: &str, key: u64) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{name}={key:016x}; Path=/; HttpOnly; SameSite=Lax")) {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
