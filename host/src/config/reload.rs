@@ -255,36 +255,47 @@ impl Reloader {
     }
 
     /// Polls the config file every `interval` and reloads when its content
-    /// changes, until `stop` completes.
-    pub async fn watch(self: Arc<Self>, interval: Duration, stop: impl std::future::Future<Output = ()>) {
-        let Some(path) = self.config_file().cloned() else { return };
-        let fingerprint = |path: &PathBuf| {
-            use std::hash::{Hash, Hasher};
-            let bytes = std::fs::read(path).ok()?;
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            bytes.hash(&mut hasher);
-            Some(hasher.finish())
-        };
-        let mut last = fingerprint(&path);
-        tokio::pin!(stop);
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                _ = ticker.tick() => {}
+    /// changes, until `stop` completes. The content it compares against is
+    /// read now, not when the returned future first runs, so that a change
+    /// made right after start is not taken for the original.
+    pub fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> impl std::future::Future<Output = ()> {
+        let path = self.config_file().cloned();
+        let mut last = path.as_ref().and_then(fingerprint);
+        async move {
+            let Some(path) = path else { return };
+            tokio::pin!(stop);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    _ = ticker.tick() => {}
+                }
+                let now = fingerprint(&path);
+                // A file being rewritten can be briefly missing: wait for it to return.
+                if now.is_none() || now == last {
+                    continue;
+                }
+                last = now;
+                tracing::info!(path = %path.display(), "config file changed; reloading");
+                // The outcome is logged by reload_file.
+                let _ = self.reload_file().await;
             }
-            let now = fingerprint(&path);
-            // A file being rewritten can be briefly missing: wait for it to return.
-            if now.is_none() || now == last {
-                continue;
-            }
-            last = now;
-            tracing::info!(path = %path.display(), "config file changed; reloading");
-            // The outcome is logged by reload_file.
-            let _ = self.reload_file().await;
         }
     }
+}
+
+/// A hash of the file's content, or `None` if it cannot be read.
+fn fingerprint(path: &PathBuf) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Whether a live backend can stay as it is when the config now says `new`
