@@ -387,3 +387,39 @@ async fn sticky_sessions_hold_across_picker_swaps_and_fall_back_when_the_backend
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_consistent_hash_builtin_keeps_a_header_on_its_backend_when_another_leaves() {
+    let (a, b, c) = (sim("a").await, sim("b").await, sim("c").await);
+    let mut options = veer_tests::veer_options(
+        &[("a", a.addr()), ("b", b.addr()), ("c", c.addr())],
+        "builtin:consistent-hash",
+        Default::default(),
+    );
+    options.params = vec![("header".to_string(), "x-user".to_string())];
+    let server = veer::server::start(options).await.unwrap();
+    let as_user = |user: &str| Request::get("/").header("x-user", user).body(Full::new(Bytes::new())).unwrap();
+    let served_by = |answer: Answer| answer.headers[veer::sim::BACKEND_HEADER].to_str().unwrap().to_string();
+    let users: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    let mut home = std::collections::BTreeMap::new();
+    for user in &users {
+        home.insert(user.clone(), served_by(send(server.proxy_addr, as_user(user)).await));
+    }
+    let homes: std::collections::BTreeSet<_> = home.values().cloned().collect();
+    assert!(homes.len() > 1, "30 users spread over more than one backend: {home:?}");
+    for user in &users {
+        assert_eq!(served_by(send(server.proxy_addr, as_user(user)).await), home[user]);
+    }
+    // One backend leaves: only its users move.
+    let gone = home["user-0"].clone();
+    assert_eq!(server.proxy.health().remove(&[gone.as_str()]).len(), 1);
+    for user in &users {
+        let now = served_by(send(server.proxy_addr, as_user(user)).await);
+        if home[user] == gone {
+            assert_ne!(now, gone);
+        } else {
+            assert_eq!(now, home[user], "{user} stayed on a backend that did not leave");
+        }
+    }
+    server.shutdown().await;
+}
