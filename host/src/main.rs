@@ -555,6 +555,23 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_replaces_the_run_flags_instead_of_mixing_with_them() {
+        assert!(Cli::try_parse_from(["veer", "run", "--config", "veer.yaml"]).is_ok());
+        assert!(Cli::try_parse_from(["veer", "run", "--config", "veer.yaml", "--backend", "127.0.0.1:1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["veer", "run", "--config", "veer.yaml", "--picker", "builtin:least-conn"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["veer", "run"]).is_err(), "without a file, backends are required");
+        let Command::Run { observe, .. } = Cli::try_parse_from(["veer", "run", "--config", "f"]).unwrap().command
+        else {
+            unreachable!("parsed as run")
+        };
+        assert!(observe.is_default());
+        let error = run(Cli::try_parse_from(["veer", "run", "--config", "f", "--health-path", "/x"]).unwrap());
+        assert!(error.unwrap_err().to_string().contains("in the file"));
+    }
+
+    #[test]
     fn backends_take_a_concurrency_cap_and_a_bounded_weight() {
         let spec = parse_backend(0, "api=127.0.0.1:9001,weight=3,max_concurrent=50,h2").unwrap();
         assert_eq!((spec.name.as_str(), spec.weight, spec.max_concurrent), ("api", 3, Some(50)));

@@ -21,9 +21,17 @@ pub(super) fn structure(text: &str, file: &str) -> Result<Config, ConfigErrors> 
             Some(location) => (Some(location.line()), Some(location.column())),
             None => locate(text, &path).map_or((None, None), |(l, c)| (Some(l), Some(c))),
         };
-        ConfigErrors {
-            problems: vec![Problem { file: file.to_string(), line, column, path, message: inner.to_string() }],
+        // The position is in the problem already; the parser repeats it at the end.
+        let mut message = inner.to_string();
+        if let (Some(line), Some(column)) = (line, column)
+            && let Some(cut) = message.rfind(&format!(" at line {line} column {column}"))
+        {
+            message.truncate(cut);
         }
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_string();
+        }
+        ConfigErrors { problems: vec![Problem { file: file.to_string(), line, column, path, message }] }
     })
 }
 
