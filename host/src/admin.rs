@@ -21,6 +21,9 @@
 //! | `GET /config` | the config in effect (live backends and picker; token redacted) |
 //! | `POST /reload` | re-read the config file and apply it; an invalid one is refused with every problem |
 //! | `POST /selftest` | smoke-call the picker and check that a backend is eligible |
+//! | `GET /canary` | the canary split, picker and backends |
+//! | `PUT /canary` | set the split: `{"percent": 10, "header": {"name": "x-canary", "value": "1"}}` |
+//! | `DELETE /canary` | clear: percent 0 (the group stays, idle) |
 //!
 //! With a token configured, every request needs `Authorization: Bearer TOKEN`
 //! (compared in constant time); without one, the server refuses to bind the
@@ -47,6 +50,7 @@ use crate::observe::snapshot::snapshot;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
 use crate::pool::{BackendProtocol, BackendSnapshot, BackendSpec, MAX_WEIGHT};
 use crate::proxy::Proxy;
+use crate::proxy::canary::CanarySplit;
 
 /// Largest admin request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -267,6 +271,48 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
             }
         }
+        (&Method::GET, "/canary") => match proxy.canary() {
+            Some(canary) => {
+                let group = &canary.group;
+                let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
+                let backends: Vec<_> = group
+                    .pool
+                    .all()
+                    .iter()
+                    .map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) })
+                    .collect();
+                let picker = group.slot.current();
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "split": canary.split(), "picker": picker.info(), "backends": backends }),
+                )
+            }
+            None => error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)"),
+        },
+        (&Method::PUT, "/canary") => {
+            let Some(canary) = proxy.canary() else {
+                return error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)");
+            };
+            let split: CanarySplit =
+                match body(request, "{\"percent\": 10, \"header\": {\"name\": \"...\", \"value\": \"...\"}}").await {
+                    Ok(split) => split,
+                    Err(response) => return response,
+                };
+            let problems = split.problems("");
+            if !problems.is_empty() {
+                let text: Vec<_> = problems.iter().map(|(path, problem)| format!("{path}: {problem}")).collect();
+                return error(StatusCode::BAD_REQUEST, &text.join("; "));
+            }
+            canary.set_split(split);
+            json(StatusCode::OK, &canary.split())
+        }
+        (&Method::DELETE, "/canary") => match proxy.canary() {
+            Some(canary) => {
+                canary.set_split(CanarySplit { percent: 0.0, ..canary.split() });
+                json(StatusCode::OK, &canary.split())
+            }
+            None => error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)"),
+        },
         (&Method::GET, "/backends") => json(StatusCode::OK, &status(proxy).backends),
         (&Method::POST, "/backends") => {
             let add: AddBackend =
@@ -336,7 +382,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         (
             _,
             "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker" | "/backends"
-            | "/ejected" | "/config" | "/reload" | "/selftest",
+            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }

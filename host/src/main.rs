@@ -344,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     admin_token: std::env::var(veer::config::ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
                     ..ControlOptions::default()
                 },
+                canary: None,
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
@@ -443,6 +444,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
         observe,
         health: HealthConfig::default(),
         control: ControlOptions::default(),
+        canary: None,
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");

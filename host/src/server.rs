@@ -15,6 +15,7 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::{Metrics, ObserveConfig, snapshot};
 use crate::plugin::{HandoffResult, Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
 use crate::pool::{BackendSpec, Pool};
+use crate::proxy::canary::{Canary, CanarySplit, Group};
 use crate::proxy::{Proxy, ProxyConfig};
 
 /// Everything needed to start veer.
@@ -40,6 +41,22 @@ pub struct ServerOptions {
     pub observe: ObserveConfig,
     /// Config file for reloads, its watching, and the admin token.
     pub control: ControlOptions,
+    /// A second backend group receiving a share of the traffic.
+    pub canary: Option<CanaryOptions>,
+}
+
+/// The canary group: its backends, picker and traffic split. It shares the
+/// main group's health settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryOptions {
+    /// The canary backends (names distinct from the main group's).
+    pub backends: Vec<BackendSpec>,
+    /// Its picker.
+    pub picker: PluginSource,
+    /// The picker's parameters.
+    pub params: Vec<(String, String)>,
+    /// Which requests go to it.
+    pub split: CanarySplit,
 }
 
 /// Why veer could not start.
@@ -161,12 +178,33 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         let slot = slot.clone();
         Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.apply(events)))
     };
-    let proxy = Proxy::new(pool, slot, health.clone(), options.proxy.clone(), metrics, access_log);
+    let canary = match &options.canary {
+        Some(canary) => {
+            let runtime = slot.runtime().clone();
+            let (source, params) = (canary.picker.clone(), canary.params.clone());
+            let canary_slot = tokio::task::spawn_blocking(move || PickerSlot::new(runtime, &source, params))
+                .await
+                .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))??;
+            let (canary_pool, events) = Pool::new(canary.backends.clone(), metrics.clone());
+            canary_slot.apply(&events);
+            let (canary_pool, canary_slot) = (Arc::new(canary_pool), Arc::new(canary_slot));
+            let publish = canary_slot.clone();
+            let canary_health =
+                Health::new(canary_pool.clone(), options.health.clone(), Box::new(move |events| publish.apply(events)));
+            let group = Group { pool: canary_pool, slot: canary_slot, health: canary_health };
+            Some(Arc::new(Canary::new(group, canary.split.clone())))
+        }
+        None => None,
+    };
+    let proxy = Proxy::new(pool, slot, health.clone(), options.proxy.clone(), metrics, access_log, canary.clone());
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![tokio::spawn(serving), tokio::spawn(health.run(stopped(stop_rx.clone())))];
+    if let Some(canary) = &canary {
+        tasks.push(tokio::spawn(canary.group.health.clone().run(stopped(stop_rx.clone()))));
+    }
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.clone(),
         options.observe.dump.clone(),

@@ -111,6 +111,7 @@ pub fn veer_options(
         health: veer::health::HealthConfig::default(),
         observe: veer::observe::ObserveConfig::default(),
         control: veer::config::ControlOptions::default(),
+        canary: None,
     }
 }
 

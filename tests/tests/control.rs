@@ -423,3 +423,75 @@ async fn the_consistent_hash_builtin_keeps_a_header_on_its_backend_when_another_
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_canary_gets_its_share_of_traffic_only_for_matching_requests_and_follows_the_admin_api() {
+    let (a, b, next) = (sim("a").await, sim("b").await, sim("next").await);
+    let file = ConfigFile::new("canary");
+    file.write(&format!(
+        "{}canary:\n  percent: 20\n  header:\n    name: x-canary\n    value: \"yes\"\n  backends:\n    - name: next\n      address: {}\n  picker:\n    source: builtin:least-conn\n",
+        config(&[("a", a.addr()), ("b", b.addr())], "builtin:round-robin"),
+        next.addr()
+    ));
+    let server = start_from(&file).await;
+    let served_by = |answer: &Answer| answer.headers[veer::sim::BACKEND_HEADER].to_str().unwrap().to_string();
+    let request = |canary: bool| {
+        let mut builder = Request::get("/");
+        if canary {
+            builder = builder.header("x-canary", "yes");
+        }
+        builder.body(Full::new(Bytes::new())).unwrap()
+    };
+    let count = |answers: &[Answer]| answers.iter().filter(|a| served_by(a) == "next").count();
+
+    // Without the header: never the canary.
+    let mut plain = Vec::new();
+    for _ in 0..100 {
+        plain.push(send(server.proxy_addr, request(false)).await);
+    }
+    assert_eq!(count(&plain), 0);
+    // With it: about 20% (the split hashes the request id; 1000 requests, wide tolerance).
+    let mut matching = Vec::new();
+    for _ in 0..1000 {
+        matching.push(send(server.proxy_addr, request(true)).await);
+    }
+    assert!(matching.iter().all(|a| a.status == StatusCode::OK));
+    let share = count(&matching);
+    assert!((120..=280).contains(&share), "{share} of 1000 went to the canary");
+
+    let status = json(&admin(&server, "GET", "/canary", "").await);
+    assert_eq!(status["picker"]["name"], "least-conn");
+    assert_eq!(status["split"]["percent"], 20.0);
+
+    // The admin API sends everything matching, then nothing.
+    let all =
+        admin(&server, "PUT", "/canary", r#"{"percent": 100, "header": {"name": "x-canary", "value": "yes"}}"#).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    for _ in 0..20 {
+        assert_eq!(served_by(&send(server.proxy_addr, request(true)).await), "next");
+    }
+    assert_eq!(admin(&server, "PUT", "/canary", r#"{"percent": 140}"#).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(admin(&server, "DELETE", "/canary", "").await.status, StatusCode::OK);
+    for _ in 0..20 {
+        assert_ne!(served_by(&send(server.proxy_addr, request(true)).await), "next");
+    }
+    // The effective config shows the canary as it is now.
+    let effective = json(&admin(&server, "GET", "/config", "").await);
+    assert_eq!(effective["canary"]["percent"], 0.0);
+    assert_eq!(effective["canary"]["backends"][0]["name"], "next");
+
+    // A reload sets the split and swaps the canary's picker; the main group is untouched.
+    file.write(&format!(
+        "{}canary:\n  percent: 100\n  backends:\n    - name: next\n      address: {}\n  picker:\n    source: builtin:p2c-ewma\n",
+        config(&[("a", a.addr()), ("b", b.addr())], "builtin:round-robin"),
+        next.addr()
+    ));
+    let reloaded = admin(&server, "POST", "/reload", "").await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.body);
+    let report = json(&reloaded);
+    assert_eq!(report["canary"]["picker"]["to"]["name"], "p2c-ewma");
+    assert_eq!(report["canary"]["backends"]["unchanged"], serde_json::json!(["next"]));
+    assert_eq!(report["picker"], serde_json::Value::Null);
+    assert_eq!(served_by(&send(server.proxy_addr, request(false)).await), "next", "no header needed now");
+    server.shutdown().await;
+}

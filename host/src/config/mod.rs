@@ -32,6 +32,7 @@ use crate::health::HealthConfig;
 use crate::observe::ObserveConfig;
 use crate::pool::BackendProtocol;
 use crate::proxy::ProxyConfig;
+pub use crate::proxy::canary::HeaderMatch;
 use crate::server::ServerOptions;
 
 /// Environment variable that holds the admin token when the file does not.
@@ -69,6 +70,28 @@ pub struct Config {
     /// Persisting the picker's learned state across restarts.
     #[serde(default)]
     pub state: StateConfig,
+    /// A second backend group receiving a share of the traffic; `null`: none.
+    /// Its split, backends and picker reload live; adding or removing the
+    /// whole group needs a restart.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// The canary group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Share of (matching) requests sent to the canary group, 0 to 100,
+    /// decided per request from its request id.
+    pub percent: f64,
+    /// Only requests with this header value are considered; unset: all.
+    #[serde(default)]
+    pub header: Option<HeaderMatch>,
+    /// Its backends; names must differ from the main group's.
+    pub backends: Vec<BackendConfig>,
+    /// Its own picker.
+    #[serde(default)]
+    pub picker: PickerConfig,
 }
 
 fn default_listen() -> String {

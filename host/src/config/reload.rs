@@ -18,15 +18,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{AdminConfig, BackendConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig};
-use crate::plugin::{PluginError, SwapReport};
-use crate::pool::BackendSpec;
+use super::{AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig};
+use crate::health::Health;
+use crate::plugin::{PickerSlot, PluginError, PluginSource, SwapReport};
+use crate::pool::{BackendSpec, Pool};
 use crate::proxy::Proxy;
+use crate::proxy::canary::CanarySplit;
 use crate::server::ServerOptions;
 
 /// What a reload did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReloadReport {
+    /// What happened to the main group's backends.
+    #[serde(flatten)]
+    pub backends: BackendChanges,
+    /// The picker swap, if the picker or its parameters changed.
+    pub picker: Option<SwapReport>,
+    /// What happened to the canary group, if there is one.
+    pub canary: Option<CanaryReport>,
+    /// Changed settings that only take effect after a restart.
+    pub restart_required: Vec<String>,
+}
+
+/// What a reload did to one group's backends.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BackendChanges {
     /// Backends added.
     pub added: Vec<String>,
     /// Backends removed.
@@ -38,10 +54,17 @@ pub struct ReloadReport {
     pub reweighted: Vec<String>,
     /// Backends left exactly as they were, live state included.
     pub unchanged: Vec<String>,
-    /// The picker swap, if the picker or its parameters changed.
+}
+
+/// What a reload did to the canary group.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CanaryReport {
+    /// Its backends.
+    pub backends: BackendChanges,
+    /// Its picker swap, if any.
     pub picker: Option<SwapReport>,
-    /// Changed settings that only take effect after a restart.
-    pub restart_required: Vec<String>,
+    /// The split now in effect.
+    pub split: CanarySplit,
 }
 
 /// Why a reload was refused; the running config stays in every case.
@@ -117,8 +140,8 @@ impl Reloader {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    added = ?report.added, removed = ?report.removed, replaced = ?report.replaced,
-                    reweighted = ?report.reweighted, picker_swapped = report.picker.is_some(),
+                    added = ?report.backends.added, removed = ?report.backends.removed, replaced = ?report.backends.replaced,
+                    reweighted = ?report.backends.reweighted, picker_swapped = report.picker.is_some(), canary = ?report.canary.as_ref().map(|c| &c.split),
                     "config reloaded"
                 );
                 for setting in &report.restart_required {
@@ -135,63 +158,40 @@ impl Reloader {
 
     /// Applies `new` to the running veer. Blocking (may compile a plugin).
     pub fn apply(&self, new: &ServerOptions) -> Result<ReloadReport, ReloadError> {
-        let (slot, health) = (self.proxy.slot(), self.proxy.health());
-        let current = slot.current();
-        let mut new_params = new.params.clone();
-        new_params.sort();
-        let mut old_params = current.params().to_vec();
-        old_params.sort();
-        let picker = if current.info().source != new.picker.to_string() || old_params != new_params {
-            Some(slot.swap(&new.picker, new.params.clone())?)
-        } else {
-            None
+        let main_slot = self.proxy.slot();
+        let canary = match (self.proxy.canary(), &new.canary) {
+            (Some(live), Some(wanted)) => Some((live, wanted)),
+            _ => None,
         };
-        let mut report = ReloadReport {
-            added: Vec::new(),
-            removed: Vec::new(),
-            replaced: Vec::new(),
-            reweighted: Vec::new(),
-            unchanged: Vec::new(),
-            picker,
-            restart_required: self.restart_required(new),
+        // Pickers first: they are the only steps that can fail.
+        let before = main_slot.current();
+        let picker = swap_if_changed(main_slot, &new.picker, &new.params)?;
+        let canary_picker = match canary {
+            Some((live, wanted)) => match swap_if_changed(&live.group.slot, &wanted.picker, &wanted.params) {
+                Ok(report) => report,
+                Err(error) => {
+                    if picker.is_some() {
+                        // Put the main picker back so that nothing changed (best effort).
+                        let source = PluginSource::parse(&before.info().source);
+                        if let Err(undo) = main_slot.swap(&source, before.params().to_vec()) {
+                            tracing::error!(%undo, "restoring the main picker after a failed reload failed");
+                        }
+                    }
+                    return Err(error.into());
+                }
+            },
+            None => None,
         };
-        let live: HashMap<String, _> = self.proxy.pool().all().into_iter().map(|b| (b.spec.name.clone(), b)).collect();
-        let mut to_add: Vec<BackendSpec> = Vec::new();
-        let mut to_remove = Vec::new();
-        for spec in &new.backends {
-            match live.get(&spec.name) {
-                None => {
-                    report.added.push(spec.name.clone());
-                    to_add.push(spec.clone());
-                }
-                Some(backend) if !same_identity(&backend.spec, spec) => {
-                    report.replaced.push(spec.name.clone());
-                    to_remove.push(backend.id);
-                    to_add.push(spec.clone());
-                }
-                Some(backend) if backend.weight() != spec.weight => {
-                    report.reweighted.push(spec.name.clone());
-                    health.set_weight(&spec.name, spec.weight);
-                }
-                Some(_) => report.unchanged.push(spec.name.clone()),
+        let backends = diff_backends(self.proxy.pool(), self.proxy.health(), &new.backends);
+        let canary = canary.map(|(live, wanted)| {
+            live.set_split(wanted.split.clone());
+            CanaryReport {
+                backends: diff_backends(&live.group.pool, &live.group.health, &wanted.backends),
+                picker: canary_picker,
+                split: wanted.split.clone(),
             }
-        }
-        for (name, backend) in &live {
-            if !new.backends.iter().any(|spec| &spec.name == name) {
-                report.removed.push(name.clone());
-                to_remove.push(backend.id);
-            }
-        }
-        report.removed.sort();
-        // New backends first, then the old ones go: a replaced backend's
-        // successor is in the pool before it leaves, so the group never empties.
-        if !to_add.is_empty() {
-            health.add(to_add);
-        }
-        if !to_remove.is_empty() {
-            health.remove_ids(&to_remove);
-        }
-        Ok(report)
+        });
+        Ok(ReloadReport { backends, picker, canary, restart_required: self.restart_required(new) })
     }
 
     fn restart_required(&self, new: &ServerOptions) -> Vec<String> {
@@ -209,6 +209,7 @@ impl Reloader {
         check("health", old.health != new.health);
         check("observe", old.observe != new.observe);
         check("reload", old.control.watch != new.control.watch);
+        check("canary (adding or removing the group)", old.canary.is_some() != new.canary.is_some());
         check(
             "state",
             old.control.state_dir != new.control.state_dir || old.control.state_interval != new.control.state_interval,
@@ -220,29 +221,14 @@ impl Reloader {
     /// changes included), the rest as started. The admin token is redacted.
     pub fn effective(&self) -> Config {
         let started = &self.started;
-        let picker = self.proxy.slot().current();
-        let params: BTreeMap<_, _> =
-            picker.params().iter().map(|(k, v)| (k.clone(), serde_norway::Value::String(v.clone()))).collect();
         Config {
             listen: started.listen.to_string(),
             admin: AdminConfig {
                 listen: started.admin.map(|a| a.to_string()),
                 token: started.control.admin_token.as_ref().map(|_| "<redacted>".to_string()),
             },
-            backends: self
-                .proxy
-                .pool()
-                .all()
-                .iter()
-                .map(|b| BackendConfig {
-                    name: b.spec.name.clone(),
-                    address: b.spec.address.to_string(),
-                    weight: b.weight(),
-                    max_concurrent: b.spec.max_concurrent,
-                    protocol: b.spec.protocol,
-                })
-                .collect(),
-            picker: PickerConfig { source: picker.info().source.clone(), params },
+            backends: backend_configs(self.proxy.pool()),
+            picker: picker_config(self.proxy.slot()),
             proxy: started.proxy.clone(),
             health: started.health.clone(),
             observe: started.observe.clone(),
@@ -251,6 +237,15 @@ impl Reloader {
                 poll_interval: started.control.watch.unwrap_or(ReloadConfig::default().poll_interval),
             },
             state: StateConfig { dir: started.control.state_dir.clone(), interval: started.control.state_interval },
+            canary: self.proxy.canary().map(|canary| {
+                let split = canary.split();
+                CanaryConfig {
+                    percent: split.percent,
+                    header: split.header,
+                    backends: backend_configs(&canary.group.pool),
+                    picker: picker_config(&canary.group.slot),
+                }
+            }),
         }
     }
 
@@ -296,6 +291,87 @@ fn fingerprint(path: &PathBuf) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// A group's live backends in the config file's schema.
+fn backend_configs(pool: &Pool) -> Vec<BackendConfig> {
+    pool.all()
+        .iter()
+        .map(|b| BackendConfig {
+            name: b.spec.name.clone(),
+            address: b.spec.address.to_string(),
+            weight: b.weight(),
+            max_concurrent: b.spec.max_concurrent,
+            protocol: b.spec.protocol,
+        })
+        .collect()
+}
+
+/// A group's serving picker in the config file's schema.
+fn picker_config(slot: &PickerSlot) -> PickerConfig {
+    let picker = slot.current();
+    let params: BTreeMap<_, _> =
+        picker.params().iter().map(|(k, v)| (k.clone(), serde_norway::Value::String(v.clone()))).collect();
+    PickerConfig { source: picker.info().source.clone(), params }
+}
+
+/// Swaps `slot`'s picker if the source or parameters differ from the serving one.
+fn swap_if_changed(
+    slot: &PickerSlot,
+    source: &PluginSource,
+    params: &[(String, String)],
+) -> Result<Option<SwapReport>, PluginError> {
+    let current = slot.current();
+    let mut new_params = params.to_vec();
+    new_params.sort();
+    let mut old_params = current.params().to_vec();
+    old_params.sort();
+    if current.info().source == source.to_string() && old_params == new_params {
+        return Ok(None);
+    }
+    slot.swap(source, params.to_vec()).map(Some)
+}
+
+/// Makes the group of `pool` and `health` hold exactly `wanted`, matching by name.
+fn diff_backends(pool: &Pool, health: &Health, wanted: &[BackendSpec]) -> BackendChanges {
+    let mut report = BackendChanges::default();
+    let live: HashMap<String, _> = pool.all().into_iter().map(|b| (b.spec.name.clone(), b)).collect();
+    let mut to_add: Vec<BackendSpec> = Vec::new();
+    let mut to_remove = Vec::new();
+    for spec in wanted {
+        match live.get(&spec.name) {
+            None => {
+                report.added.push(spec.name.clone());
+                to_add.push(spec.clone());
+            }
+            Some(backend) if !same_identity(&backend.spec, spec) => {
+                report.replaced.push(spec.name.clone());
+                to_remove.push(backend.id);
+                to_add.push(spec.clone());
+            }
+            Some(backend) if backend.weight() != spec.weight => {
+                report.reweighted.push(spec.name.clone());
+                health.set_weight(&spec.name, spec.weight);
+            }
+            Some(_) => report.unchanged.push(spec.name.clone()),
+        }
+    }
+    for (name, backend) in &live {
+        if !wanted.iter().any(|spec| &spec.name == name) {
+            report.removed.push(name.clone());
+            to_remove.push(backend.id);
+        }
+    }
+    report.removed.sort();
+    // New backends first, then the old ones go: a replaced backend's
+    // successor is in the pool before it leaves, so the group never empties.
+    if !to_add.is_empty() {
+        health.add(to_add);
+    }
+    if !to_remove.is_empty() {
+        health.remove_ids(&to_remove);
+    }
+    report
 }
 
 /// Whether a live backend can stay as it is when the config now says `new`

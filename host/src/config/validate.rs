@@ -4,9 +4,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{Config, ConfigErrors, ControlOptions, Loaded, Problem, admin_token, is_loopback};
+use super::{
+    BackendConfig, Config, ConfigErrors, ControlOptions, Loaded, PickerConfig, Problem, admin_token, is_loopback,
+};
 use crate::plugin::{BUILTIN_NAMES, Limits, PluginSource};
 use crate::pool::{BackendSpec, MAX_WEIGHT};
+use crate::proxy::canary::CanarySplit;
+use crate::server::CanaryOptions;
 use crate::server::ServerOptions;
 
 /// Parses the YAML into the schema; the parser stops at the first problem.
@@ -86,55 +90,18 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             ),
         );
     }
-    if config.backends.is_empty() {
-        c.push("backends", "needs at least one backend");
-    }
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut specs = Vec::new();
-    for (i, backend) in config.backends.iter().enumerate() {
-        let at = |key: &str| format!("backends[{i}].{key}");
-        if backend.name.trim().is_empty() {
-            c.push(&at("name"), "must not be empty");
-        } else if let Some(first) = names.insert(backend.name.as_str(), i) {
-            c.push(
-                &at("name"),
-                format!("'{}' is already the name of backends[{first}]; names must be unique", backend.name),
-            );
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let (specs, unparsed) = backends(&mut c, "backends", &config.backends, &mut names);
+    let (source, params) = picker(&mut c, "picker", &config.picker, base);
+    let mut canary = None;
+    if let Some(canary_config) = &config.canary {
+        let (canary_specs, _) = backends(&mut c, "canary.backends", &canary_config.backends, &mut names);
+        let (canary_source, canary_params) = picker(&mut c, "canary.picker", &canary_config.picker, base);
+        let split = CanarySplit { percent: canary_config.percent, header: canary_config.header.clone() };
+        for (path, problem) in split.problems("canary.") {
+            c.push(&path, problem);
         }
-        let address = c.address(&at("address"), &backend.address);
-        if !(1..=MAX_WEIGHT).contains(&backend.weight) {
-            c.push(&at("weight"), format!("must be from 1 to {MAX_WEIGHT}, not {}", backend.weight));
-        }
-        if backend.max_concurrent == Some(0) {
-            c.push(&at("max_concurrent"), "must be at least 1 (leave it out for no cap)");
-        }
-        if let Some(address) = address {
-            specs.push(BackendSpec {
-                name: backend.name.clone(),
-                address,
-                weight: backend.weight,
-                protocol: backend.protocol,
-                max_concurrent: backend.max_concurrent,
-            });
-        }
-    }
-    let source = picker_source(&config.picker.source, base);
-    match &source {
-        PluginSource::Builtin(name) if !BUILTIN_NAMES.contains(&name.as_str()) => c.push(
-            "picker.source",
-            format!("unknown built-in picker '{name}' (built-ins: {})", BUILTIN_NAMES.join(", ")),
-        ),
-        PluginSource::Path(path) if !path.is_file() => {
-            c.push("picker.source", format!("no plugin file at {}", path.display()))
-        }
-        _ => {}
-    }
-    let mut params = Vec::new();
-    for (key, value) in &config.picker.params {
-        match scalar(value) {
-            Some(text) => params.push((key.clone(), text)),
-            None => c.push(&format!("picker.params.{key}"), "must be a string, number or boolean"),
-        }
+        canary = Some(CanaryOptions { backends: canary_specs, picker: canary_source, params: canary_params, split });
     }
     if let Err(e) = config.health.validate() {
         // Each problem starts with the field it concerns, e.g. "check.rise must be…".
@@ -193,7 +160,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         c.problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
         return Err(ConfigErrors { problems: c.problems });
     }
-    let (Some(listen), true) = (listen, specs.len() == config.backends.len()) else {
+    let (Some(listen), false) = (listen, unparsed) else {
         unreachable!("every unparsed address was reported as a problem")
     };
     let options = ServerOptions {
@@ -213,8 +180,79 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             state_dir,
             state_interval: config.state.interval,
         },
+        canary,
     };
     Ok(Loaded { config, options })
+}
+
+/// Checks a group's backends (names unique across `names`, which maps each
+/// name to where it was first given); returns the specs and whether any
+/// address failed to parse.
+fn backends<'a>(
+    c: &mut Collector<'_>,
+    prefix: &str,
+    list: &'a [BackendConfig],
+    names: &mut HashMap<&'a str, String>,
+) -> (Vec<BackendSpec>, bool) {
+    if list.is_empty() {
+        c.push(prefix, "needs at least one backend");
+    }
+    let mut specs = Vec::new();
+    let mut unparsed = false;
+    for (i, backend) in list.iter().enumerate() {
+        let at = |key: &str| format!("{prefix}[{i}].{key}");
+        if backend.name.trim().is_empty() {
+            c.push(&at("name"), "must not be empty");
+        } else if let Some(first) = names.insert(backend.name.as_str(), format!("{prefix}[{i}]")) {
+            c.push(&at("name"), format!("'{}' is already the name of {first}; names must be unique", backend.name));
+        }
+        let address = c.address(&at("address"), &backend.address);
+        if !(1..=MAX_WEIGHT).contains(&backend.weight) {
+            c.push(&at("weight"), format!("must be from 1 to {MAX_WEIGHT}, not {}", backend.weight));
+        }
+        if backend.max_concurrent == Some(0) {
+            c.push(&at("max_concurrent"), "must be at least 1 (leave it out for no cap)");
+        }
+        match address {
+            Some(address) => specs.push(BackendSpec {
+                name: backend.name.clone(),
+                address,
+                weight: backend.weight,
+                protocol: backend.protocol,
+                max_concurrent: backend.max_concurrent,
+            }),
+            None => unparsed = true,
+        }
+    }
+    (specs, unparsed)
+}
+
+/// Checks a picker reference and its parameters.
+fn picker(
+    c: &mut Collector<'_>,
+    prefix: &str,
+    config: &PickerConfig,
+    base: Option<&Path>,
+) -> (PluginSource, Vec<(String, String)>) {
+    let source = picker_source(&config.source, base);
+    match &source {
+        PluginSource::Builtin(name) if !BUILTIN_NAMES.contains(&name.as_str()) => c.push(
+            &format!("{prefix}.source"),
+            format!("unknown built-in picker '{name}' (built-ins: {})", BUILTIN_NAMES.join(", ")),
+        ),
+        PluginSource::Path(path) if !path.is_file() => {
+            c.push(&format!("{prefix}.source"), format!("no plugin file at {}", path.display()))
+        }
+        _ => {}
+    }
+    let mut params = Vec::new();
+    for (key, value) in &config.params {
+        match scalar(value) {
+            Some(text) => params.push((key.clone(), text)),
+            None => c.push(&format!("{prefix}.params.{key}"), "must be a string, number or boolean"),
+        }
+    }
+    (source, params)
 }
 
 /// `source` as a plugin source; a relative path is taken relative to `base`.

@@ -61,6 +61,11 @@ impl PickerSlot {
         })
     }
 
+    /// The plugin runtime this slot loads pickers with.
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
     /// The serving picker. Hold the `Arc` for the whole request so that the
     /// picker that routed an attempt also hears its outcome.
     pub fn current(&self) -> Arc<Picker> {

@@ -2,6 +2,7 @@
 //! attempt, forwards with pooled connections, retries within a budget, and
 //! streams bodies both ways.
 
+pub mod canary;
 mod headers;
 mod observed;
 mod retry;
@@ -111,6 +112,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// The proxy: shared by every connection and request.
 pub struct Proxy {
+    canary: Option<Arc<canary::Canary>>,
     pool: Arc<Pool>,
     slot: Arc<PickerSlot>,
     health: Arc<Health>,
@@ -186,8 +188,10 @@ impl Proxy {
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
+        canary: Option<Arc<canary::Canary>>,
     ) -> Arc<Self> {
         Arc::new(Proxy {
+            canary,
             metrics,
             access_log: access_log.map(Arc::new),
             budget: RetryBudget::new(&config.retry),
@@ -197,6 +201,11 @@ impl Proxy {
             health,
             config,
         })
+    }
+
+    /// The canary group, if one is configured.
+    pub fn canary(&self) -> Option<&Arc<canary::Canary>> {
+        self.canary.as_ref()
     }
 
     /// The backends' health.
@@ -360,7 +369,11 @@ impl Proxy {
         self.budget.deposit();
         let method = wit_method(&parts.method);
         // The picker that routes the first attempt routes them all and hears every outcome.
-        let picker = self.slot.current();
+        let (pool, slot, health) = match self.canary.as_deref().filter(|c| c.takes(&parts.headers)) {
+            Some(canary) => (&canary.group.pool, &canary.group.slot, &canary.group.health),
+            None => (&self.pool, &self.slot, &self.health),
+        };
+        let picker = slot.current();
         let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
         let mut exclude: Option<BackendId> = None;
         let mut last_error: Option<(String, AttemptError)> = None;
@@ -371,18 +384,18 @@ impl Proxy {
         let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
         let sticky_key =
             self.config.sticky.as_ref().and_then(|sticky| sticky_cookie(&meta.parts.headers, &sticky.cookie));
-        let mut sticky = sticky_key.and_then(|key| self.pool.by_sticky_key(key));
+        let mut sticky = sticky_key.and_then(|key| pool.by_sticky_key(key));
         for attempt in 0..max_attempts {
             // The first attempt honours the affinity cookie when its backend can take it.
             let held = sticky.take().and_then(|backend| {
-                let admitted = self.health.is_eligible(backend.id).then(|| self.health.admit(&backend).ok())??;
+                let admitted = health.is_eligible(backend.id).then(|| health.admit(&backend).ok())??;
                 Some((Choice { backend: backend.id, by_plugin: false }, backend, admitted))
             });
             let picked = match held {
                 Some(held) => Ok(held),
                 None => {
                     let (picked, returned) =
-                        self.pick_admitted(&picker, meta, PickContext { attempt, exclude, method });
+                        self.pick_admitted(pool, health, &picker, meta, PickContext { attempt, exclude, method });
                     meta = returned;
                     picked
                 }
@@ -474,12 +487,14 @@ impl Proxy {
     /// the next pick, at most [`MAX_PICKS_PER_ATTEMPT`] picks in all. `Err`
     /// when nothing was admitted, with the last refusal if there was one.
     #[allow(clippy::type_complexity)]
-    fn pick_admitted(
+    fn pick_admitted<'h>(
         &self,
+        pool: &Pool,
+        health: &'h Health,
         picker: &Picker,
         mut meta: RequestMeta,
         mut ctx: PickContext,
-    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'_>), Option<Refusal>>, RequestMeta) {
+    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'h>), Option<Refusal>>, RequestMeta) {
         let previous = ctx.exclude;
         let mut refused = None;
         for _ in 0..MAX_PICKS_PER_ATTEMPT {
@@ -488,7 +503,7 @@ impl Proxy {
             self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
             meta = returned;
             let Some(choice) = choice else { break };
-            let Some(backend) = self.pool.get(choice.backend) else {
+            let Some(backend) = pool.get(choice.backend) else {
                 // Removed since this picker last heard (a reload or an admin
                 // removal racing the pick, or a picker swapped out meanwhile
                 // that no longer hears events): ask again without it.
@@ -499,7 +514,7 @@ impl Proxy {
             // After a refusal the exclusion names the refused backend, so the
             // previous attempt's backend could come back: never twice in a row.
             if Some(choice.backend) != previous {
-                match self.health.admit(&backend) {
+                match health.admit(&backend) {
                     Ok(admitted) => return (Ok((choice, backend, admitted)), meta),
                     Err(refusal) => refused = Some(refusal),
                 }
