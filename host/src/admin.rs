@@ -332,7 +332,8 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             if add.max_concurrent == Some(0) {
                 return error(StatusCode::BAD_REQUEST, "max_concurrent must be at least 1 (leave it out for no cap)");
             }
-            if proxy.pool().by_name(&add.name).is_some() {
+            let in_canary = proxy.canary().is_some_and(|canary| canary.group.pool.by_name(&add.name).is_some());
+            if proxy.pool().by_name(&add.name).is_some() || in_canary {
                 return error(StatusCode::CONFLICT, &format!("a backend named {:?} exists already", add.name));
             }
             let name = add.name.clone();
