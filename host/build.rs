@@ -13,6 +13,7 @@ const BUILTIN_PACKAGES: &[&str] = &[
     "veer-plugin-weighted-rr",
     "veer-plugin-p2c-ewma",
     "veer-plugin-q-learning",
+    "veer-plugin-consistent-hash",
 ];
 
 fn main() {

@@ -13,8 +13,22 @@
 //! | `PUT /picker` | swap the picker: `{"source": "builtin:q-learning", "params": {"alpha": "0.3"}}` |
 //! | `POST /backends/{name}/drain` | no new attempts to the backend; those in flight finish |
 //! | `POST /backends/{name}/undrain` | back in rotation (slow start applies) |
+//! | `GET /backends` | every backend's live numbers and health |
+//! | `POST /backends` | add: `{"name": "api-4", "address": "127.0.0.1:9004", "weight": 2}` (slow start applies) |
+//! | `DELETE /backends/{name}` | remove; attempts in flight finish |
+//! | `PUT /backends/{name}/weight` | `{"weight": 5}`; live state kept |
+//! | `GET /ejected` | backends ejected by outlier detection now |
+//! | `GET /config` | the config in effect (live backends and picker; token redacted) |
+//! | `POST /reload` | re-read the config file and apply it; an invalid one is refused with every problem |
+//! | `POST /selftest` | smoke-call the picker and check that a backend is eligible |
+//! | `GET /canary` | the canary split, picker and backends |
+//! | `PUT /canary` | set the split: `{"percent": 10, "header": {"name": "x-canary", "value": "1"}}` |
+//! | `DELETE /canary` | clear: percent 0 (the group stays, idle) |
 //!
-//! Answers are JSON (except `/metrics`); errors are `{"error": "..."}` with a 4xx/5xx status.
+//! With a token configured, every request needs `Authorization: Bearer TOKEN`
+//! (compared in constant time); without one, the server refuses to bind the
+//! admin API beyond loopback. Answers are JSON (except `/metrics`); errors are
+//! `{"error": "..."}` with a 4xx/5xx status.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,12 +42,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use std::net::SocketAddr;
+
 use crate::admission::AdmissionSnapshot;
+use crate::config::reload::{ReloadError, Reloader};
 use crate::health::BackendHealth;
 use crate::observe::snapshot::snapshot;
 use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
-use crate::pool::BackendSnapshot;
+use crate::pool::{BackendProtocol, BackendSnapshot, BackendSpec, MAX_WEIGHT};
 use crate::proxy::Proxy;
+use crate::proxy::canary::CanarySplit;
 
 /// Largest admin request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -70,34 +88,117 @@ struct SwapRequest {
     params: BTreeMap<String, String>,
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(route(&proxy, request).await) }
+/// The admin API: the running proxy, its reloader, and the token requests
+/// must carry (if any).
+#[derive(Debug)]
+pub struct Admin {
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    token: Option<String>,
+}
+
+/// `POST /backends`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBackend {
+    name: String,
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    max_concurrent: Option<u32>,
+    #[serde(default)]
+    protocol: BackendProtocol,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `PUT /backends/{name}/weight`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetWeight {
+    weight: u32,
+}
+
+impl Admin {
+    /// The admin API of `proxy`; with `token`, every request must carry
+    /// `Authorization: Bearer TOKEN`.
+    pub fn new(proxy: Arc<Proxy>, reloader: Arc<Reloader>, token: Option<String>) -> Arc<Admin> {
+        Arc::new(Admin { proxy, reloader, token })
+    }
+
+    /// Serves the admin API on `listener` until `shutdown` completes.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "admin accept failed");
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return,
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-        });
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(token) = &self.token {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                let mut response =
+                    error(StatusCode::UNAUTHORIZED, "missing or wrong token; send Authorization: Bearer TOKEN");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        }
+        route(self, request).await
     }
 }
 
-async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (request.method(), request.uri().path()) {
+/// Compares two byte strings in time that depends only on their lengths, so
+/// that timing does not reveal how much of a guessed token was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn body<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+    shape: &str,
+) -> Result<T, Response<Full<Bytes>>> {
+    let bytes = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("expected {shape}: {e}")))
+}
+
+async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let proxy = &*admin.proxy;
+    // Owned, so that an arm can consume the request for its body.
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match (&method, path.as_str()) {
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy)),
         (&Method::GET, "/metrics") => {
@@ -121,20 +222,41 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
             }
         }
         (&Method::GET, "/health") => json(StatusCode::OK, &backend_health(proxy)),
+        (&Method::GET, "/ejected") => {
+            let ejected: Vec<_> =
+                proxy.health().snapshot().into_iter().filter(|b| b.ejected_for_ms.is_some()).collect();
+            json(StatusCode::OK, &ejected)
+        }
+        (&Method::GET, "/config") => json(StatusCode::OK, &admin.reloader.effective()),
+        (&Method::POST, "/reload") => match admin.reloader.reload_file().await {
+            Ok(report) => json(StatusCode::OK, &report),
+            Err(ReloadError::Invalid(errors)) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "error": "the new config is invalid; the running one stays", "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+            ),
+            Err(e @ ReloadError::NoConfigFile) => error(StatusCode::CONFLICT, &e.to_string()),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        },
+        (&Method::POST, "/selftest") => {
+            let mut problems = Vec::new();
+            if !proxy.health().snapshot().iter().any(|b| b.eligible) {
+                problems.push("no backend is eligible".to_string());
+            }
+            let picker = proxy.slot().current();
+            let result = tokio::task::spawn_blocking(move || picker.self_test()).await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => problems.push(e.to_string()),
+                Err(e) => problems.push(format!("self-test task failed: {e}")),
+            }
+            let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json(status, &serde_json::json!({ "ok": problems.is_empty(), "problems": problems }))
+        }
         (&Method::GET, "/picker") => json(StatusCode::OK, &picker_view(proxy)),
         (&Method::PUT, "/picker") => {
-            let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
-            };
-            let swap: SwapRequest = match serde_json::from_slice(&body) {
+            let swap: SwapRequest = match body(request, "{\"source\": \"...\", \"params\": {...}}").await {
                 Ok(swap) => swap,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("expected {{\"source\": \"...\", \"params\": {{...}}}}: {e}"),
-                    );
-                }
+                Err(response) => return response,
             };
             let source = PluginSource::parse(&swap.source);
             let slot = proxy.slot().clone();
@@ -147,31 +269,120 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
             }
         }
+        (&Method::GET, "/canary") => match proxy.canary() {
+            Some(canary) => {
+                let group = &canary.group;
+                let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
+                let backends: Vec<_> = group
+                    .pool
+                    .all()
+                    .iter()
+                    .map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) })
+                    .collect();
+                let picker = group.slot.current();
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "split": canary.split(), "picker": picker.info(), "backends": backends }),
+                )
+            }
+            None => error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)"),
+        },
+        (&Method::PUT, "/canary") => {
+            let Some(canary) = proxy.canary() else {
+                return error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)");
+            };
+            let split: CanarySplit =
+                match body(request, "{\"percent\": 10, \"header\": {\"name\": \"...\", \"value\": \"...\"}}").await {
+                    Ok(split) => split,
+                    Err(response) => return response,
+                };
+            let problems = split.problems("");
+            if !problems.is_empty() {
+                let text: Vec<_> = problems.iter().map(|(path, problem)| format!("{path}: {problem}")).collect();
+                return error(StatusCode::BAD_REQUEST, &text.join("; "));
+            }
+            canary.set_split(split);
+            json(StatusCode::OK, &canary.split())
+        }
+        (&Method::DELETE, "/canary") => match proxy.canary() {
+            Some(canary) => {
+                canary.set_split(CanarySplit { percent: 0.0, ..canary.split() });
+                json(StatusCode::OK, &canary.split())
+            }
+            None => error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)"),
+        },
+        (&Method::GET, "/backends") => json(StatusCode::OK, &status(proxy).backends),
+        (&Method::POST, "/backends") => {
+            let add: AddBackend =
+                match body(request, "{\"name\": \"...\", \"address\": \"IP:PORT\", \"weight\": N}").await {
+                    Ok(add) => add,
+                    Err(response) => return response,
+                };
+            let Ok(address) = add.address.parse::<SocketAddr>() else {
+                return error(StatusCode::BAD_REQUEST, &format!("address '{}' is not IP:PORT", add.address));
+            };
+            if add.name.trim().is_empty() {
+                return error(StatusCode::BAD_REQUEST, "name must not be empty");
+            }
+            if !(1..=MAX_WEIGHT).contains(&add.weight) {
+                return error(StatusCode::BAD_REQUEST, &format!("weight must be from 1 to {MAX_WEIGHT}"));
+            }
+            if add.max_concurrent == Some(0) {
+                return error(StatusCode::BAD_REQUEST, "max_concurrent must be at least 1 (leave it out for no cap)");
+            }
+            let in_canary = proxy.canary().is_some_and(|canary| canary.group.pool.by_name(&add.name).is_some());
+            if proxy.pool().by_name(&add.name).is_some() || in_canary {
+                return error(StatusCode::CONFLICT, &format!("a backend named {:?} exists already", add.name));
+            }
+            let name = add.name.clone();
+            proxy.health().add(vec![BackendSpec {
+                name: add.name,
+                address,
+                weight: add.weight,
+                protocol: add.protocol,
+                max_concurrent: add.max_concurrent,
+            }]);
+            match proxy.health().backend(&name) {
+                Some(health) => json(StatusCode::CREATED, &health),
+                None => error(StatusCode::INTERNAL_SERVER_ERROR, "the backend was added and is gone already"),
+            }
+        }
         (method, path) if path.starts_with("/backends/") => {
-            let Some((name, action)) = path["/backends/".len()..].rsplit_once('/') else {
-                return error(StatusCode::NOT_FOUND, "expected /backends/{name}/drain or /backends/{name}/undrain");
-            };
-            let drained = match action {
-                "drain" => true,
-                "undrain" => false,
-                _ => {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        &format!("no backend action {action:?}; try drain or undrain"),
-                    );
+            let rest = &path["/backends/".len()..];
+            let (name, action) = rest.rsplit_once('/').unwrap_or((rest, ""));
+            match (method, action) {
+                (&Method::DELETE, "") => match proxy.health().remove(&[name]).as_slice() {
+                    [] => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
+                    _ => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
+                },
+                (&Method::PUT, "weight") => {
+                    let set: SetWeight = match body(request, "{\"weight\": N}").await {
+                        Ok(set) => set,
+                        Err(response) => return response,
+                    };
+                    if !(1..=MAX_WEIGHT).contains(&set.weight) {
+                        return error(StatusCode::BAD_REQUEST, &format!("weight must be from 1 to {MAX_WEIGHT}"));
+                    }
+                    match proxy.health().set_weight(name, set.weight) {
+                        Some(health) => json(StatusCode::OK, &health),
+                        None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
+                    }
                 }
-            };
-            if method != Method::POST {
-                return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use POST");
-            }
-            match proxy.health().set_drained(name, drained) {
-                Some(health) => json(StatusCode::OK, &health),
-                None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
+                (&Method::POST, "drain" | "undrain") => match proxy.health().set_drained(name, action == "drain") {
+                    Some(health) => json(StatusCode::OK, &health),
+                    None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
+                },
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "expected DELETE /backends/{name}, PUT /backends/{name}/weight, POST /backends/{name}/drain or /undrain",
+                ),
             }
         }
-        (_, "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker" | "/backends"
+            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }
 }

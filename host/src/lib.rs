@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 pub mod admin;
 pub mod admission;
+pub mod config;
 pub mod health;
 pub mod observe;
 pub mod plugin;

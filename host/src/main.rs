@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use veer::admission::{AdmissionArgs, AdmissionConfig};
+use veer::config::ControlOptions;
 use veer::health::HealthConfig;
 use veer::observe::ObserveConfig;
 use veer::observe::access_log::{AccessLogConfig, LogFormat, LogLevel};
@@ -62,6 +63,16 @@ enum AccessLogFormatArg {
 }
 
 impl ObserveArgs {
+    /// Whether no observability flag was given.
+    fn is_default(&self) -> bool {
+        self.access_log.is_none()
+            && !self.access_log_errors_only
+            && self.access_log_sample == 1.0
+            && self.metrics_dump.is_none()
+            && self.metrics_dump_interval == std::time::Duration::from_secs(10)
+            && self.latency_advisory_percent == 50.0
+    }
+
     fn config(&self) -> anyhow::Result<ObserveConfig> {
         if !(0.0..=1.0).contains(&self.access_log_sample) {
             bail!("--access-log-sample must be between 0.0 and 1.0, not {}", self.access_log_sample);
@@ -86,16 +97,20 @@ impl ObserveArgs {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // Parsed once at start; boxing buys nothing.
 enum Command {
-    /// Runs the proxy in front of the given backends.
+    /// Runs the proxy in front of the given backends, or as a config file says.
     Run {
+        /// A YAML config file (see examples/veer.yaml): the whole config, reloaded
+        /// on SIGHUP, on change and by `POST /reload`. The other flags are refused with it.
+        #[arg(long, conflicts_with_all = ["listen", "admin", "backends", "picker", "params"])]
+        config: Option<std::path::PathBuf>,
         /// Address clients connect to.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Address of the admin API (loopback only for now).
+        /// Address of the admin API; beyond loopback it needs VEER_ADMIN_TOKEN.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
         /// A backend: `[NAME=]HOST:PORT[,weight=N][,max_concurrent=N][,h2]`; repeat for each.
-        #[arg(long = "backend", required = true)]
+        #[arg(long = "backend", required_unless_present = "config")]
         backends: Vec<String>,
         /// The picker: `builtin:NAME` or a path to a component.
         #[arg(long, default_value = "builtin:p2c-ewma")]
@@ -137,6 +152,12 @@ enum Command {
         /// A backend spec; repeat for each.
         #[arg(long = "backend")]
         backends: Vec<veer::sim::SimBackendCli>,
+    },
+    /// Validates a config file without starting: every problem is reported
+    /// with file:line:col, and the picker is loaded and smoke-called.
+    Check {
+        /// The YAML config file.
+        file: std::path::PathBuf,
     },
     /// Lists the built-in pickers with their versions.
     Plugins,
@@ -359,7 +380,37 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { listen, admin, backends, picker, params, workers, observe, health, admission } => {
+        Command::Run { config: Some(path), observe, health, admission, workers, .. } => {
+            if health.config()? != HealthConfig::default()
+                || !observe.is_default()
+                || admission.config() != AdmissionConfig::default()
+                || workers.is_some()
+            {
+                bail!("with --config, set health, admission, workers and observability in the file, not with flags");
+            }
+            let mut options = load_config(&path)?.options;
+            options.control.config_file = Some(path);
+            tokio_runtime()?.block_on(serve_until_signal(options))
+        }
+        Command::Check { file } => {
+            let loaded = load_config(&file)?;
+            let options = loaded.options;
+            let runtime = PluginRuntime::new(Limits::default())?;
+            let slot = PickerSlot::new(runtime, &options.picker, options.params.clone())
+                .with_context(|| format!("{}: picker.source: the picker failed to load", file.display()))?;
+            let info = slot.current().info().clone();
+            println!(
+                "ok: {}: listen {}, {} backends, picker {} {} ({})",
+                file.display(),
+                options.listen,
+                options.backends.len(),
+                info.name,
+                info.version,
+                info.source
+            );
+            Ok(())
+        }
+        Command::Run { config: None, listen, admin, backends, picker, params, workers, observe, health, admission } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -379,6 +430,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 observe: observe.config()?,
                 health: health.config()?,
                 admission: admission.config(),
+                control: ControlOptions {
+                    admin_token: std::env::var(veer::config::ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+                    ..ControlOptions::default()
+                },
+                canary: None,
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
@@ -455,14 +511,37 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+/// Reads and validates a config file; the error lists every problem.
+fn load_config(path: &std::path::Path) -> anyhow::Result<veer::config::Loaded> {
+    veer::config::load(path).map_err(|errors| {
+        let count = errors.problems.len();
+        anyhow::anyhow!("{errors}\n{count} problem{} in {}", if count == 1 { "" } else { "s" }, path.display())
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully; SIGHUP reloads
+/// the config file.
 async fn serve_until_signal(options: ServerOptions) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let running = server::start(options).await?;
     println!("veer: proxy on http://{}", running.proxy_addr);
     if let Some(admin) = running.admin_addr {
         println!("veer: admin API on http://{admin}/status");
     }
-    wait_for_signal().await?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let reloader = running.reloader.clone();
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            result = &mut stop => { result?; break; }
+            _ = hangup.recv() => match reloader.reload_file().await {
+                // reload_file logs the details.
+                Ok(_) => println!("veer: SIGHUP: config reloaded"),
+                Err(error) => eprintln!("veer: SIGHUP: {error}"),
+            },
+        }
+    }
     println!("veer: shutting down (in-flight requests get up to the grace period)");
     running.shutdown().await;
     Ok(())
@@ -496,6 +575,8 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
         observe,
         health: HealthConfig::default(),
         admission: AdmissionConfig::default(),
+        control: ControlOptions::default(),
+        canary: None,
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");
@@ -605,6 +686,23 @@ mod tests {
         assert!(!health_of(&["--no-health-check"]).unwrap().check.enabled);
         assert!(health_of(&["--health-status", "200"]).unwrap_err().to_string().contains("MIN-MAX"));
         assert!(health_of(&["--health-rise", "0"]).unwrap_err().to_string().contains("check.rise"));
+    }
+
+    #[test]
+    fn a_config_file_replaces_the_run_flags_instead_of_mixing_with_them() {
+        assert!(Cli::try_parse_from(["veer", "run", "--config", "veer.yaml"]).is_ok());
+        assert!(Cli::try_parse_from(["veer", "run", "--config", "veer.yaml", "--backend", "127.0.0.1:1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["veer", "run", "--config", "veer.yaml", "--picker", "builtin:least-conn"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["veer", "run"]).is_err(), "without a file, backends are required");
+        let Command::Run { observe, .. } = Cli::try_parse_from(["veer", "run", "--config", "f"]).unwrap().command
+        else {
+            unreachable!("parsed as run")
+        };
+        assert!(observe.is_default());
+        let error = run(Cli::try_parse_from(["veer", "run", "--config", "f", "--health-path", "/x"]).unwrap());
+        assert!(error.unwrap_err().to_string().contains("in the file"));
     }
 
     #[test]

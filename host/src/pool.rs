@@ -60,12 +60,23 @@ pub struct BackendState {
     pub spec: BackendSpec,
     /// `spec.address` as a URI authority, made once instead of per attempt.
     pub authority: Authority,
+    /// What the affinity cookie carries for this backend: a hash of its name
+    /// (FNV-1a), stable across restarts and picker swaps.
+    pub sticky_key: u64,
     /// Attempts sent and not yet answered (response headers not received).
     pub in_flight: AtomicU32,
     /// Attempt counts and durations, as exported to Prometheus.
     pub metrics: BackendMetrics,
     /// Exponentially weighted moving average of time to response headers, µs.
     pub ewma_latency_us: AtomicU64,
+    /// The configured weight now: `spec.weight` at first, changed at run time
+    /// by the admin API or a reload without touching the live numbers.
+    weight: AtomicU32,
+}
+
+/// The affinity key of the backend named `name`: 64-bit FNV-1a.
+pub fn sticky_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Weight of a new latency sample in [`BackendState::ewma_latency_us`].
@@ -82,9 +93,21 @@ impl BackendState {
         self.ewma_latency_us.store(new as u64, Ordering::Relaxed);
     }
 
+    /// The configured weight now (see [`BackendState::set_weight`]).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Changes the configured weight, clamped to 1..=[`MAX_WEIGHT`]. Only the
+    /// weight changes: connections, latency average and counters stay. Health
+    /// publishes the new weight to the picker (`Health::set_weight`).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.clamp(1, MAX_WEIGHT), Ordering::Relaxed);
+    }
+
     /// The weight a picker sees at full strength (see [`WEIGHT_SCALE`]).
     pub fn plugin_weight(&self) -> u32 {
-        self.spec.weight.clamp(1, MAX_WEIGHT) * WEIGHT_SCALE
+        self.weight().clamp(1, MAX_WEIGHT) * WEIGHT_SCALE
     }
 
     /// The backend as a picker plugin sees it, at full weight.
@@ -104,7 +127,7 @@ impl BackendState {
             id: self.id,
             name: self.spec.name.clone(),
             address: self.spec.address.to_string(),
-            weight: self.spec.weight,
+            weight: self.weight(),
             protocol: self.spec.protocol,
             in_flight: self.in_flight.load(Ordering::Relaxed),
             requests: self.metrics.attempts(),
@@ -141,6 +164,9 @@ pub struct BackendSnapshot {
 #[derive(Debug)]
 pub struct Pool {
     backends: ArcSwap<HashMap<BackendId, Arc<BackendState>>>,
+    /// The same backends by [`BackendState::sticky_key`] (the newest wins when
+    /// a reload briefly holds two of one name).
+    by_sticky_key: ArcSwap<HashMap<u64, Arc<BackendState>>>,
     next_id: AtomicU32,
     metrics: Arc<Metrics>,
 }
@@ -149,7 +175,12 @@ impl Pool {
     /// A pool with `specs` whose backends record into `metrics`; returns it
     /// with the `added` events for its picker.
     pub fn new(specs: Vec<BackendSpec>, metrics: Arc<Metrics>) -> (Pool, Vec<BackendEvent>) {
-        let pool = Pool { backends: ArcSwap::default(), next_id: AtomicU32::new(0), metrics };
+        let pool = Pool {
+            backends: ArcSwap::default(),
+            by_sticky_key: ArcSwap::default(),
+            next_id: AtomicU32::new(0),
+            metrics,
+        };
         let events = pool.add(specs);
         (pool, events)
     }
@@ -165,6 +196,8 @@ impl Pool {
             let metrics = self.metrics.backend(&spec.name);
             let state = Arc::new(BackendState {
                 id,
+                sticky_key: sticky_key(&spec.name),
+                weight: AtomicU32::new(spec.weight.clamp(1, MAX_WEIGHT)),
                 authority,
                 spec,
                 in_flight: AtomicU32::new(0),
@@ -175,7 +208,35 @@ impl Pool {
             map.insert(id, state);
         }
         self.backends.store(Arc::new(map));
+        self.index_sticky_keys();
         events
+    }
+
+    fn index_sticky_keys(&self) {
+        let mut all: Vec<_> = self.backends.load().values().cloned().collect();
+        all.sort_by_key(|b| b.id);
+        self.by_sticky_key.store(Arc::new(all.into_iter().map(|b| (b.sticky_key, b)).collect()));
+    }
+
+    /// The backend an affinity cookie names, if it is in the pool.
+    pub fn by_sticky_key(&self, key: u64) -> Option<Arc<BackendState>> {
+        self.by_sticky_key.load().get(&key).cloned()
+    }
+
+    /// Removes the backends with these ids; returns the events that tell a
+    /// picker they are gone. Attempts already sent to them finish normally
+    /// (they hold their `Arc<BackendState>`). Unknown ids are ignored.
+    pub fn remove(&self, ids: &[BackendId]) -> Vec<BackendEvent> {
+        let mut map = HashMap::clone(&self.backends.load());
+        let gone: Vec<BackendId> = ids.iter().copied().filter(|id| map.remove(id).is_some()).collect();
+        self.backends.store(Arc::new(map));
+        self.index_sticky_keys();
+        gone.into_iter().map(BackendEvent::Removed).collect()
+    }
+
+    /// The backend named `name`, if it is in the pool.
+    pub fn by_name(&self, name: &str) -> Option<Arc<BackendState>> {
+        self.backends.load().values().find(|b| b.spec.name == name).cloned()
     }
 
     /// The backend with `id`, if it is in the pool.
@@ -213,6 +274,25 @@ mod tests {
         let ids: Vec<_> = pool.all().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
         assert!(matches!(&more[0], BackendEvent::Added(b) if b.name == "c" && b.id == 3 && b.weight == WEIGHT_SCALE));
+    }
+
+    #[test]
+    fn removing_by_name_emits_removed_and_keeps_the_others() {
+        let (pool, _) = Pool::new(vec![spec("a", 1), spec("b", 2)], Arc::default());
+        let events = pool.remove(&[1, 7]);
+        assert!(matches!(events.as_slice(), [BackendEvent::Removed(1)]));
+        assert_eq!(pool.all().len(), 1);
+        assert!(pool.by_name("b").is_some() && pool.by_name("a").is_none());
+    }
+
+    #[test]
+    fn weight_changes_live_and_is_clamped() {
+        let (pool, _) = Pool::new(vec![spec("a", 1)], Arc::default());
+        let backend = pool.by_name("a").unwrap();
+        backend.set_weight(7);
+        assert_eq!((backend.weight(), backend.plugin_weight()), (7, 7 * WEIGHT_SCALE));
+        backend.set_weight(0);
+        assert_eq!(backend.weight(), 1);
     }
 
     #[test]

@@ -9,11 +9,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, AdmissionConfig, InvalidAdmissionConfig};
+use crate::config::ControlOptions;
+use crate::config::reload::Reloader;
 use crate::health::{Health, HealthConfig, InvalidHealthConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::{Metrics, ObserveConfig, snapshot};
-use crate::plugin::{Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
+use crate::plugin::{HandoffResult, Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
 use crate::pool::{BackendSpec, Pool};
+use crate::proxy::canary::{Canary, CanarySplit, Group};
 use crate::proxy::{Proxy, ProxyConfig};
 
 /// Everything needed to start veer.
@@ -39,6 +42,24 @@ pub struct ServerOptions {
     pub health: HealthConfig,
     /// Access log, metric dumps, latency advisory.
     pub observe: ObserveConfig,
+    /// Config file for reloads, its watching, and the admin token.
+    pub control: ControlOptions,
+    /// A second backend group receiving a share of the traffic.
+    pub canary: Option<CanaryOptions>,
+}
+
+/// The canary group: its backends, picker and traffic split. It shares the
+/// main group's health settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryOptions {
+    /// The canary backends (names distinct from the main group's).
+    pub backends: Vec<BackendSpec>,
+    /// Its picker.
+    pub picker: PluginSource,
+    /// The picker's parameters.
+    pub params: Vec<(String, String)>,
+    /// Which requests go to it.
+    pub split: CanarySplit,
 }
 
 /// Why veer could not start.
@@ -67,6 +88,11 @@ pub enum StartError {
     /// The health settings do not make sense.
     #[error(transparent)]
     Health(#[from] InvalidHealthConfig),
+    /// The admin API would listen beyond loopback without a token.
+    #[error(
+        "the admin API on {0} would be reachable from other machines without a token: set admin.token or VEER_ADMIN_TOKEN, or listen on 127.0.0.1"
+    )]
+    AdminWithoutToken(SocketAddr),
 }
 
 /// A started veer. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -78,6 +104,10 @@ pub struct RunningServer {
     pub admin_addr: Option<SocketAddr>,
     /// The proxy, for in-process inspection.
     pub proxy: Arc<Proxy>,
+    /// Applies config reloads (SIGHUP, file changes, the admin API).
+    pub reloader: Arc<Reloader>,
+    /// What became of picker state saved by an earlier process, if any was found.
+    pub restored_state: Option<HandoffResult>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -118,6 +148,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
     options.health.validate()?;
     let admission = Admission::new(options.admission.clone())?;
+    if let Some(admin) = options.admin
+        && !crate::config::is_loopback(&admin)
+        && options.control.admin_token.is_none()
+    {
+        return Err(StartError::AdminWithoutToken(admin));
+    }
     let runtime = PluginRuntime::new(options.limits.clone())?;
     let slot = {
         let (source, params) = (options.picker.clone(), options.params.clone());
@@ -134,12 +170,41 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let (pool, events) = Pool::new(options.backends.clone(), metrics.clone());
     slot.apply(&events);
     let (pool, slot) = (Arc::new(pool), Arc::new(slot));
+    let restored_state = match options.control.state_dir.clone() {
+        // Offered once the picker knows the backends: state may refer to them.
+        Some(dir) => {
+            let slot = slot.clone();
+            tokio::task::spawn_blocking(move || crate::config::state::restore(&dir, &slot))
+                .await
+                .map_err(|e| PluginError::Engine(format!("state restoring task failed: {e}")))?
+        }
+        None => None,
+    };
     let health = {
         // Health decides eligibility and weight; the picker hears of each change.
         let slot = slot.clone();
         Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.apply(events)))
     };
-    let proxy = Proxy::new(pool, slot, health.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
+    let canary = match &options.canary {
+        Some(canary) => {
+            let runtime = slot.runtime().clone();
+            let (source, params) = (canary.picker.clone(), canary.params.clone());
+            let canary_slot = tokio::task::spawn_blocking(move || PickerSlot::new(runtime, &source, params))
+                .await
+                .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))??;
+            let (canary_pool, events) = Pool::new(canary.backends.clone(), metrics.clone());
+            canary_slot.apply(&events);
+            let (canary_pool, canary_slot) = (Arc::new(canary_pool), Arc::new(canary_slot));
+            let publish = canary_slot.clone();
+            let canary_health =
+                Health::new(canary_pool.clone(), options.health.clone(), Box::new(move |events| publish.apply(events)));
+            let group = Group { pool: canary_pool, slot: canary_slot, health: canary_health };
+            Some(Arc::new(Canary::new(group, canary.split.clone())))
+        }
+        None => None,
+    };
+    let main = Group { pool, slot, health: health.clone() };
+    let proxy = Proxy::new(main, canary.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
@@ -149,22 +214,39 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         tokio::spawn(health.run(stopped(stop_rx.clone()))),
         tokio::spawn(admission.run(stopped(stop_rx.clone()))),
     ];
+    if let Some(canary) = &canary {
+        tasks.push(tokio::spawn(canary.group.health.clone().run(stopped(stop_rx.clone()))));
+    }
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.clone(),
         options.observe.dump.clone(),
         options.observe.advisory.clone(),
         stopped(stop_rx.clone()),
     )));
+    if let Some(dir) = options.control.state_dir.clone() {
+        let persist = crate::config::state::run(
+            proxy.slot().clone(),
+            dir,
+            options.control.state_interval,
+            stopped(stop_rx.clone()),
+        );
+        tasks.push(tokio::spawn(persist));
+    }
+    let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone()));
+    if let (Some(_), Some(interval)) = (&options.control.config_file, options.control.watch) {
+        tasks.push(tokio::spawn(reloader.clone().watch(interval, stopped(stop_rx.clone()))));
+    }
     let admin_addr = match options.admin {
         Some(address) => {
             let listener = bind(address).await?;
             let bound = listener.local_addr().map_err(|reason| StartError::Bind { address, reason })?;
-            tasks.push(tokio::spawn(crate::admin::serve(proxy.clone(), listener, stopped(stop_rx))));
+            let admin = crate::admin::Admin::new(proxy.clone(), reloader.clone(), options.control.admin_token.clone());
+            tasks.push(tokio::spawn(admin.serve(listener, stopped(stop_rx))));
             Some(bound)
         }
         None => None,
     };
     let picker = proxy.slot().current();
     tracing::info!(%proxy_addr, ?admin_addr, picker = %picker.info().source, backends = options.backends.len(), "veer is serving");
-    Ok(RunningServer { proxy_addr, admin_addr, proxy, stop, tasks })
+    Ok(RunningServer { proxy_addr, admin_addr, proxy, reloader, restored_state, stop, tasks })
 }

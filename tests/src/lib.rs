@@ -122,6 +122,8 @@ pub fn veer_options(
         health: veer::health::HealthConfig::default(),
         admission: veer::admission::AdmissionConfig::default(),
         observe: veer::observe::ObserveConfig::default(),
+        control: veer::config::ControlOptions::default(),
+        canary: None,
     }
 }
 

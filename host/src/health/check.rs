@@ -59,11 +59,15 @@ impl Checker {
         }
     }
 
-    /// Checks `backend` until `health` is gone (or the task is aborted).
+    /// Checks `backend` until `health` is gone or no longer tracks it (it was
+    /// removed), or the task is aborted.
     pub async fn run(self, health: Weak<Health>, backend: Arc<BackendState>) {
         let mut rng = SplitMix64::new(u64::from(backend.id) ^ seed_from_clock());
         loop {
             tokio::time::sleep(jittered(self.config.interval, self.config.jitter, &mut rng)).await;
+            if !health.upgrade().is_some_and(|health| health.tracks(backend.id)) {
+                return;
+            }
             let verdict = self.check(&backend).await;
             let Some(health) = health.upgrade() else { return };
             health.record_check(backend.id, verdict, Instant::now());

@@ -105,6 +105,8 @@ struct State {
     /// When the backend last became ineligible.
     last_ineligible_at: Option<Instant>,
     eligibility_changes: u64,
+    /// Removed from the group: nothing more is published about it.
+    removed: bool,
 }
 
 #[derive(Debug)]
@@ -133,6 +135,9 @@ pub struct Health {
     /// Backends that need an active checker; `run` takes the receiver.
     checks_tx: tokio::sync::mpsc::UnboundedSender<Arc<BackendState>>,
     checks_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Arc<BackendState>>>>,
+    /// Serialises adding and removing backends (each copies and replaces the
+    /// pool's and health's maps; two at once would lose one's change).
+    membership: Mutex<()>,
 }
 
 impl std::fmt::Debug for Health {
@@ -231,6 +236,7 @@ impl Health {
         let health = Arc::new(Health {
             checks_tx,
             checks_rx: Mutex::new(Some(checks_rx)),
+            membership: Mutex::new(()),
             next_analysis: Mutex::new(now + config.outlier.interval),
             config,
             pool,
@@ -263,6 +269,7 @@ impl Health {
                 last_failure_at: None,
                 last_ineligible_at: None,
                 eligibility_changes: 0,
+                removed: false,
             };
             // Nobody listens when checks are off or the group is not running: fine.
             let _ = self.checks_tx.send(backend.clone());
@@ -286,6 +293,7 @@ impl Health {
     /// Adds backends to the pool at run time; the picker hears of them, and
     /// each ramps up from a tenth of its weight over the slow-start window.
     pub fn add(&self, specs: Vec<BackendSpec>) {
+        let _membership = self.membership.lock();
         let now = Instant::now();
         let events = self.pool.add(specs);
         (self.publish)(&events);
@@ -297,6 +305,69 @@ impl Health {
             })
             .collect();
         self.track(added, Some(now), now);
+    }
+
+    /// Removes the backends named in `names` at run time (see
+    /// [`Health::remove_ids`]); returns the names removed.
+    pub fn remove(&self, names: &[&str]) -> Vec<String> {
+        let ids: Vec<_> = self
+            .backends
+            .load()
+            .values()
+            .filter(|t| names.contains(&t.backend.spec.name.as_str()))
+            .map(|t| t.backend.id)
+            .collect();
+        self.remove_ids(&ids)
+    }
+
+    /// Removes backends from the pool at run time: the picker hears they are
+    /// gone, their checkers stop, and their health state is forgotten.
+    /// Attempts in flight to them finish normally. Returns the names removed.
+    pub fn remove_ids(&self, ids: &[BackendId]) -> Vec<String> {
+        let _membership = self.membership.lock();
+        let mut map = HashMap::clone(&self.backends.load());
+        let mut removed = Vec::new();
+        let mut events = Vec::new();
+        for id in ids {
+            let Some(tracked) = map.remove(id) else { continue };
+            let mut state = tracked.state.lock();
+            // A tick racing this must not publish about it after `Removed`.
+            state.removed = true;
+            if state.outlier.ejected_until().is_some() {
+                self.ejected.fetch_sub(1, Ordering::AcqRel);
+            }
+            removed.push(tracked.backend.spec.name.clone());
+            events.push(BackendEvent::Removed(*id));
+        }
+        self.backends.store(Arc::new(map));
+        // The picker hears before the pool forgets them, so that a pick racing
+        // the event still resolves (and is then refused by `admit`).
+        (self.publish)(&events);
+        self.pool.remove(ids);
+        removed
+    }
+
+    /// Changes the configured weight of the backend named `name`, keeping
+    /// every live number and health verdict; the picker hears the new
+    /// (slow-start adjusted) weight. `None` if there is no such backend.
+    pub fn set_weight(&self, name: &str, weight: u32) -> Option<BackendHealth> {
+        let tracked = self.backends.load().values().find(|t| t.backend.spec.name == name).cloned()?;
+        let now = Instant::now();
+        let mut state = tracked.state.lock();
+        tracked.backend.set_weight(weight);
+        self.reconcile(&tracked, &mut state, now);
+        Some(self.describe(&tracked, &state, now))
+    }
+
+    /// Whether the picker may choose the backend with `id` now (what it was
+    /// last told). `false` for a backend that is not tracked.
+    pub fn is_eligible(&self, id: BackendId) -> bool {
+        self.get(id).is_some_and(|tracked| tracked.state.lock().published_eligible)
+    }
+
+    /// Whether the backend with `id` is still tracked (not removed).
+    pub fn tracks(&self, id: BackendId) -> bool {
+        self.backends.load().contains_key(&id)
     }
 
     fn get(&self, id: BackendId) -> Option<Arc<Tracked>> {
@@ -466,6 +537,9 @@ impl Health {
     /// The single place that decides eligibility and effective weight, and
     /// tells the picker when either changed.
     fn reconcile(&self, tracked: &Tracked, state: &mut State, now: Instant) {
+        if state.removed {
+            return;
+        }
         tracked.open_gate.store(state.breaker.phase() == BreakerPhase::Closed && !state.drained, Ordering::Release);
         let eligible = state.check.healthy
             && state.breaker.phase() != BreakerPhase::Open

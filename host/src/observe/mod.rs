@@ -465,7 +465,7 @@ impl Metrics {
             self.backend_ewma_seconds
                 .with_label_values(&name)
                 .set(backend.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1e6);
-            self.backend_weight.with_label_values(&name).set(i64::from(backend.spec.weight));
+            self.backend_weight.with_label_values(&name).set(i64::from(backend.weight()));
         }
         let stats: PickerStatsSnapshot = slot.lifetime_stats();
         catch_up(&self.picks, stats.picks);

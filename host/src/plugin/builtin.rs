@@ -1,7 +1,7 @@
 //! The built-in pickers, compiled to components by `build.rs` and embedded.
 
 /// Names of the built-in pickers, as used after `builtin:`.
-pub const NAMES: &[&str] = &["round-robin", "least-conn", "weighted-rr", "p2c-ewma", "q-learning"];
+pub const NAMES: &[&str] = &["round-robin", "least-conn", "weighted-rr", "p2c-ewma", "q-learning", "consistent-hash"];
 
 macro_rules! embedded {
     ($file:literal) => {
@@ -17,6 +17,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "weighted-rr" => embedded!("veer_plugin_weighted_rr.wasm"),
         "p2c-ewma" => embedded!("veer_plugin_p2c_ewma.wasm"),
         "q-learning" => embedded!("veer_plugin_q_learning.wasm"),
+        "consistent-hash" => embedded!("veer_plugin_consistent_hash.wasm"),
         _ => return None,
     })
 }

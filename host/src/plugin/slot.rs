@@ -61,6 +61,11 @@ impl PickerSlot {
         })
     }
 
+    /// The plugin runtime this slot loads pickers with.
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
     /// The serving picker. Hold the `Arc` for the whole request so that the
     /// picker that routed an attempt also hears its outcome.
     pub fn current(&self) -> Arc<Picker> {
@@ -81,18 +86,40 @@ impl PickerSlot {
     /// all off the request path; only then is it published with one pointer
     /// swap. On any failure the old picker keeps serving and the error says why.
     pub fn swap(&self, source: &PluginSource, params: Vec<(String, String)>) -> Result<SwapReport, PluginError> {
+        self.replace(source, params, None)
+    }
+
+    /// Restarts the serving picker (same source and parameters) offering it
+    /// `saved` state instead of its own, e.g. state persisted by an earlier
+    /// process. Offered only if `saved` comes from the same policy at the same
+    /// or an older version; the report says whether it was imported.
+    pub fn restore(&self, saved: Handoff) -> Result<SwapReport, PluginError> {
+        let current = self.current();
+        let source = PluginSource::parse(&current.info().source);
+        self.replace(&source, current.params().to_vec(), Some(saved))
+    }
+
+    fn replace(
+        &self,
+        source: &PluginSource,
+        params: Vec<(String, String)>,
+        saved: Option<Handoff>,
+    ) -> Result<SwapReport, PluginError> {
         // Compile outside the lock: it is the slow part and needs no membership.
         if !source.is_native() {
             self.runtime.load(source)?;
         }
         let membership = self.membership.lock();
         let old = self.current.load_full();
-        let handoff = match old.export_state() {
-            Ok(state) => Some(Handoff { from: old.info().clone(), state }),
-            Err(error) => {
-                tracing::warn!(%error, "the old picker's state could not be exported; the new one starts fresh");
-                None
-            }
+        let handoff = match saved {
+            Some(saved) => Some(saved),
+            None => match old.export_state() {
+                Ok(state) => Some(Handoff { from: old.info().clone(), state }),
+                Err(error) => {
+                    tracing::warn!(%error, "the old picker's state could not be exported; the new one starts fresh");
+                    None
+                }
+            },
         };
         let (picker, handoff) = Self::build(&self.runtime, source, params, membership.clone(), handoff.as_ref())?;
         let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };

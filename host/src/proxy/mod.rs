@@ -2,6 +2,7 @@
 //! attempt, forwards with pooled connections, retries within a budget, and
 //! streams bodies both ways.
 
+pub mod canary;
 mod headers;
 mod observed;
 mod retry;
@@ -37,26 +38,36 @@ use crate::observe::access_log::AccessLog;
 use crate::plugin::{BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 
-/// Timeouts and retry rules of the data path.
-#[derive(Debug, Clone)]
+/// Timeouts and retry rules of the data path. In a config file durations are
+/// human-readable (`2s`, `500ms`); unset fields keep their defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     /// Time to establish a TCP connection to a backend.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time from sending an attempt to receiving its response headers.
+    #[serde(with = "humantime_serde")]
     pub response_header_timeout: Duration,
     /// Time from receiving a request to sending response headers, all attempts included.
+    #[serde(with = "humantime_serde")]
     pub total_timeout: Duration,
     /// How long an unused pooled backend connection is kept.
+    #[serde(with = "humantime_serde")]
     pub backend_idle_timeout: Duration,
     /// How long a client connection may sit idle (or send headers) before it is closed.
+    #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Duration,
     /// How long graceful shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Data-path threads; each serves its share of client connections with
     /// its own backend connection pools. Defaults to the number of cores.
     pub workers: usize,
     /// Retries.
     pub retry: RetryPolicy,
+    /// Cookie-based session affinity; `None` (the default) turns it off.
+    pub sticky: Option<StickyConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -70,7 +81,26 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(30),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             retry: RetryPolicy::default(),
+            sticky: None,
         }
+    }
+}
+
+/// Cookie-based session affinity, kept by the host whatever the picker: a
+/// request carrying the cookie goes to the backend it names while that
+/// backend is eligible and admits it; otherwise the picker chooses, and the
+/// answer sets the cookie to the backend that served it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StickyConfig {
+    /// The cookie's name; its value is a hash of the backend's name (no
+    /// address or name is revealed to clients).
+    pub cookie: String,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig { cookie: "veer_sticky".to_string() }
     }
 }
 
@@ -83,6 +113,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// The proxy: shared by every connection and request.
 pub struct Proxy {
+    canary: Option<Arc<canary::Canary>>,
     pool: Arc<Pool>,
     slot: Arc<PickerSlot>,
     health: Arc<Health>,
@@ -149,19 +180,19 @@ impl Clients {
 }
 
 impl Proxy {
-    /// A proxy for `pool`, routed by `slot`'s picker, behind `admission`,
-    /// admitting attempts and reporting their outcomes through `health`,
-    /// recording into `metrics` and, if given, `access_log`.
+    /// A proxy for the `main` group (and the `canary` group, if any), behind
+    /// `admission`, recording into `metrics` and, if given, `access_log`.
     pub fn new(
-        pool: Arc<Pool>,
-        slot: Arc<PickerSlot>,
-        health: Arc<Health>,
+        main: canary::Group,
+        canary: Option<Arc<canary::Canary>>,
         admission: Arc<Admission>,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Arc<Self> {
+        let canary::Group { pool, slot, health } = main;
         Arc::new(Proxy {
+            canary,
             metrics,
             access_log: access_log.map(Arc::new),
             budget: RetryBudget::new(&config.retry),
@@ -172,6 +203,11 @@ impl Proxy {
             health,
             config,
         })
+    }
+
+    /// The canary group, if one is configured.
+    pub fn canary(&self) -> Option<&Arc<canary::Canary>> {
+        self.canary.as_ref()
     }
 
     /// The backends' health.
@@ -358,7 +394,11 @@ impl Proxy {
         self.budget.deposit();
         let method = wit_method(&parts.method);
         // The picker that routes the first attempt routes them all and hears every outcome.
-        let picker = self.slot.current();
+        let (pool, slot, health) = match self.canary.as_deref().filter(|c| c.takes(&parts.headers)) {
+            Some(canary) => (&canary.group.pool, &canary.group.slot, &canary.group.health),
+            None => (&self.pool, &self.slot, &self.health),
+        };
+        let picker = slot.current();
         let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
         let mut exclude: Option<BackendId> = None;
         let mut last_error: Option<(String, AttemptError)> = None;
@@ -367,9 +407,24 @@ impl Proxy {
         let mut last_response: Option<Response<Incoming>> = None;
         let mut last_refusal: Option<Refusal> = None;
         let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
+        let sticky_key =
+            self.config.sticky.as_ref().and_then(|sticky| sticky_cookie(&meta.parts.headers, &sticky.cookie));
+        let mut sticky = sticky_key.and_then(|key| pool.by_sticky_key(key));
         for attempt in 0..max_attempts {
-            let (picked, returned) = self.pick_admitted(&picker, meta, PickContext { attempt, exclude, method });
-            meta = returned;
+            // The first attempt honours the affinity cookie when its backend can take it.
+            let held = sticky.take().and_then(|backend| {
+                let admitted = health.is_eligible(backend.id).then(|| health.admit(&backend).ok())??;
+                Some((Choice { backend: backend.id, by_plugin: false }, backend, admitted))
+            });
+            let picked = match held {
+                Some(held) => Ok(held),
+                None => {
+                    let (picked, returned) =
+                        self.pick_admitted(pool, health, &picker, meta, PickContext { attempt, exclude, method });
+                    meta = returned;
+                    picked
+                }
+            };
             let (choice, backend, admitted) = match picked {
                 Ok(picked) => picked,
                 Err(refusal) => {
@@ -404,6 +459,12 @@ impl Proxy {
                         last_response = Some(response);
                         exclude = Some(choice.backend);
                         continue;
+                    }
+                    let mut response = response;
+                    if let Some(sticky) = &self.config.sticky
+                        && sticky_key != Some(backend.sticky_key)
+                    {
+                        set_sticky_cookie(&mut response, &sticky.cookie, backend.sticky_key);
                     }
                     return Ok(self.finish(response, client_upgrade));
                 }
@@ -451,12 +512,14 @@ impl Proxy {
     /// the next pick, at most [`MAX_PICKS_PER_ATTEMPT`] picks in all. `Err`
     /// when nothing was admitted, with the last refusal if there was one.
     #[allow(clippy::type_complexity)]
-    fn pick_admitted(
+    fn pick_admitted<'h>(
         &self,
+        pool: &Pool,
+        health: &'h Health,
         picker: &Picker,
         mut meta: RequestMeta,
         mut ctx: PickContext,
-    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'_>), Option<Refusal>>, RequestMeta) {
+    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'h>), Option<Refusal>>, RequestMeta) {
         let previous = ctx.exclude;
         let mut refused = None;
         for _ in 0..MAX_PICKS_PER_ATTEMPT {
@@ -465,11 +528,18 @@ impl Proxy {
             self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
             meta = returned;
             let Some(choice) = choice else { break };
-            let Some(backend) = self.pool.get(choice.backend) else { break };
+            let Some(backend) = pool.get(choice.backend) else {
+                // Removed since this picker last heard (a reload or an admin
+                // removal racing the pick, or a picker swapped out meanwhile
+                // that no longer hears events): ask again without it.
+                observe(picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+                ctx.exclude = Some(choice.backend);
+                continue;
+            };
             // After a refusal the exclusion names the refused backend, so the
             // previous attempt's backend could come back: never twice in a row.
             if Some(choice.backend) != previous {
-                match self.health.admit(&backend) {
+                match health.admit(&backend) {
                     Ok(admitted) => return (Ok((choice, backend, admitted)), meta),
                     Err(refusal) => refused = Some(refusal),
                 }
@@ -544,6 +614,24 @@ impl Drop for Route<'_> {
         } else {
             self.guard.routed(None, None, self.attempts);
         }
+    }
+}
+
+/// The affinity key in the request's `name` cookie, if there is a valid one.
+fn sticky_cookie(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| u64::from_str_radix(value, 16).ok())
+}
+
+fn set_sticky_cookie(response: &mut Response<Incoming>, name: &str, key: u64) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{name}={key:016x}; Path=/; HttpOnly; SameSite=Lax")) {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 

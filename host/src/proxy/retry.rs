@@ -6,7 +6,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 /// When and how much to retry.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts per request in total, first one included (1 disables retries).

@@ -193,6 +193,8 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         health: crate::health::HealthConfig::off(),
         admission: crate::admission::AdmissionConfig::default(),
         observe: crate::observe::ObserveConfig::default(),
+        control: crate::config::ControlOptions::default(),
+        canary: None,
     };
     let veer =
         server::start(options).await.map_err(|source| RunError::Start { strategy: strategy.label.clone(), source })?;

@@ -1,0 +1,114 @@
+//! Canary routing: a share of requests (optionally only those carrying a
+//! header value) goes to a second backend group with its own picker and
+//! health; the rest to the main group.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+
+use super::X_REQUEST_ID;
+use crate::health::Health;
+use crate::plugin::PickerSlot;
+use crate::pool::Pool;
+
+/// A backend group: its backends, its picker and its health.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The backends.
+    pub pool: Arc<Pool>,
+    /// The picker.
+    pub slot: Arc<PickerSlot>,
+    /// Eligibility and weights.
+    pub health: Arc<Health>,
+}
+
+/// Which requests go to the canary group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySplit {
+    /// Share of (matching) requests sent to the canary group, 0 to 100.
+    pub percent: f64,
+    /// Only requests with this header value are considered; `None`: all.
+    #[serde(default)]
+    pub header: Option<HeaderMatch>,
+}
+
+/// A header and the value it must have.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}
+
+impl CanarySplit {
+    /// Problems with this split, each naming its field under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if !(0.0..=100.0).contains(&self.percent) {
+            problems.push((format!("{prefix}percent"), format!("must be from 0 to 100, not {}", self.percent)));
+        }
+        if let Some(header) = &self.header
+            && http::HeaderName::from_bytes(header.name.as_bytes()).is_err()
+        {
+            problems.push((format!("{prefix}header.name"), format!("{:?} is not a header name", header.name)));
+        }
+        problems
+    }
+}
+
+/// The canary group and the live split.
+#[derive(Debug)]
+pub struct Canary {
+    /// The canary backends, picker and health.
+    pub group: Group,
+    split: ArcSwap<CanarySplit>,
+}
+
+impl Canary {
+    /// A canary group receiving `split` of the traffic.
+    pub fn new(group: Group, split: CanarySplit) -> Self {
+        Canary { group, split: ArcSwap::from_pointee(split) }
+    }
+
+    /// The split now.
+    pub fn split(&self) -> CanarySplit {
+        CanarySplit::clone(&self.split.load())
+    }
+
+    /// Changes the split for requests from now on (validate it first).
+    pub fn set_split(&self, split: CanarySplit) {
+        self.split.store(Arc::new(split));
+    }
+
+    /// Whether the request with `headers` (its request id set) goes to the
+    /// canary: a deterministic function of the request id, so a retried
+    /// attempt stays in its group and a test can count exactly.
+    pub fn takes(&self, headers: &HeaderMap) -> bool {
+        let split = self.split.load();
+        if split.percent <= 0.0 {
+            return false;
+        }
+        if let Some(header) = &split.header
+            && headers.get(header.name.as_str()).is_none_or(|v| v.as_bytes() != header.value.as_bytes())
+        {
+            return false;
+        }
+        let id = headers.get(&X_REQUEST_ID).map_or(&[][..], |v| v.as_bytes());
+        let bucket = mix(fnv1a(id)) % 10_000;
+        (bucket as f64) < split.percent * 100.0
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
