@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admission;
 pub mod config;
+pub mod hash;
 pub mod health;
 pub mod observe;
 pub mod plugin;

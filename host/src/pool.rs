@@ -76,7 +76,7 @@ pub struct BackendState {
 
 /// The affinity key of the backend named `name`: 64-bit FNV-1a.
 pub fn sticky_key(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+    crate::hash::fnv1a(name.as_bytes())
 }
 
 /// Weight of a new latency sample in [`BackendState::ewma_latency_us`].

@@ -2,6 +2,7 @@
 //! header value) goes to a second backend group with its own picker and
 //! health; the rest to the main group.
 
+use crate::hash::{fnv1a, mix};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -101,14 +102,4 @@ impl Canary {
         let bucket = mix(fnv1a(id)) % 10_000;
         (bucket as f64) < split.percent * 100.0
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3))
-}
-
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Version;
+
+use crate::hash::mix;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The request id header, kept if the client sent one, else generated.
@@ -146,12 +148,6 @@ impl RequestIds {
         headers.insert(X_REQUEST_ID.clone(), value.clone());
         value
     }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

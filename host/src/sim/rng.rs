@@ -1,5 +1,7 @@
 //! Seeded randomness for simulated backends: SplitMix64, no dependencies.
 
+use crate::hash::mix;
+
 /// A small, fast, seedable pseudo-random generator (Steele, Lea and Flood's
 /// SplitMix64, the generator Java's `SplittableRandom` uses).
 ///
@@ -62,18 +64,6 @@ impl SplitMix64 {
         let angle = std::f64::consts::TAU * self.next_f64();
         radius * angle.cos()
     }
-}
-
-/// SplitMix64's output function (also a good 64-bit hash finaliser).
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a of `text`: a stable hash, so a name can take part in a seed.
-pub(crate) fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xCBF2_9CE4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01B3))
 }
 
 #[cfg(test)]

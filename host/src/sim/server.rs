@@ -25,8 +25,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::profile::{BackendProfile, FailureKind, InvalidProfile, PhasedProfile};
-use super::rng::{SplitMix64, fnv1a};
+use super::rng::SplitMix64;
 use super::{SimBackendSpec, SimError};
+use crate::hash::fnv1a;
 
 /// How long [`SimBackend::shutdown`] lets in-flight requests finish before it
 /// closes the remaining connections.
@@ -151,7 +152,7 @@ impl SimBackend {
             source: InvalidProfile { problems: vec!["name must be printable ASCII".to_string()] },
         })?;
         let shared = Arc::new(Shared {
-            seed: spec.seed ^ fnv1a(&spec.name),
+            seed: spec.seed ^ fnv1a(spec.name.as_bytes()),
             name: spec.name,
             name_header,
             address,
