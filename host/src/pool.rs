@@ -228,7 +228,14 @@ impl Pool {
     /// (they hold their `Arc<BackendState>`). Unknown ids are ignored.
     pub fn remove(&self, ids: &[BackendId]) -> Vec<BackendEvent> {
         let mut map = HashMap::clone(&self.backends.load());
-        let gone: Vec<BackendId> = ids.iter().copied().filter(|id| map.remove(id).is_some()).collect();
+        let gone: Vec<Arc<BackendState>> = ids.iter().filter_map(|id| map.remove(id)).collect();
+        for backend in &gone {
+            // A replacement of the same name (a changed address) keeps the series.
+            if !map.values().any(|b| b.spec.name == backend.spec.name) {
+                self.metrics.forget_backend(&backend.spec.name);
+            }
+        }
+        let gone: Vec<BackendId> = gone.iter().map(|b| b.id).collect();
         self.backends.store(Arc::new(map));
         self.index_sticky_keys();
         gone.into_iter().map(BackendEvent::Removed).collect()
@@ -274,6 +281,21 @@ mod tests {
         let ids: Vec<_> = pool.all().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
         assert!(matches!(&more[0], BackendEvent::Added(b) if b.name == "c" && b.id == 3 && b.weight == WEIGHT_SCALE));
+    }
+
+    #[test]
+    fn a_removed_backend_leaves_the_metrics_unless_a_replacement_has_its_name() {
+        let metrics = Arc::new(Metrics::new());
+        let (pool, _) = Pool::new(vec![spec("a", 1), spec("b", 2)], metrics.clone());
+        pool.get(1).unwrap().record(Some(StatusCode::OK), Duration::from_millis(1));
+        pool.get(2).unwrap().record(Some(StatusCode::OK), Duration::from_millis(1));
+        assert!(metrics.series_of_backend("a") > 0);
+        pool.remove(&[1]);
+        assert_eq!(metrics.series_of_backend("a"), 0);
+        // "b" moves: the new one is added before the old one leaves.
+        pool.add(vec![spec("b", 9)]);
+        pool.remove(&[2]);
+        assert!(metrics.series_of_backend("b") > 0);
     }
 
     #[test]

@@ -390,6 +390,51 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of a backend that left the pool, so that
+    /// `/metrics` does not keep reporting it.
+    pub fn forget_backend(&self, name: &str) {
+        for result in ATTEMPT_RESULTS {
+            let _ = self.backend_attempts.remove_label_values(&[name, result]);
+        }
+        let _ = self.backend_response_seconds.remove_label_values(&[name]);
+        let _ = self.backend_ewma_seconds.remove_label_values(&[name]);
+        for gauge in [
+            &self.backend_in_flight,
+            &self.backend_weight,
+            &self.backend_advisory,
+            &self.backend_eligible,
+            &self.backend_healthy,
+            &self.backend_effective_weight,
+            &self.backend_ejected,
+        ] {
+            let _ = gauge.remove_label_values(&[name]);
+        }
+        for counter in [
+            &self.backend_advisories,
+            &self.backend_breaker_opened,
+            &self.backend_ejections,
+            &self.backend_checks_failed,
+        ] {
+            let _ = counter.remove_label_values(&[name]);
+        }
+        for state in BREAKER_STATES {
+            let _ = self.backend_breaker.remove_label_values(&[name, state]);
+        }
+        for reason in ["at_cap", "breaker"] {
+            let _ = self.backend_refusals.remove_label_values(&[name, reason]);
+        }
+    }
+
+    /// How many series carry `backend="name"`; for tests.
+    pub fn series_of_backend(&self, name: &str) -> usize {
+        self.registry
+            .gather()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|metric| metric.get_label().iter().any(|l| l.name() == "backend" && l.value() == name))
+            .count()
+    }
+
     /// A client request arrived; [`Metrics::request_finished`] must follow.
     pub fn request_began(&self) {
         self.in_flight.inc();
