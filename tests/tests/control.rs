@@ -462,6 +462,10 @@ async fn a_canary_gets_its_share_of_traffic_only_for_matching_requests_and_follo
     let status = json(&admin(&server, "GET", "/canary", "").await);
     assert_eq!(status["picker"]["name"], "least-conn");
     assert_eq!(status["split"]["percent"], 20.0);
+    // The canary's backends have their live gauges in /metrics like the main group's.
+    let metrics = admin(&server, "GET", "/metrics", "").await.body;
+    assert!(metrics.contains(r#"veer_backend_eligible{backend="next"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"veer_backend_in_flight{backend="next"} 0"#), "{metrics}");
 
     // The admin API sends everything matching, then nothing.
     let all =

@@ -21,8 +21,9 @@ use prometheus::{
 };
 
 use crate::admission::AdmissionSnapshot;
-use crate::health::BreakerPhase;
+use crate::health::{BreakerPhase, Health};
 use crate::plugin::PickerStatsSnapshot;
+use crate::pool::Pool;
 use crate::proxy::Proxy;
 
 /// Observability settings.
@@ -484,33 +485,10 @@ impl Metrics {
         let _one_at_a_time = self.render_lock.lock();
         let (pool, slot) = (proxy.pool(), proxy.slot());
         self.mirror_admission(&proxy.admission().snapshot());
-        for backend in &proxy.health().snapshot() {
-            let name = [backend.name.as_str()];
-            self.backend_eligible.with_label_values(&name).set(i64::from(backend.eligible));
-            self.backend_healthy.with_label_values(&name).set(i64::from(backend.healthy));
-            self.backend_effective_weight.with_label_values(&name).set(i64::from(backend.effective_weight));
-            self.backend_ejected.with_label_values(&name).set(i64::from(backend.ejected_for_ms.is_some()));
-            let current = match backend.breaker {
-                BreakerPhase::Closed => "closed",
-                BreakerPhase::HalfOpen => "half_open",
-                BreakerPhase::Open => "open",
-            };
-            for state in BREAKER_STATES {
-                self.backend_breaker.with_label_values(&[name[0], state]).set(i64::from(state == current));
-            }
-            catch_up(&self.backend_breaker_opened.with_label_values(&name), backend.breaker_opened_total);
-            catch_up(&self.backend_ejections.with_label_values(&name), backend.ejections_total);
-            catch_up(&self.backend_checks_failed.with_label_values(&name), backend.checks_failed_total);
-            catch_up(&self.backend_refusals.with_label_values(&[name[0], "at_cap"]), backend.refused_at_cap_total);
-            catch_up(&self.backend_refusals.with_label_values(&[name[0], "breaker"]), backend.refused_by_breaker_total);
-        }
-        for backend in pool.all() {
-            let name = [backend.spec.name.as_str()];
-            self.backend_in_flight.with_label_values(&name).set(i64::from(backend.in_flight.load(Ordering::Relaxed)));
-            self.backend_ewma_seconds
-                .with_label_values(&name)
-                .set(backend.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1e6);
-            self.backend_weight.with_label_values(&name).set(i64::from(backend.weight()));
+        self.mirror_group(pool, proxy.health());
+        if let Some(canary) = proxy.canary() {
+            // Backend names are unique across the two groups, so the series do not collide.
+            self.mirror_group(&canary.group.pool, &canary.group.health);
         }
         let stats: PickerStatsSnapshot = slot.lifetime_stats();
         catch_up(&self.picks, stats.picks);
@@ -540,6 +518,38 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Reads a backend group's live gauges and health counters into the metrics.
+    fn mirror_group(&self, pool: &Pool, health: &Health) {
+        for backend in &health.snapshot() {
+            let name = [backend.name.as_str()];
+            self.backend_eligible.with_label_values(&name).set(i64::from(backend.eligible));
+            self.backend_healthy.with_label_values(&name).set(i64::from(backend.healthy));
+            self.backend_effective_weight.with_label_values(&name).set(i64::from(backend.effective_weight));
+            self.backend_ejected.with_label_values(&name).set(i64::from(backend.ejected_for_ms.is_some()));
+            let current = match backend.breaker {
+                BreakerPhase::Closed => "closed",
+                BreakerPhase::HalfOpen => "half_open",
+                BreakerPhase::Open => "open",
+            };
+            for state in BREAKER_STATES {
+                self.backend_breaker.with_label_values(&[name[0], state]).set(i64::from(state == current));
+            }
+            catch_up(&self.backend_breaker_opened.with_label_values(&name), backend.breaker_opened_total);
+            catch_up(&self.backend_ejections.with_label_values(&name), backend.ejections_total);
+            catch_up(&self.backend_checks_failed.with_label_values(&name), backend.checks_failed_total);
+            catch_up(&self.backend_refusals.with_label_values(&[name[0], "at_cap"]), backend.refused_at_cap_total);
+            catch_up(&self.backend_refusals.with_label_values(&[name[0], "breaker"]), backend.refused_by_breaker_total);
+        }
+        for backend in pool.all() {
+            let name = [backend.spec.name.as_str()];
+            self.backend_in_flight.with_label_values(&name).set(i64::from(backend.in_flight.load(Ordering::Relaxed)));
+            self.backend_ewma_seconds
+                .with_label_values(&name)
+                .set(backend.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1e6);
+            self.backend_weight.with_label_values(&name).set(i64::from(backend.weight()));
+        }
+    }
+
     fn mirror_admission(&self, admission: &AdmissionSnapshot) {
         let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.admission_in_flight.set(i64::from(admission.in_flight));
