@@ -47,8 +47,8 @@ use std::net::SocketAddr;
 use crate::admission::AdmissionSnapshot;
 use crate::config::reload::{ReloadError, Reloader};
 use crate::health::BackendHealth;
-use crate::observe::snapshot::snapshot;
-use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot, PluginSource};
+use crate::observe::snapshot::{PickerSnapshot, picker_snapshot, snapshot};
+use crate::plugin::{PickerHealth, PluginSource};
 use crate::pool::{BackendProtocol, BackendSnapshot, BackendSpec, MAX_WEIGHT};
 use crate::proxy::Proxy;
 use crate::proxy::canary::CanarySplit;
@@ -57,17 +57,8 @@ use crate::proxy::canary::CanarySplit;
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(serde::Serialize)]
-struct PickerView {
-    info: PickerInfo,
-    params: BTreeMap<String, String>,
-    health: PickerHealth,
-    stats: PickerStatsSnapshot,
-    swaps: u64,
-}
-
-#[derive(serde::Serialize)]
 struct StatusView {
-    picker: PickerView,
+    picker: PickerSnapshot,
     admission: AdmissionSnapshot,
     backends: Vec<BackendView>,
 }
@@ -238,10 +229,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
         },
         (&Method::POST, "/selftest") => {
-            let mut problems = Vec::new();
-            if !proxy.health().snapshot().iter().any(|b| b.eligible) {
-                problems.push("no backend is eligible".to_string());
-            }
+            let mut problems: Vec<String> = no_eligible_backend(proxy).into_iter().collect();
             let picker = proxy.slot().current();
             let result = tokio::task::spawn_blocking(move || picker.self_test()).await;
             match result {
@@ -252,7 +240,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             json(status, &serde_json::json!({ "ok": problems.is_empty(), "problems": problems }))
         }
-        (&Method::GET, "/picker") => json(StatusCode::OK, &picker_view(proxy)),
+        (&Method::GET, "/picker") => json(StatusCode::OK, &picker_snapshot(proxy.slot())),
         (&Method::PUT, "/picker") => {
             let swap: SwapRequest = match body(request, "{\"source\": \"...\", \"params\": {...}}").await {
                 Ok(swap) => swap,
@@ -387,30 +375,22 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
     }
 }
 
-fn picker_view(proxy: &Proxy) -> PickerView {
-    let picker = proxy.slot().current();
-    PickerView {
-        info: picker.info().clone(),
-        params: picker.params().iter().cloned().collect(),
-        health: picker.health(),
-        stats: picker.stats(),
-        swaps: proxy.slot().swaps(),
-    }
-}
-
 fn status(proxy: &Proxy) -> StatusView {
     let mut health: BTreeMap<_, _> = proxy.health().snapshot().into_iter().map(|h| (h.id, h)).collect();
     let backends =
         proxy.pool().all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
-    StatusView { picker: picker_view(proxy), admission: proxy.admission().snapshot(), backends }
+    StatusView { picker: picker_snapshot(proxy.slot()), admission: proxy.admission().snapshot(), backends }
+}
+
+/// The problem when no backend of the main group can be picked.
+fn no_eligible_backend(proxy: &Proxy) -> Option<String> {
+    let any = proxy.health().snapshot().iter().any(|b| b.eligible);
+    (!any).then(|| "no backend is eligible".to_string())
 }
 
 /// Why veer cannot serve traffic right now; empty when it can.
 fn readiness_problems(proxy: &Proxy) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !proxy.health().snapshot().iter().any(|b| b.eligible) {
-        problems.push("no backend is eligible".to_string());
-    }
+    let mut problems: Vec<String> = no_eligible_backend(proxy).into_iter().collect();
     if let PickerHealth::FallbackOnly { reason } = proxy.slot().current().health() {
         problems.push(format!("the picker is faulting and the fallback answers: {reason}"));
     }

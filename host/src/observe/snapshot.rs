@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::advisory::{Advisory, AdvisoryConfig};
 use crate::health::BackendHealth;
-use crate::plugin::{PickerHealth, PickerInfo, PickerStatsSnapshot};
+use crate::plugin::{PickerHealth, PickerInfo, PickerSlot, PickerStatsSnapshot};
 use crate::pool::BackendSnapshot;
 use crate::proxy::Proxy;
 
@@ -74,11 +74,23 @@ pub struct Snapshot {
     pub access_log: BTreeMap<&'static str, u64>,
 }
 
+/// The serving picker of `slot`, as the snapshot and the admin API show it.
+pub fn picker_snapshot(slot: &PickerSlot) -> PickerSnapshot {
+    let picker = slot.current();
+    PickerSnapshot {
+        info: picker.info().clone(),
+        params: picker.params().iter().cloned().collect(),
+        health: picker.health(),
+        stats: picker.stats(),
+        lifetime: slot.lifetime_stats(),
+        swaps: slot.swaps(),
+    }
+}
+
 /// Takes a snapshot of `proxy`.
 pub fn snapshot(proxy: &Proxy) -> Snapshot {
     let metrics = proxy.metrics();
     let slot = proxy.slot();
-    let picker = slot.current();
     let counts = &metrics.access_log_counts;
     Snapshot {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -89,14 +101,7 @@ pub fn snapshot(proxy: &Proxy) -> Snapshot {
             retries: metrics.retries.get(),
             retry_budget_exhausted: metrics.retry_budget_exhausted.get(),
         },
-        picker: PickerSnapshot {
-            info: picker.info().clone(),
-            params: picker.params().iter().cloned().collect(),
-            health: picker.health(),
-            stats: picker.stats(),
-            lifetime: slot.lifetime_stats(),
-            swaps: slot.swaps(),
-        },
+        picker: picker_snapshot(slot),
         backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect(),
         health: proxy.health().snapshot(),
         access_log: BTreeMap::from([
