@@ -125,13 +125,7 @@ impl Admin {
         tokio::pin!(shutdown);
         loop {
             let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "admin accept failed");
-                        continue;
-                    }
-                },
+                accepted = crate::net::accept(&listener, "admin") => accepted,
                 () = &mut shutdown => return,
             };
             let admin = self.clone();
@@ -318,18 +312,26 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             if add.max_concurrent == Some(0) {
                 return error(StatusCode::BAD_REQUEST, "max_concurrent must be at least 1 (leave it out for no cap)");
             }
-            let in_canary = proxy.canary().is_some_and(|canary| canary.group.pool.by_name(&add.name).is_some());
-            if proxy.pool().by_name(&add.name).is_some() || in_canary {
-                return error(StatusCode::CONFLICT, &format!("a backend named {:?} exists already", add.name));
-            }
             let name = add.name.clone();
-            proxy.health().add(vec![BackendSpec {
+            let spec = BackendSpec {
                 name: add.name,
                 address,
                 weight: add.weight,
                 protocol: add.protocol,
                 max_concurrent: add.max_concurrent,
-            }]);
+            };
+            // Checked and added as one change: two adds of one name cannot both pass.
+            let added = proxy.health().change(|pool| {
+                let in_canary = proxy.canary().is_some_and(|canary| canary.group.pool.by_name(&spec.name).is_some());
+                if pool.by_name(&spec.name).is_some() || in_canary {
+                    (vec![], vec![], false)
+                } else {
+                    (vec![spec], vec![], true)
+                }
+            });
+            if !added {
+                return error(StatusCode::CONFLICT, &format!("a backend named {name:?} exists already"));
+            }
             match proxy.health().backend(&name) {
                 Some(health) => json(StatusCode::CREATED, &health),
                 None => error(StatusCode::INTERNAL_SERVER_ERROR, "the backend was added and is gone already"),

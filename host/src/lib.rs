@@ -5,6 +5,7 @@ pub mod admission;
 pub mod config;
 pub mod hash;
 pub mod health;
+pub mod net;
 pub mod observe;
 pub mod plugin;
 pub mod pool;

@@ -322,3 +322,99 @@ fn example_component(file: &str, script: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// A real HTTP/1.1 backend for hardening tests: it reads every request body
+/// to the end before answering `200` with `received N bytes`, counts what
+/// reached it, and serves `/big` as a large response (`/big?mib=N`).
+pub mod echo {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    /// What reached the backend.
+    #[derive(Debug, Default)]
+    pub struct Seen {
+        /// Request heads received.
+        pub requests: AtomicU64,
+        /// Bodies read to the end.
+        pub complete_bodies: AtomicU64,
+        /// Body bytes received in total.
+        pub body_bytes: AtomicU64,
+    }
+
+    /// A running echo backend; stops when dropped.
+    #[derive(Debug)]
+    pub struct EchoBackend {
+        /// Where it listens.
+        pub addr: SocketAddr,
+        /// What reached it.
+        pub seen: Arc<Seen>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for EchoBackend {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl EchoBackend {
+        /// Starts one on 127.0.0.1, port 0.
+        pub async fn start() -> EchoBackend {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds on loopback");
+            let addr = listener.local_addr().expect("has an address");
+            let seen = Arc::new(Seen::default());
+            let counters = seen.clone();
+            let task = tokio::spawn(async move {
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let seen = counters.clone();
+                    connections.spawn(async move {
+                        let service = hyper::service::service_fn(move |request| serve(seen.clone(), request));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            EchoBackend { addr, seen, task }
+        }
+
+        /// Request heads received so far.
+        pub fn requests(&self) -> u64 {
+            self.seen.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn serve(
+        seen: Arc<Seen>,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        if request.uri().path() == "/healthz" {
+            seen.requests.fetch_sub(1, Ordering::SeqCst);
+            return Ok(http::Response::new(Full::new(Bytes::from_static(b"ok"))));
+        }
+        if request.uri().path() == "/big" {
+            let mib: usize =
+                request.uri().query().and_then(|q| q.strip_prefix("mib=")).and_then(|n| n.parse().ok()).unwrap_or(64);
+            return Ok(http::Response::new(Full::new(Bytes::from(vec![b'x'; mib << 20]))));
+        }
+        let mut body = request.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            if let Some(data) = frame.data_ref() {
+                received += data.len() as u64;
+                seen.body_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+            }
+        }
+        seen.complete_bodies.fetch_add(1, Ordering::SeqCst);
+        Ok(http::Response::new(Full::new(Bytes::from(format!("received {received} bytes")))))
+    }
+}

@@ -25,7 +25,11 @@ async fn sim(profile: BackendProfile) -> SimBackend {
 }
 
 async fn veer(backend: &SimBackend, admission: AdmissionConfig) -> veer::server::RunningServer {
-    start_veer_with(&[("s", backend.addr())], "builtin:round-robin", ProxyConfig::default(), admission).await
+    // Every load client here is 127.0.0.1 with up to ~1500 connections open:
+    // this is about admission, not the per-client connection cap.
+    let mut proxy = ProxyConfig::default();
+    proxy.limits.max_connections_per_client = proxy.limits.max_connections;
+    start_veer_with(&[("s", backend.addr())], "builtin:round-robin", proxy, admission).await
 }
 
 async fn admin_status(admin: SocketAddr) -> serde_json::Value {

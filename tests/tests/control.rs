@@ -499,3 +499,34 @@ async fn a_canary_gets_its_share_of_traffic_only_for_matching_requests_and_follo
     assert_eq!(served_by(&send(server.proxy_addr, request(false)).await), "next", "no header needed now");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_of_one_name_create_one_backend() {
+    let (a, b) = (sim("a").await, sim("b").await);
+    let server = veer_tests::start_veer(&[("a", a.addr())], "builtin:round-robin", Default::default()).await;
+    let admin_addr = server.admin_addr.unwrap();
+    for round in 0..10 {
+        let name = format!("dup{round}");
+        let body = format!(r#"{{"name": "{name}", "address": "{}"}}"#, b.addr());
+        let adds: Vec<_> = (0..16)
+            .map(|_| {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let request = Request::post("/backends").body(Full::new(Bytes::from(body))).unwrap();
+                    send(admin_addr, request).await.status
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for add in adds {
+            match add.await.unwrap() {
+                StatusCode::CREATED => created += 1,
+                StatusCode::CONFLICT => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(created, 1, "round {round}: exactly one add wins");
+        assert_eq!(backend_names(&server).iter().filter(|n| **n == name).count(), 1, "round {round}");
+    }
+    server.shutdown().await;
+}

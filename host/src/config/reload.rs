@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::{AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig};
 use crate::health::Health;
-use crate::plugin::{PickerSlot, PluginError, PluginSource, SwapReport};
+use crate::plugin::{BackendId, PickerSlot, PluginError, PluginSource, SwapReport};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::Proxy;
 use crate::proxy::canary::CanarySplit;
@@ -172,8 +172,7 @@ impl Reloader {
                 Err(error) => {
                     if picker.is_some() {
                         // Put the main picker back so that nothing changed (best effort).
-                        let source = PluginSource::parse(&before.info().source);
-                        if let Err(undo) = main_slot.swap(&source, before.params().to_vec()) {
+                        if let Err(undo) = main_slot.swap(before.source(), before.params().to_vec()) {
                             tracing::error!(%undo, "restoring the main picker after a failed reload failed");
                         }
                     }
@@ -182,11 +181,11 @@ impl Reloader {
             },
             None => None,
         };
-        let backends = diff_backends(self.proxy.pool(), self.proxy.health(), &new.backends);
+        let backends = diff_backends(self.proxy.health(), &new.backends);
         let canary = canary.map(|(live, wanted)| {
             live.set_split(wanted.split.clone());
             CanaryReport {
-                backends: diff_backends(&live.group.pool, &live.group.health, &wanted.backends),
+                backends: diff_backends(&live.group.health, &wanted.backends),
                 picker: canary_picker,
                 split: wanted.split.clone(),
             }
@@ -334,8 +333,17 @@ fn swap_if_changed(
     slot.swap(source, params.to_vec()).map(Some)
 }
 
-/// Makes the group of `pool` and `health` hold exactly `wanted`, matching by name.
-fn diff_backends(pool: &Pool, health: &Health, wanted: &[BackendSpec]) -> BackendChanges {
+/// Makes the group of `health` hold exactly `wanted`, matching by name; the
+/// diff is made and applied as one membership change.
+fn diff_backends(health: &Health, wanted: &[BackendSpec]) -> BackendChanges {
+    health.change(|pool| decide_backends(pool, health, wanted))
+}
+
+fn decide_backends(
+    pool: &Pool,
+    health: &Health,
+    wanted: &[BackendSpec],
+) -> (Vec<BackendSpec>, Vec<BackendId>, BackendChanges) {
     let mut report = BackendChanges::default();
     let live: HashMap<String, _> = pool.all().into_iter().map(|b| (b.spec.name.clone(), b)).collect();
     let mut to_add: Vec<BackendSpec> = Vec::new();
@@ -367,13 +375,7 @@ fn diff_backends(pool: &Pool, health: &Health, wanted: &[BackendSpec]) -> Backen
     report.removed.sort();
     // New backends first, then the old ones go: a replaced backend's
     // successor is in the pool before it leaves, so the group never empties.
-    if !to_add.is_empty() {
-        health.add(to_add);
-    }
-    if !to_remove.is_empty() {
-        health.remove_ids(&to_remove);
-    }
-    report
+    (to_add, to_remove, report)
 }
 
 /// Whether a live backend can stay as it is when the config now says `new`

@@ -122,6 +122,10 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         ("connect_timeout", proxy.connect_timeout),
         ("response_header_timeout", proxy.response_header_timeout),
         ("total_timeout", proxy.total_timeout),
+        ("client_idle_timeout", proxy.client_idle_timeout),
+        ("client_header_timeout", proxy.client_header_timeout),
+        ("client_body_timeout", proxy.client_body_timeout),
+        ("client_send_timeout", proxy.client_send_timeout),
     ] {
         if value.is_zero() {
             c.push(&format!("proxy.{key}"), "must be longer than 0s");
@@ -141,6 +145,36 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     }
     if !(0.0..=1.0).contains(&proxy.retry.budget_ratio) {
         c.push("proxy.retry.budget_ratio", "must be between 0.0 and 1.0");
+    }
+    if proxy.retry.backoff_max < proxy.retry.backoff_base {
+        c.push("proxy.retry.backoff_max", "must be at least backoff_base");
+    }
+    let limits = &proxy.limits;
+    for (key, value, min) in [
+        ("max_header_bytes", limits.max_header_bytes, 1024),
+        ("max_headers", limits.max_headers, 8),
+        ("max_uri_bytes", limits.max_uri_bytes, 64),
+        ("max_connections", limits.max_connections, 1),
+        ("max_connections_per_client", limits.max_connections_per_client, 1),
+    ] {
+        if value < min {
+            c.push(&format!("proxy.limits.{key}"), format!("must be at least {min}"));
+        }
+    }
+    let http2 = &proxy.http2;
+    if http2.max_concurrent_streams == 0 {
+        c.push("proxy.http2.max_concurrent_streams", "must be at least 1");
+    }
+    if !(16_384..=16_777_215).contains(&http2.max_frame_bytes) {
+        c.push("proxy.http2.max_frame_bytes", "must be between 16384 and 16777215 (RFC 9113 §6.5.2)");
+    }
+    for (key, value) in [
+        ("initial_stream_window_bytes", http2.initial_stream_window_bytes),
+        ("initial_connection_window_bytes", http2.initial_connection_window_bytes),
+    ] {
+        if value == 0 || value > 2_147_483_647 {
+            c.push(&format!("proxy.http2.{key}"), "must be between 1 and 2147483647 (RFC 9113 §6.9.1)");
+        }
     }
     if let Some(log) = &config.observe.access_log
         && !(0.0..=1.0).contains(&log.sample)

@@ -294,6 +294,27 @@ impl Health {
     /// each ramps up from a tenth of its weight over the slow-start window.
     pub fn add(&self, specs: Vec<BackendSpec>) {
         let _membership = self.membership.lock();
+        self.add_locked(specs);
+    }
+
+    /// Changes membership as `decide` says, with no other change between
+    /// deciding and applying (an admin add racing a reload cannot create two
+    /// backends with one name). `decide` sees the pool and returns the
+    /// backends to add, then the ids to remove (added first, so a replaced
+    /// backend's successor is in the pool before it leaves), and a result.
+    pub fn change<R>(&self, decide: impl FnOnce(&Pool) -> (Vec<BackendSpec>, Vec<BackendId>, R)) -> R {
+        let _membership = self.membership.lock();
+        let (to_add, to_remove, result) = decide(&self.pool);
+        if !to_add.is_empty() {
+            self.add_locked(to_add);
+        }
+        if !to_remove.is_empty() {
+            self.remove_locked(&to_remove);
+        }
+        result
+    }
+
+    fn add_locked(&self, specs: Vec<BackendSpec>) {
         let now = Instant::now();
         let events = self.pool.add(specs);
         (self.publish)(&events);
@@ -325,6 +346,10 @@ impl Health {
     /// Attempts in flight to them finish normally. Returns the names removed.
     pub fn remove_ids(&self, ids: &[BackendId]) -> Vec<String> {
         let _membership = self.membership.lock();
+        self.remove_locked(ids)
+    }
+
+    fn remove_locked(&self, ids: &[BackendId]) -> Vec<String> {
         let mut map = HashMap::clone(&self.backends.load());
         let mut removed = Vec::new();
         let mut events = Vec::new();
@@ -333,8 +358,9 @@ impl Health {
             let mut state = tracked.state.lock();
             // A tick racing this must not publish about it after `Removed`.
             state.removed = true;
-            if state.outlier.ejected_until().is_some() {
-                self.ejected.fetch_sub(1, Ordering::AcqRel);
+            // Its ejection ends with it, so that no later tick ends it again.
+            if state.outlier.end_ejection() {
+                self.release_ejection();
             }
             removed.push(tracked.backend.spec.name.clone());
             events.push(BackendEvent::Removed(*id));
@@ -419,6 +445,10 @@ impl Health {
 
     fn record(&self, tracked: &Tracked, probe: bool, outcome: AttemptOutcome, latency: Duration, now: Instant) {
         let mut state = tracked.state.lock();
+        if state.removed {
+            // An attempt that was in flight when its backend left: nothing to judge.
+            return;
+        }
         let breaker_failure = outcome.breaker_failure();
         let outlier_error = outcome.outlier_error();
         if breaker_failure || outlier_error {
@@ -437,8 +467,18 @@ impl Health {
         }
     }
 
-    /// Ejects if the share cap allows; keeps the ejected count.
+    /// Gives back one ejected place (never below zero: a wrapped count would
+    /// turn ejection off for good).
+    fn release_ejection(&self) {
+        let _ = self.ejected.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Ejects if the share cap allows; keeps the ejected count. A removed
+    /// backend is never ejected.
     fn try_eject(&self, state: &mut State, now: Instant) -> bool {
+        if state.removed {
+            return false;
+        }
         let max = (self.backends.load().len() as f64 * self.config.outlier.max_ejected_share).floor() as usize;
         let reserved = self.ejected.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1));
         if reserved.is_err() {
@@ -508,9 +548,13 @@ impl Health {
         let mut intervals = Vec::new();
         for tracked in backends.values() {
             let mut state = tracked.state.lock();
+            if state.removed {
+                // Removed since this tick loaded the map.
+                continue;
+            }
             let mut changed = state.breaker.poll(now);
             if state.outlier.poll(now) {
-                self.ejected.fetch_sub(1, Ordering::AcqRel);
+                self.release_ejection();
                 state.ejection_reason = None;
                 changed = true;
             }

@@ -81,6 +81,12 @@ impl Outlier {
         self.ejected_until = Some(now + length);
     }
 
+    /// Ends the current ejection now, whatever its length; returns whether
+    /// there was one (for a backend leaving the group).
+    pub fn end_ejection(&mut self) -> bool {
+        self.ejected_until.take().is_some()
+    }
+
     /// Ends an ejection that is over; returns whether it ended.
     pub fn poll(&mut self, now: Instant) -> bool {
         if self.ejected_until.is_some_and(|until| now >= until) {

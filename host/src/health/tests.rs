@@ -239,3 +239,86 @@ fn added_backends_ramp_up_and_existing_ones_do_not() {
     assert_eq!(health.backend("late").unwrap().effective_weight, WEIGHT_SCALE / 10);
     assert_eq!(health.backend("b1").unwrap().effective_weight, WEIGHT_SCALE);
 }
+
+#[test]
+fn attempts_finishing_on_a_removed_backend_do_not_leak_ejection_places() {
+    let mut config = config();
+    config.breaker.consecutive_failures = 0;
+    config.outlier.consecutive_errors = 3;
+    config.outlier.max_ejected_share = 0.5;
+    let (health, log) = group(4, config);
+    let now = Instant::now();
+    // Attempts in flight on b3 and b4 when they are removed, then failing.
+    for id in [3, 4] {
+        let backend = health.pool.get(id).unwrap();
+        let in_flight: Vec<_> = (0..3).map(|_| health.admit(&backend).unwrap()).collect();
+        health.remove_ids(&[id]);
+        for admitted in in_flight {
+            admitted.finish(AttemptOutcome::Failed(ErrorKind::Connect), Duration::ZERO);
+        }
+    }
+    assert_eq!(health.ejected.load(Ordering::Relaxed), 0, "no place is held for a removed backend");
+    take(&log);
+    // b1 now fails: with two backends left, one may be ejected.
+    for _ in 0..3 {
+        fail(&health, 1, now);
+    }
+    assert_eq!(eligible(&take(&log)), vec![(1, false)], "b1 is ejected");
+}
+
+#[test]
+fn removing_an_ejected_backend_frees_its_place_once() {
+    let mut config = config();
+    config.breaker.consecutive_failures = 0;
+    config.outlier.consecutive_errors = 3;
+    config.outlier.max_ejected_share = 0.5;
+    let (health, log) = group(4, config);
+    let now = Instant::now();
+    for _ in 0..3 {
+        fail(&health, 4, now);
+    }
+    assert_eq!(health.ejected.load(Ordering::Relaxed), 1);
+    // A tick that loaded the map before the removal still sees b4.
+    let stale = health.backends.load_full();
+    health.remove_ids(&[4]);
+    assert_eq!(health.ejected.load(Ordering::Relaxed), 0);
+    let tracked = stale.get(&4).unwrap();
+    let mut state = tracked.state.lock();
+    assert!(state.outlier.ejected_until().is_none(), "the removal ended the ejection");
+    assert!(!health.try_eject(&mut state, now), "a removed backend is never ejected again");
+    drop(state);
+    health.tick(now + Duration::from_secs(60));
+    assert_eq!(health.ejected.load(Ordering::Relaxed), 0, "the count did not wrap");
+    take(&log);
+    for id in [1, 2] {
+        for _ in 0..3 {
+            fail(&health, id, now);
+        }
+    }
+    assert_eq!(eligible(&take(&log)), vec![(1, false)], "one of three may be ejected, and is");
+}
+
+#[test]
+fn a_membership_change_is_decided_and_applied_under_one_lock() {
+    let (health, _log) = group(1, config());
+    let health_in_threads = health.clone();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let health = health_in_threads.clone();
+            std::thread::spawn(move || {
+                health.change(|pool| {
+                    if pool.by_name("same").is_some() {
+                        (vec![], vec![], false)
+                    } else {
+                        // Widen the window between deciding and applying.
+                        std::thread::sleep(Duration::from_millis(5));
+                        (vec![spec("same", None)], vec![], true)
+                    }
+                })
+            })
+        })
+        .collect();
+    let added = threads.into_iter().map(|t| t.join().unwrap()).filter(|added| *added).count();
+    assert_eq!(added, 1);
+    assert_eq!(health.pool.all().iter().filter(|b| b.spec.name == "same").count(), 1);
+}

@@ -95,6 +95,8 @@ pub struct Record {
     pub picker: Option<Arc<Picker>>,
     /// Attempts made.
     pub attempts: u32,
+    /// The side at fault for a failure, if one failed (`client:gone`, `backend:connect`...).
+    pub fault: Option<crate::proxy::fault::Fault>,
     /// Client address.
     pub client: SocketAddr,
 }
@@ -284,6 +286,7 @@ impl LineFormatter {
             backend: Option<&'a str>,
             picker: Option<&'a str>,
             attempts: u32,
+            fault: Option<&'a str>,
         }
         let line = Line {
             time: &self.time,
@@ -297,6 +300,7 @@ impl LineFormatter {
             backend: record.backend.as_ref().map(|b| b.spec.name.as_str()),
             picker: record.picker.as_ref().map(|p| p.info().name.as_str()),
             attempts: record.attempts,
+            fault: record.fault.map(|f| f.label()),
         };
         // Serialising plain strings and numbers into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.line, &line);
@@ -306,7 +310,7 @@ impl LineFormatter {
         use std::io::Write as _;
         let _ = write!(
             self.line,
-            "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} backend={} picker={} attempts={}",
+            "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} backend={} picker={} attempts={} fault={}",
             self.time,
             record.request_id.to_str().unwrap_or("-"),
             self.client,
@@ -318,6 +322,7 @@ impl LineFormatter {
             record.backend.as_ref().map_or("-", |b| b.spec.name.as_str()),
             record.picker.as_ref().map_or("-", |p| p.info().name.as_str()),
             record.attempts,
+            record.fault.map_or("-", |f| f.label()),
         );
     }
 }
@@ -364,6 +369,7 @@ mod tests {
             backend: Some(backend()),
             picker: Some(picker()),
             attempts: 2,
+            fault: None,
             client: "127.0.0.1:5000".parse().unwrap(),
         }
     }

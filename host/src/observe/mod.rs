@@ -25,6 +25,7 @@ use crate::health::{BreakerPhase, Health};
 use crate::plugin::PickerStatsSnapshot;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
+use crate::proxy::fault::Fault;
 
 /// Observability settings.
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
@@ -88,6 +89,10 @@ pub struct Metrics {
     backend_ejections: IntCounterVec,
     backend_checks_failed: IntCounterVec,
     backend_refusals: IntCounterVec,
+    failures: [IntCounter; 7],
+    request_refusals: IntCounterVec,
+    connections_refused: IntCounterVec,
+    client_connections: IntGauge,
     /// Retries made (attempts after the first).
     pub retries: IntCounter,
     /// Retries wanted but refused by the retry budget.
@@ -173,6 +178,15 @@ impl Metrics {
             &["status_class"],
         )
         .expect("valid metric");
+        let failures_vec = IntCounterVec::new(
+            Opts::new(
+                "veer_failures_total",
+                "Failed attempts and requests by the side at fault (client, backend) and reason; \
+                 only the backend's feed health, breakers and the picker.",
+            ),
+            &["side", "reason"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             requests: METHOD_CLASSES
                 .iter()
@@ -248,6 +262,24 @@ impl Metrics {
                 &["backend", "reason"],
             )
             .expect("valid metric"),
+            failures: Fault::ALL.map(|fault| failures_vec.with_label_values(&[fault.side(), fault.reason()])),
+            request_refusals: IntCounterVec::new(
+                Opts::new(
+                    "veer_request_refusals_total",
+                    "Client requests refused before forwarding because of a request limit, by status.",
+                ),
+                &["status"],
+            )
+            .expect("valid metric"),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "veer_connections_refused_total",
+                    "Client connections closed at accept by a connection cap (total, per_client).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            client_connections: IntGauge::new("veer_client_connections", "Client connections open.").expect("valid"),
             retries: IntCounter::new("veer_retries_total", "Attempts made after a request's first.").expect("valid"),
             retry_budget_exhausted: IntCounter::new(
                 "veer_retry_budget_exhausted_total",
@@ -357,6 +389,10 @@ impl Metrics {
             Box::new(metrics.backend_ejections.clone()),
             Box::new(metrics.backend_checks_failed.clone()),
             Box::new(metrics.backend_refusals.clone()),
+            Box::new(failures_vec),
+            Box::new(metrics.request_refusals.clone()),
+            Box::new(metrics.connections_refused.clone()),
+            Box::new(metrics.client_connections.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.retry_budget_exhausted.clone()),
             Box::new(metrics.pick_seconds.clone()),
@@ -449,6 +485,21 @@ impl Metrics {
         self.request_seconds[class].observe(duration.as_secs_f64());
     }
 
+    /// Counts a failure on the side at fault.
+    pub fn record_failure(&self, fault: Fault) {
+        self.failures[fault.index()].inc();
+    }
+
+    /// Failures so far blamed on `side` (`client` or `backend`).
+    pub fn failures_of(&self, side: &str) -> u64 {
+        Fault::ALL.iter().filter(|f| f.side() == side).map(|f| self.failures[f.index()].get()).sum()
+    }
+
+    /// Counts a request refused by a request limit with `status`.
+    pub fn request_refused(&self, status: StatusCode) {
+        self.request_refusals.with_label_values(&[status.as_str()]).inc();
+    }
+
     /// Sets or clears a backend's latency advisory.
     pub fn set_advisory(&self, backend: &str, raised: bool) {
         let gauge = self.backend_advisory.with_label_values(&[backend]);
@@ -485,6 +536,12 @@ impl Metrics {
         let _one_at_a_time = self.render_lock.lock();
         let (pool, slot) = (proxy.pool(), proxy.slot());
         self.mirror_admission(&proxy.admission().snapshot());
+        let connections = proxy.connections();
+        self.client_connections.set(i64::try_from(connections.open()).unwrap_or(i64::MAX));
+        for (reason, count) in [("total", &connections.refused_total), ("per_client", &connections.refused_per_client)]
+        {
+            catch_up(&self.connections_refused.with_label_values(&[reason]), count.load(Ordering::Relaxed));
+        }
         self.mirror_group(pool, proxy.health());
         if let Some(canary) = proxy.canary() {
             // Backend names are unique across the two groups, so the series do not collide.

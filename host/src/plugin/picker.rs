@@ -10,7 +10,6 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use wasmtime::{Store, Trap};
 
-use super::PluginError;
 use super::bindings::Picker as PickerWorld;
 use super::bindings::veer::picker::types::{
     BackendEvent, BackendId, ErrorKind, Feedback, HttpMethod, Outcome, PickContext,
@@ -18,6 +17,7 @@ use super::bindings::veer::picker::types::{
 use super::membership::Membership;
 use super::native::NativePicker;
 use super::runtime::{PluginCode, PluginRuntime, RequestMeta, StoreState};
+use super::{PluginError, PluginSource};
 
 /// What a plugin says about itself (`policy.info`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -159,6 +159,10 @@ pub struct Picker {
     native: Option<NativePicker>,
     params: Vec<(String, String)>,
     info: PickerInfo,
+    /// What it was loaded from, for a restart with the same code (restoring
+    /// state, undoing a swap): not parsed back from `info.source`, which
+    /// cannot name a native policy.
+    source: PluginSource,
     inner: Mutex<Inner>,
     stats: PickerStats,
 }
@@ -232,6 +236,7 @@ impl Picker {
         };
         let picker = Picker {
             runtime,
+            source: PluginSource::parse(&code.source),
             code: Some(code),
             native: None,
             params,
@@ -258,7 +263,7 @@ impl Picker {
             wants_outcomes: false,
             source: "native:round-robin".into(),
         };
-        Picker::host_side(runtime, info, None, membership)
+        Picker::host_side(runtime, info, None, membership, PluginSource::NativeRoundRobin)
     }
 
     /// A policy implemented in the host ([`NativePicker`]). It hears every
@@ -271,7 +276,8 @@ impl Picker {
             wants_outcomes: true,
             source: format!("native:{}", native.name()),
         };
-        Picker::host_side(runtime, info, Some(native), membership)
+        let source = PluginSource::Native(native.clone());
+        Picker::host_side(runtime, info, Some(native), membership, source)
     }
 
     fn host_side(
@@ -279,9 +285,11 @@ impl Picker {
         info: PickerInfo,
         native: Option<NativePicker>,
         membership: Membership,
+        source: PluginSource,
     ) -> Picker {
         Picker {
             runtime,
+            source,
             code: None,
             native,
             params: Vec::new(),
@@ -339,6 +347,11 @@ impl Picker {
     /// The plugin's identity.
     pub fn info(&self) -> &PickerInfo {
         &self.info
+    }
+
+    /// Where its code came from.
+    pub fn source(&self) -> &PluginSource {
+        &self.source
     }
 
     /// The parameters it was configured with.
@@ -617,7 +630,12 @@ fn describe(error: &wasmtime::Error) -> String {
 /// Whether version `a` is older than `b` (`MAJOR.MINOR.PATCH`, missing parts are
 /// 0, anything unparsable counts as 0).
 fn is_older(a: &str, b: &str) -> bool {
-    let parse = |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).take(3).map(|p| p.parse().unwrap_or(0)).collect() };
+    // Exactly three numbers each, so that "1.2" and "1.2.0" compare equal
+    // (as vectors of different lengths, the shorter one was "older").
+    let parse = |v: &str| -> [u64; 3] {
+        let mut parts = v.split(['.', '-', '+']).map(|p| p.parse().unwrap_or(0));
+        [(); 3].map(|()| parts.next().unwrap_or(0))
+    };
     parse(a) < parse(b)
 }
 
@@ -630,5 +648,14 @@ mod tests {
         assert!(is_older("0.9.0", "0.10.0"));
         assert!(!is_older("1.0.0", "1.0.0"));
         assert!(!is_older("1.2.0", "1.1.9"));
+    }
+
+    #[test]
+    fn missing_version_parts_count_as_zero() {
+        assert!(!is_older("1.2", "1.2.0"));
+        assert!(!is_older("1.2.0", "1.2"));
+        assert!(!is_older("1", "1.0.0"));
+        assert!(is_older("1.2", "1.2.1"));
+        assert!(!is_older("1.2.0-beta", "1.2"));
     }
 }

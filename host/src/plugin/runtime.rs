@@ -1,8 +1,9 @@
 //! The process-wide Wasm engine: compiles picker components once, links the host
 //! imports once, and creates sandboxed stores for instances.
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+
+use sha2::Digest as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -76,6 +77,39 @@ impl std::fmt::Debug for PluginCode {
     }
 }
 
+/// A SHA-256 digest of a component's bytes: two different components never
+/// share compiled code (a 64-bit non-cryptographic hash could be made to).
+type Digest = [u8; 32];
+
+/// Compiled components by digest, the least recently used dropped first
+/// beyond [`CodeCache::CAPACITY`], so that loading many files over time
+/// (admin swaps, reloads) does not grow memory without bound. Pickers hold
+/// their own reference: dropping an entry never affects a running picker.
+#[derive(Default)]
+struct CodeCache {
+    entries: std::collections::VecDeque<(Digest, Arc<PluginCode>)>,
+}
+
+impl CodeCache {
+    const CAPACITY: usize = 16;
+
+    fn get(&mut self, key: &Digest) -> Option<Arc<PluginCode>> {
+        let position = self.entries.iter().position(|(digest, _)| digest == key)?;
+        let entry = self.entries.remove(position)?;
+        let code = entry.1.clone();
+        self.entries.push_back(entry);
+        Some(code)
+    }
+
+    fn insert(&mut self, key: Digest, code: Arc<PluginCode>) {
+        self.entries.retain(|(digest, _)| *digest != key);
+        self.entries.push_back((key, code));
+        while self.entries.len() > Self::CAPACITY {
+            self.entries.pop_front();
+        }
+    }
+}
+
 /// The one engine of the process, with its linker, compile cache and epoch ticker.
 pub struct PluginRuntime {
     engine: Engine,
@@ -83,7 +117,7 @@ pub struct PluginRuntime {
     limits: Limits,
     origin: Instant,
     next_seed: AtomicU64,
-    cache: Mutex<HashMap<u64, Arc<PluginCode>>>,
+    cache: Mutex<CodeCache>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -122,7 +156,7 @@ impl PluginRuntime {
             limits,
             origin: Instant::now(),
             next_seed: AtomicU64::new(seed),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(CodeCache::default()),
             ticker_stop: ticker_stop.clone(),
         });
         spawn_epoch_ticker(Arc::downgrade(&runtime), runtime.limits.epoch_tick, ticker_stop)?;
@@ -156,11 +190,9 @@ impl PluginRuntime {
 
     /// Compiles and links component bytes; `label` names them in errors.
     pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<Arc<PluginCode>, PluginError> {
-        let mut hasher = DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let key = hasher.finish();
+        let key: Digest = sha2::Sha256::digest(bytes).into();
         if let Some(code) = self.cache.lock().get(&key) {
-            return Ok(code.clone());
+            return Ok(code);
         }
         let invalid = |reason: String| PluginError::Invalid { origin: label.to_string(), reason };
         let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
@@ -169,6 +201,11 @@ impl PluginRuntime {
         let code = Arc::new(PluginCode { source: label.to_string(), size_bytes: bytes.len(), pre });
         self.cache.lock().insert(key, code.clone());
         Ok(code)
+    }
+
+    /// Components held by the compile cache.
+    pub fn cached_components(&self) -> usize {
+        self.cache.lock().entries.len()
     }
 
     /// A fresh sandboxed store for one instance of `plugin`.
@@ -385,5 +422,40 @@ impl request::Host for StoreState {
 
     fn affinity_hash(&mut self) -> u64 {
         self.request.as_ref().map_or(0, RequestMeta::affinity_hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// `component` with a custom section appended: the same code, other bytes.
+    fn variant(component: &[u8], tag: u8) -> Vec<u8> {
+        let name = b"veer-test";
+        let payload_len = 1 + name.len() + 1;
+        let mut bytes = component.to_vec();
+        bytes.extend_from_slice(&[0, payload_len as u8, name.len() as u8]);
+        bytes.extend_from_slice(name);
+        bytes.push(tag);
+        bytes
+    }
+
+    #[test]
+    fn the_compile_cache_is_keyed_by_content_and_bounded() {
+        let runtime = PluginRuntime::new(Limits::default()).unwrap();
+        let round_robin = builtin::bytes("round-robin").unwrap();
+        let first = runtime.load_bytes("v0", &variant(round_robin, 0)).unwrap();
+        let again = runtime.load_bytes("v0 again", &variant(round_robin, 0)).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the same bytes are compiled once");
+        let other = runtime.load_bytes("v1", &variant(round_robin, 1)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other), "other bytes are other code");
+        for tag in 2..(CodeCache::CAPACITY as u8 + 4) {
+            runtime.load_bytes("vn", &variant(round_robin, tag)).unwrap();
+        }
+        assert_eq!(runtime.cached_components(), CodeCache::CAPACITY);
+        let reloaded = runtime.load_bytes("v0 later", &variant(round_robin, 0)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &reloaded), "the oldest entry was dropped and compiled anew");
     }
 }

@@ -95,8 +95,7 @@ impl PickerSlot {
     /// or an older version; the report says whether it was imported.
     pub fn restore(&self, saved: Handoff) -> Result<SwapReport, PluginError> {
         let current = self.current();
-        let source = PluginSource::parse(&current.info().source);
-        self.replace(&source, current.params().to_vec(), Some(saved))
+        self.replace(current.source(), current.params().to_vec(), Some(saved))
     }
 
     fn replace(
@@ -164,5 +163,36 @@ impl PickerSlot {
     /// Successful swaps since the slot was created.
     pub fn swaps(&self) -> u64 {
         self.swaps.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::plugin::bindings::veer::picker::types::{BackendId, Outcome};
+    use crate::plugin::{Limits, NativePicker, NativePolicy};
+
+    struct First;
+
+    impl NativePolicy for First {
+        fn pick(&self, membership: &Membership, exclude: Option<BackendId>) -> Option<BackendId> {
+            membership.eligible().iter().copied().find(|id| Some(*id) != exclude)
+        }
+
+        fn observe(&self, _outcome: &Outcome) {}
+    }
+
+    #[test]
+    fn a_native_picker_restarts_with_its_own_source() {
+        let runtime = PluginRuntime::new(Limits::default()).unwrap();
+        let native = NativePicker::new("first", Arc::new(First));
+        let slot = PickerSlot::new(runtime, &PluginSource::Native(native.clone()), vec![]).unwrap();
+        let saved = Handoff { from: slot.current().info().clone(), state: vec![] };
+        // Before, the source was parsed back from "native:first" as a file path.
+        let report = slot.restore(saved).unwrap();
+        assert_eq!(report.to.source, "native:first");
+        assert_eq!(slot.current().source(), &PluginSource::Native(native));
     }
 }

@@ -148,6 +148,12 @@ impl RequestIds {
         headers.insert(X_REQUEST_ID.clone(), value.clone());
         value
     }
+
+    /// A value that differs on every call and between processes (for jitter;
+    /// not for anything secret).
+    pub fn next_random(&self) -> u64 {
+        mix(self.seed ^ self.counter.fetch_add(1, Ordering::Relaxed).rotate_left(32))
+    }
 }
 
 #[cfg(test)]

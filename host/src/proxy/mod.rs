@@ -3,7 +3,11 @@
 //! streams bodies both ways.
 
 pub mod canary;
+mod client_body;
+mod conn;
+pub mod fault;
 mod headers;
+pub mod limits;
 mod observed;
 mod retry;
 mod workers;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Either, Empty, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,7 +29,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use client_body::{BodyLimits, BodyProgress, ClientBody, Payload};
+use conn::{Activity, ConnectionTimeouts, TimedIo};
+use fault::{BackendFault, ClientFault, Fault};
 pub use headers::{RequestIds, X_REQUEST_ID};
+use limits::Connections;
+pub use limits::{Http2Limits, RequestLimits};
 pub use observed::ObservedBody;
 use observed::RequestGuard;
 pub use retry::{RetryBudget, RetryPolicy};
@@ -55,9 +64,24 @@ pub struct ProxyConfig {
     /// How long an unused pooled backend connection is kept.
     #[serde(with = "humantime_serde")]
     pub backend_idle_timeout: Duration,
-    /// How long a client connection may sit idle (or send headers) before it is closed.
+    /// How long a client connection may sit idle between requests before it is closed.
     #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Duration,
+    /// How long a client may take to send a request head, from its first
+    /// byte (or from connecting); the connection is closed after it.
+    #[serde(with = "humantime_serde")]
+    pub client_header_timeout: Duration,
+    /// How long a client's request body may pause between two reads (408).
+    #[serde(with = "humantime_serde")]
+    pub client_body_timeout: Duration,
+    /// How long a write to a client may make no progress (the client stopped
+    /// reading) before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub client_send_timeout: Duration,
+    /// Limits on requests and client connections.
+    pub limits: RequestLimits,
+    /// HTTP/2 settings towards clients.
+    pub http2: Http2Limits,
     /// How long graceful shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -78,6 +102,11 @@ impl Default for ProxyConfig {
             total_timeout: Duration::from_secs(60),
             backend_idle_timeout: Duration::from_secs(90),
             client_idle_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(30),
+            client_send_timeout: Duration::from_secs(60),
+            limits: RequestLimits::default(),
+            http2: Http2Limits::default(),
             shutdown_grace: Duration::from_secs(30),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             retry: RetryPolicy::default(),
@@ -104,9 +133,9 @@ impl Default for StickyConfig {
     }
 }
 
-/// What veer sends to a backend: the client's body streamed through, or an
-/// empty body that can be sent again on a retry.
-type OutgoingBody = Either<Incoming, Empty<Bytes>>;
+/// What veer sends to a backend: the client's body streamed through, or the
+/// whole body from memory (empty, or kept by the replay buffer for retries).
+type OutgoingBody = Either<ClientBody, Full<Bytes>>;
 /// What veer answers a client with: the backend's body streamed through, or
 /// veer's own short error body.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -123,6 +152,7 @@ pub struct Proxy {
     budget: RetryBudget,
     request_ids: RequestIds,
     admission: Arc<Admission>,
+    connections: Arc<Connections>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -131,12 +161,52 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Why an attempt produced no usable response.
+/// Why an attempt on a backend produced no usable response (the backend's
+/// fault: a client's fault ends the request instead).
 #[derive(Debug, Clone)]
 enum AttemptError {
     Connect(String),
     Reset(String),
     Timeout(Duration),
+}
+
+impl AttemptError {
+    fn fault(&self) -> BackendFault {
+        match self {
+            AttemptError::Connect(_) => BackendFault::Connect,
+            AttemptError::Reset(_) => BackendFault::Reset,
+            AttemptError::Timeout(_) => BackendFault::Timeout,
+        }
+    }
+}
+
+/// What came of sending one attempt.
+enum Sent {
+    Response(Response<Incoming>),
+    /// The client broke its body meanwhile.
+    ClientFault(ClientFault),
+    /// The backend's fault.
+    Failed(AttemptError),
+}
+
+/// How a request's forwarding failed, for veer's own answer.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    reason: String,
+    /// Set for a client's fault: the connection is not kept (the rest of a
+    /// broken body cannot be read past).
+    close: bool,
+}
+
+impl Failure {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Failure {
+        Failure { status, reason: reason.into(), close: false }
+    }
+
+    fn client(fault: ClientFault) -> Failure {
+        Failure { status: fault.status(), reason: fault.reason().to_string(), close: true }
+    }
 }
 
 /// The client end of one connection, worked out once for all its requests.
@@ -198,11 +268,17 @@ impl Proxy {
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
             admission,
+            connections: Arc::default(),
             pool,
             slot,
             health,
             config,
         })
+    }
+
+    /// Open client connections and refusals at accept.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 
     /// The canary group, if one is configured.
@@ -249,24 +325,25 @@ impl Proxy {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, workers: Workers) {
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.client_idle_timeout);
-        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
-        let builder = Arc::new(builder);
+        let builder = Arc::new(self.connection_builder());
+        let timeouts = ConnectionTimeouts {
+            header: self.config.client_header_timeout,
+            idle: self.config.client_idle_timeout,
+            send: self.config.client_send_timeout,
+        };
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = crate::net::accept(&listener, "proxy") => accepted,
                 () = &mut shutdown => break,
+            };
+            let slot = match self.connections.admit(client.ip(), &self.config.limits) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    refuse_connection(stream, refusal);
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             // The stream moves to a worker's runtime, which must register it there.
@@ -286,14 +363,18 @@ impl Proxy {
                 };
                 let info =
                     Arc::new(ClientInfo { address: client, address_value: headers::client_address_value(client.ip()) });
+                let activity = Arc::new(Activity::default());
+                let io = TimedIo::new(stream, activity.clone(), timeouts);
                 let service = hyper::service::service_fn(move |request| {
                     let (proxy, clients, info) = (proxy.clone(), clients.clone(), info.clone());
-                    async move { Ok::<_, Infallible>(proxy.handle(&clients, request, &info).await) }
+                    let in_flight = activity.begin();
+                    async move { Ok::<_, Infallible>(proxy.handle(&clients, request, &info, in_flight).await) }
                 });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                 if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%client, error = %error, "client connection ended with an error");
                 }
+                drop(slot);
             });
         }
         drop(listener);
@@ -311,12 +392,41 @@ impl Proxy {
         }
     }
 
-    /// Handles one client request; never fails (errors become 5xx responses).
+    /// The client connections' codec: HTTP/1.1 and HTTP/2 (prior knowledge),
+    /// with the limits of the config.
+    fn connection_builder(&self) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+        let (limits, http2) = (&self.config.limits, &self.config.http2);
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Header reads are timed by `TimedIo`, which tells a slow head from an idle connection.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_headers(limits.max_headers)
+            // The read buffer caps the request head: hyper answers 431 past it.
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(http2.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .initial_stream_window_size(http2.initial_stream_window_bytes)
+            .initial_connection_window_size(http2.initial_connection_window_bytes)
+            .max_frame_size(http2.max_frame_bytes)
+            .max_pending_accept_reset_streams(http2.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(http2.max_local_error_reset_streams)
+            .max_send_buf_size(http2.max_send_buffer_bytes);
+        builder
+    }
+
+    /// Handles one client request; never fails (errors become 4xx/5xx responses).
     async fn handle(
         &self,
         clients: &Clients,
         mut request: Request<Incoming>,
         client: &ClientInfo,
+        in_flight: conn::InFlight,
     ) -> Response<ObservedBody> {
         let request_id = self.request_ids.ensure(request.headers_mut());
         let mut guard = RequestGuard::start(
@@ -327,6 +437,19 @@ impl Proxy {
             &request_id,
             client.address,
         );
+        guard.hold(in_flight);
+        if let Err(refused) = limits::check_request(&request, &self.config.limits) {
+            self.metrics.request_refused(refused.status);
+            let mut response = error_response(refused.status, refused.reason, &request_id);
+            // What follows a refused head (a body, a smuggled request) is never read.
+            close_after(&mut response, request.version());
+            if refused.status == StatusCode::METHOD_NOT_ALLOWED {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            }
+            response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+            guard.answered(refused.status);
+            return response.map(|body| ObservedBody::new(body, guard));
+        }
         // Before anything else: a refused request must cost as little as possible.
         let permit = match self.admission.admit(request.headers(), client.address.ip()).await {
             Ok(permit) => permit,
@@ -353,10 +476,14 @@ impl Proxy {
             // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
             parts.headers.insert(header::HOST, host);
         }
+        let mut close = false;
         let mut response =
             match self.forward(clients, parts, body, client.address.ip(), client_upgrade, &mut guard).await {
                 Ok(response) => response,
-                Err((status, reason)) => error_response(status, &reason, &request_id),
+                Err(failure) => {
+                    close = failure.close;
+                    error_response(failure.status, &failure.reason, &request_id)
+                }
             };
         // Held until the response headers (see the admission module for why not the body).
         permit.complete(response.status());
@@ -367,12 +494,15 @@ impl Proxy {
             headers::remove_hop_by_hop(response.headers_mut());
         }
         headers::append_via(response.headers_mut(), version);
+        if close {
+            close_after(&mut response, version);
+        }
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         guard.answered(status);
         response.map(|body| ObservedBody::new(body, guard))
     }
 
-    /// The attempt loop. `Err` carries the status and reason of veer's own answer.
+    /// The attempt loop. `Err` says what veer answers itself, and why.
     async fn forward(
         &self,
         clients: &Clients,
@@ -381,16 +511,27 @@ impl Proxy {
         client_ip: IpAddr,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         guard: &mut RequestGuard,
-    ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
+    ) -> Result<Response<ProxyBody>, Failure> {
         let started = Instant::now();
         let deadline = started + self.config.total_timeout;
         let retry = &self.config.retry;
         let idempotent = is_idempotent(&parts.method) || retry.retry_non_idempotent;
-        // A body that was streamed to one backend cannot be sent again, so only
-        // requests without one are retried; an upgrade is never retried.
-        let replayable = idempotent && body.is_end_stream() && client_upgrade.is_none();
-        let mut body = (!body.is_end_stream()).then_some(body);
-        let max_attempts = if replayable { retry.max_attempts.max(1) } else { 1 };
+        // A body that fits the replay buffer is read first and can be sent
+        // again; a larger one is streamed to one backend only. An upgrade is
+        // never retried.
+        let progress = Arc::new(BodyProgress::default());
+        let body_limits =
+            BodyLimits { max_bytes: self.config.limits.max_body_bytes, idle_timeout: self.config.client_body_timeout };
+        let replay = idempotent && client_upgrade.is_none();
+        let mut payload =
+            match client_body::take(body, replay, retry.replay_buffer_bytes, body_limits, deadline, &progress).await {
+                Ok(payload) => payload,
+                Err(fault) => return Err(self.client_failed(guard, fault)),
+            };
+        let max_attempts = match payload {
+            Payload::Replayable(_) if replay => retry.max_attempts.max(1),
+            _ => 1,
+        };
         self.budget.deposit();
         let method = wit_method(&parts.method);
         // The picker that routes the first attempt routes them all and hears every outcome.
@@ -411,6 +552,15 @@ impl Proxy {
             self.config.sticky.as_ref().and_then(|sticky| sticky_cookie(&meta.parts.headers, &sticky.cookie));
         let mut sticky = sticky_key.and_then(|key| pool.by_sticky_key(key));
         for attempt in 0..max_attempts {
+            if attempt > 0 {
+                // Jittered exponential backoff, never past the deadline.
+                let wait = retry.backoff(attempt, self.request_ids.next_random());
+                let now = Instant::now();
+                if now + wait >= deadline {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+            }
             // The first attempt honours the affinity cookie when its backend can take it.
             let held = sticky.take().and_then(|backend| {
                 let admitted = health.is_eligible(backend.id).then(|| health.admit(&backend).ok())??;
@@ -442,14 +592,21 @@ impl Proxy {
             } else {
                 meta.parts.headers.clone()
             };
-            let outgoing = outgoing_request(&meta.parts, headers, &backend, body.take())?;
-            let per_try = self.config.response_header_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let body = match &mut payload {
+                Payload::Replayable(bytes) => Either::Right(Full::new(bytes.clone())),
+                Payload::Streaming(_) => match std::mem::replace(&mut payload, Payload::Replayable(Bytes::new())) {
+                    Payload::Streaming(body) => Either::Left(body),
+                    Payload::Replayable(_) => unreachable!("matched as streaming just above"),
+                },
+            };
+            let outgoing = outgoing_request(&meta.parts, headers, &backend, body)
+                .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
             let client = clients.for_protocol(backend.spec.protocol);
             let sent = Instant::now();
-            let result = tokio::time::timeout(per_try, client.request(outgoing)).await;
+            let result = self.send(client, outgoing, &progress, deadline).await;
             let latency = sent.elapsed();
             let failure = match result {
-                Ok(Ok(response)) => {
+                Sent::Response(response) => {
                     let status = response.status();
                     admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
                     backend.record(Some(status), latency);
@@ -468,9 +625,17 @@ impl Proxy {
                     }
                     return Ok(self.finish(response, client_upgrade));
                 }
-                Ok(Err(error)) if error.is_connect() => AttemptError::Connect(root_cause(&error)),
-                Ok(Err(error)) => AttemptError::Reset(root_cause(&error)),
-                Err(_) => AttemptError::Timeout(per_try),
+                Sent::ClientFault(fault) => {
+                    // Nothing is known of the backend: the attempt is forgotten
+                    // (its slot freed unrecorded), and a picker counting
+                    // in-flight attempts hears it was not completed.
+                    drop(admitted);
+                    observe(&picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+                    tracing::debug!(backend = %backend.spec.name, ?fault, "attempt abandoned: the client's fault");
+                    drop(route);
+                    return Err(self.client_failed(guard, fault));
+                }
+                Sent::Failed(failure) => failure,
             };
             backend.record(None, latency);
             let kind = match failure {
@@ -480,6 +645,8 @@ impl Proxy {
             };
             admitted.finish(AttemptOutcome::Failed(kind), latency);
             observe(&picker, choice.backend, choice.by_plugin, 0, latency, Some(kind));
+            self.metrics.record_failure(Fault::Backend(failure.fault()));
+            route.guard.blame(Fault::Backend(failure.fault()));
             tracing::debug!(backend = %backend.spec.name, attempt, ?failure, "attempt failed");
             last_error = Some((describe_backend(&backend), failure));
             last_response = None;
@@ -492,18 +659,76 @@ impl Proxy {
             return Ok(self.finish(response, None));
         }
         Err(match last_error {
-            None => (StatusCode::SERVICE_UNAVAILABLE, no_backend_reason(last_refusal).to_string()),
+            None => Failure::new(StatusCode::SERVICE_UNAVAILABLE, no_backend_reason(last_refusal)),
             Some((backend, AttemptError::Connect(reason))) => {
-                (StatusCode::BAD_GATEWAY, format!("could not connect to backend {backend}: {reason}"))
+                Failure::new(StatusCode::BAD_GATEWAY, format!("could not connect to backend {backend}: {reason}"))
             }
-            Some((backend, AttemptError::Reset(reason))) => (
+            Some((backend, AttemptError::Reset(reason))) => Failure::new(
                 StatusCode::BAD_GATEWAY,
                 format!("backend {backend} closed the connection without a response: {reason}"),
             ),
-            Some((backend, AttemptError::Timeout(after))) => {
-                (StatusCode::GATEWAY_TIMEOUT, format!("backend {backend} sent no response headers within {after:?}"))
-            }
+            Some((backend, AttemptError::Timeout(after))) => Failure::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("backend {backend} sent no response headers within {after:?}"),
+            ),
         })
+    }
+
+    /// Sends one attempt and waits for its response headers. The backend's
+    /// `response_header_timeout` runs from the end of the request body: while
+    /// the client is still uploading, the body's own stall timeout applies,
+    /// and a body still arriving at the request's deadline is the client's
+    /// fault. Whatever the backend connection reports, a fault recorded by
+    /// the body is the client's.
+    async fn send(
+        &self,
+        client: &Client<HttpConnector, OutgoingBody>,
+        outgoing: Request<OutgoingBody>,
+        progress: &BodyProgress,
+        deadline: Instant,
+    ) -> Sent {
+        let per_try = self.config.response_header_timeout;
+        let sent = Instant::now();
+        // The backend's clock starts when the body is complete.
+        let backend_deadline = |done: Instant| (done.max(sent) + per_try).min(deadline);
+        // While the body is still arriving, look again at least every second.
+        let recheck = per_try.min(Duration::from_secs(1));
+        let mut response = std::pin::pin!(client.request(outgoing));
+        loop {
+            let limit = match progress.finished_at() {
+                Some(done) => backend_deadline(done),
+                None => (Instant::now() + recheck).min(deadline),
+            };
+            match tokio::time::timeout_at(limit.into(), &mut response).await {
+                Ok(Ok(response)) => return Sent::Response(response),
+                Ok(Err(error)) => {
+                    return match progress.fault() {
+                        Some(fault) => Sent::ClientFault(fault),
+                        None if error.is_connect() => Sent::Failed(AttemptError::Connect(root_cause(&error))),
+                        None => Sent::Failed(AttemptError::Reset(root_cause(&error))),
+                    };
+                }
+                Err(_) => {
+                    let now = Instant::now();
+                    match (progress.fault(), progress.finished_at()) {
+                        (Some(fault), _) => return Sent::ClientFault(fault),
+                        (None, None) if now >= deadline => return Sent::ClientFault(ClientFault::BodyTimeout),
+                        (None, None) => {}
+                        (None, Some(done)) if now < backend_deadline(done) => {}
+                        (None, Some(done)) => {
+                            return Sent::Failed(AttemptError::Timeout(backend_deadline(done) - done.max(sent)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a client's fault: counted and logged as the client's, never the backend's.
+    fn client_failed(&self, guard: &mut RequestGuard, fault: ClientFault) -> Failure {
+        self.metrics.record_failure(Fault::Client(fault));
+        guard.blame(Fault::Client(fault));
+        Failure::client(fault)
     }
 
     /// Asks the picker for a backend and health for admission. A refused pick
@@ -669,18 +894,14 @@ fn outgoing_request(
     parts: &http::request::Parts,
     headers: HeaderMap,
     backend: &BackendState,
-    body: Option<Incoming>,
-) -> Result<Request<OutgoingBody>, (StatusCode, String)> {
+    body: OutgoingBody,
+) -> Result<Request<OutgoingBody>, String> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(backend.authority.clone());
     uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    let uri = Uri::from_parts(uri)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("request target cannot be forwarded: {e}")))?;
-    let mut request = Request::new(match body {
-        Some(body) => Either::Left(body),
-        None => Either::Right(Empty::new()),
-    });
+    let uri = Uri::from_parts(uri).map_err(|e| format!("request target cannot be forwarded: {e}"))?;
+    let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -724,6 +945,33 @@ fn wit_method(method: &Method) -> HttpMethod {
         Method::TRACE => HttpMethod::Trace,
         Method::CONNECT => HttpMethod::Connect,
         _ => HttpMethod::Other,
+    }
+}
+
+/// Closes a connection refused by a connection cap, first writing a short
+/// HTTP/1.1 answer if the socket takes it at once (never waiting on the
+/// client: a refused connection costs one accept and one write).
+fn refuse_connection(stream: tokio::net::TcpStream, refusal: limits::ConnectionRefusal) {
+    let answer: &[u8] = match refusal {
+        limits::ConnectionRefusal::Total => {
+            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 40\r\nretry-after: 1\r\n\r\nveer: 503: too many client connections\r\n"
+        }
+        limits::ConnectionRefusal::PerClient => {
+            b"HTTP/1.1 429 Too Many Requests\r\nconnection: close\r\ncontent-length: 50\r\nretry-after: 1\r\n\r\nveer: 429: too many connections from this client\r\n"
+        }
+    };
+    let _ = stream.try_write(answer);
+    tracing::debug!(?refusal, "client connection refused at accept");
+}
+
+/// Methods veer forwards (the `Allow` of a 405).
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
+
+/// Marks an HTTP/1 response as the connection's last (HTTP/2 has no such
+/// header: a stream ends alone).
+fn close_after<B>(response: &mut Response<B>, version: Version) {
+    if version < Version::HTTP_2 {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

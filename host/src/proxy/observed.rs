@@ -18,13 +18,12 @@ use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::ProxyBody;
+use super::conn::InFlight;
+use super::fault::{CLIENT_CLOSED_REQUEST, ClientFault, Fault};
 use crate::observe::Metrics;
 use crate::observe::access_log::{AccessLog, Record};
 use crate::plugin::Picker;
 use crate::pool::BackendState;
-
-/// Status recorded for a request whose client left before the answer.
-const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// What the access log needs beyond the metrics; only gathered when it is on.
 #[derive(Debug)]
@@ -48,7 +47,10 @@ pub struct RequestGuard {
     backend: Option<Arc<BackendState>>,
     picker: Option<Arc<Picker>>,
     attempts: u32,
+    fault: Option<Fault>,
     log: Option<LogContext>,
+    /// Keeps the connection's read limits off while the request is answered.
+    in_flight: Option<InFlight>,
 }
 
 impl RequestGuard {
@@ -71,6 +73,8 @@ impl RequestGuard {
             backend: None,
             picker: None,
             attempts: 0,
+            fault: None,
+            in_flight: None,
             log: log.map(|log| LogContext {
                 log: log.clone(),
                 time: SystemTime::now(),
@@ -94,6 +98,16 @@ impl RequestGuard {
         self.log.is_some()
     }
 
+    /// Holds the connection's in-flight mark until the request is finished.
+    pub(super) fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
+    /// Notes the side at fault for a failure (the last one wins).
+    pub(super) fn blame(&mut self, fault: Fault) {
+        self.fault = Some(fault);
+    }
+
     /// Notes the status sent to the client.
     pub(super) fn answered(&mut self, status: StatusCode) {
         self.status = Some(status);
@@ -103,6 +117,10 @@ impl RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let status = self.status.unwrap_or_else(|| {
+            // Dropped unanswered: the client left (the connection closed, or
+            // an HTTP/2 stream was reset) before the answer.
+            self.fault.get_or_insert(Fault::Client(ClientFault::Gone));
+            self.metrics.record_failure(Fault::Client(ClientFault::Gone));
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
         let duration = self.started.elapsed();
@@ -120,6 +138,7 @@ impl Drop for RequestGuard {
                 backend: self.backend.take(),
                 picker: self.picker.take(),
                 attempts: self.attempts,
+                fault: self.fault,
                 client: context.client,
             });
         }

@@ -1,7 +1,7 @@
 //! The retry budget: retries may add at most a fixed share of load on top of the
 //! original requests, plus a small floor, so a dying fleet is not stormed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -17,8 +17,20 @@ pub struct RetryPolicy {
     pub budget_ratio: f64,
     /// Retries per second always allowed, whatever the ratio says.
     pub budget_min_per_second: f64,
-    /// Also retry non-idempotent methods (POST, PATCH) when their body is empty.
+    /// Also retry non-idempotent methods (POST, PATCH).
     pub retry_non_idempotent: bool,
+    /// Request bodies up to this size (bytes) are kept in memory so that a
+    /// retry can send them again; a larger body is streamed and not retried.
+    /// 0 retries only requests without a body.
+    pub replay_buffer_bytes: usize,
+    /// Wait before the first retry; each further retry waits up to twice as
+    /// long (jittered: between half and all of it), never past the request's
+    /// deadline.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// The longest wait between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -29,7 +41,24 @@ impl Default for RetryPolicy {
             budget_ratio: 0.2,
             budget_min_per_second: 10.0,
             retry_non_idempotent: false,
+            replay_buffer_bytes: 64 * 1024,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first), given a
+    /// uniformly random `random`: exponential from `backoff_base`, capped at
+    /// `backoff_max`, drawn from its upper half so retries of many requests
+    /// spread out without any of them retrying at once.
+    pub fn backoff(&self, retry: u32, random: u64) -> Duration {
+        let doubling = 1u32 << retry.saturating_sub(1).min(16);
+        let ceiling = self.backoff_base.saturating_mul(doubling).min(self.backoff_max);
+        let half = ceiling / 2;
+        let spread = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(if spread == 0 { 0 } else { random % (spread + 1) })
     }
 }
 
@@ -111,7 +140,21 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_is_capped() {
+        let policy = RetryPolicy::default();
+        for random in [0, 1, u64::MAX / 3, u64::MAX] {
+            let first = policy.backoff(1, random);
+            assert!(first >= Duration::from_micros(12_500) && first <= Duration::from_millis(25), "{first:?}");
+            let second = policy.backoff(2, random);
+            assert!(second >= Duration::from_millis(25) && second <= Duration::from_millis(50), "{second:?}");
+            let tenth = policy.backoff(10, random);
+            assert!(tenth >= Duration::from_millis(125) && tenth <= Duration::from_millis(250), "{tenth:?}");
+        }
+        assert_ne!(policy.backoff(1, 0), policy.backoff(1, 12_345_678), "jittered");
+        assert_eq!(RetryPolicy { backoff_base: Duration::ZERO, ..policy }.backoff(3, 7), Duration::ZERO);
+    }
 
     fn budget(ratio: f64, floor: f64) -> RetryBudget {
         RetryBudget::new(&RetryPolicy { budget_ratio: ratio, budget_min_per_second: floor, ..RetryPolicy::default() })
