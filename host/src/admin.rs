@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -86,6 +87,8 @@ pub struct Admin {
     proxy: Arc<Proxy>,
     reloader: Arc<Reloader>,
     token: Option<String>,
+    /// Where `PUT /picker` may load component files from, canonical.
+    plugin_dirs: Vec<PathBuf>,
 }
 
 /// `POST /backends`.
@@ -100,6 +103,8 @@ struct AddBackend {
     max_concurrent: Option<u32>,
     #[serde(default)]
     protocol: BackendProtocol,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -116,8 +121,31 @@ struct SetWeight {
 impl Admin {
     /// The admin API of `proxy`; with `token`, every request must carry
     /// `Authorization: Bearer TOKEN`.
-    pub fn new(proxy: Arc<Proxy>, reloader: Arc<Reloader>, token: Option<String>) -> Arc<Admin> {
-        Arc::new(Admin { proxy, reloader, token })
+    pub fn new(
+        proxy: Arc<Proxy>,
+        reloader: Arc<Reloader>,
+        token: Option<String>,
+        plugin_dirs: Vec<PathBuf>,
+    ) -> Arc<Admin> {
+        let plugin_dirs = plugin_dirs.iter().filter_map(|dir| dir.canonicalize().ok()).collect();
+        Arc::new(Admin { proxy, reloader, token, plugin_dirs })
+    }
+
+    /// Whether the admin API may load `source`: a built-in, the host's round
+    /// robin, or a file inside a plugin directory (symbolic links resolved).
+    /// The refusal does not say whether a file outside exists.
+    fn may_load(&self, source: &PluginSource) -> Result<(), String> {
+        let PluginSource::Path(path) = source else { return Ok(()) };
+        let inside = path.canonicalize().is_ok_and(|path| self.plugin_dirs.iter().any(|dir| path.starts_with(dir)));
+        if inside {
+            return Ok(());
+        }
+        let dirs: Vec<_> = self.plugin_dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(format!(
+            "{path:?} is not a component file in a plugin directory; the admin API loads builtin:NAME, \
+             native:round-robin, or files under admin.plugin_dirs (--plugin-dir): {dirs:?}",
+            path = path.display().to_string()
+        ))
     }
 
     /// Serves the admin API on `listener` until `shutdown` completes.
@@ -241,6 +269,9 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
                 Err(response) => return response,
             };
             let source = PluginSource::parse(&swap.source);
+            if let Err(reason) = admin.may_load(&source) {
+                return error(StatusCode::FORBIDDEN, &reason);
+            }
             let slot = proxy.slot().clone();
             // Loading compiles Wasm: keep it off the async workers.
             let result =
@@ -319,6 +350,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
                 weight: add.weight,
                 protocol: add.protocol,
                 max_concurrent: add.max_concurrent,
+                labels: add.labels,
             };
             // Checked and added as one change: two adds of one name cannot both pass.
             let added = proxy.health().change(|pool| {

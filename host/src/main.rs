@@ -101,7 +101,7 @@ enum Command {
     Run {
         /// A YAML config file (see examples/veer.yaml): the whole config, reloaded
         /// on SIGHUP, on change and by `POST /reload`. The other flags are refused with it.
-        #[arg(long, conflicts_with_all = ["listen", "admin", "backends", "picker", "params"])]
+        #[arg(long, conflicts_with_all = ["listen", "admin", "backends", "picker", "params", "plugin_dirs"])]
         config: Option<std::path::PathBuf>,
         /// Address clients connect to.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -118,6 +118,10 @@ enum Command {
         /// A picker parameter, `key=value`; repeat for each.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// A directory `PUT /picker` may load components from (besides the
+        /// built-ins); repeat for each. None: built-ins only.
+        #[arg(long = "plugin-dir")]
+        plugin_dirs: Vec<std::path::PathBuf>,
         /// Data-path threads, each serving its share of client connections
         /// with its own backend connection pools (default: one per core).
         #[arg(long)]
@@ -410,7 +414,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { config: None, listen, admin, backends, picker, params, workers, observe, health, admission } => {
+        Command::Run {
+            config: None,
+            listen,
+            admin,
+            backends,
+            picker,
+            params,
+            plugin_dirs,
+            workers,
+            observe,
+            health,
+            admission,
+        } => {
             let backends = backends
                 .iter()
                 .enumerate()
@@ -432,6 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 admission: admission.config(),
                 control: ControlOptions {
                     admin_token: std::env::var(veer::config::ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+                    plugin_dirs,
                     ..ControlOptions::default()
                 },
                 canary: None,
@@ -562,6 +579,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
             weight: 1,
             protocol: BackendProtocol::Http1,
             max_concurrent: None,
+            labels: Default::default(),
         })
         .collect();
     let options = ServerOptions {
@@ -611,7 +629,14 @@ fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     };
     let address: SocketAddr =
         address.parse().with_context(|| format!("--backend '{text}': '{address}' is not HOST:PORT"))?;
-    let mut spec = BackendSpec { name, address, weight: 1, protocol: BackendProtocol::Http1, max_concurrent: None };
+    let mut spec = BackendSpec {
+        name,
+        address,
+        weight: 1,
+        protocol: BackendProtocol::Http1,
+        max_concurrent: None,
+        labels: Default::default(),
+    };
     for field in fields {
         match field.split_once('=') {
             Some(("weight", w)) => {

@@ -41,6 +41,8 @@ pub struct BackendSpec {
     /// Most attempts in flight at once; a pick that lands on a backend at its
     /// cap is refused and the picker asked again. `None`: no cap.
     pub max_concurrent: Option<u32>,
+    /// Free-form labels (zone, version...), passed to the picker as they are.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Largest configured weight.
@@ -117,7 +119,7 @@ impl BackendState {
             name: self.spec.name.clone(),
             address: self.spec.address.to_string(),
             weight: self.plugin_weight(),
-            labels: Vec::new(),
+            labels: self.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 
@@ -270,7 +272,21 @@ mod tests {
             weight: 1,
             protocol: BackendProtocol::Http1,
             max_concurrent: None,
+            labels: Default::default(),
         }
+    }
+
+    #[test]
+    fn labels_reach_the_picker() {
+        let mut labelled = spec("a", 1);
+        labelled.labels.insert("zone".into(), "eu-1".into());
+        let (pool, events) = Pool::new(vec![labelled], Default::default());
+        let added = events.iter().find_map(|e| match e {
+            BackendEvent::Added(backend) => Some(backend.clone()),
+            _ => None,
+        });
+        assert_eq!(added.unwrap().labels, vec![("zone".to_string(), "eu-1".to_string())]);
+        assert_eq!(pool.all()[0].plugin_view().labels.len(), 1);
     }
 
     #[test]

@@ -240,7 +240,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         Some(address) => {
             let listener = bind(address).await?;
             let bound = listener.local_addr().map_err(|reason| StartError::Bind { address, reason })?;
-            let admin = crate::admin::Admin::new(proxy.clone(), reloader.clone(), options.control.admin_token.clone());
+            let admin = crate::admin::Admin::new(
+                proxy.clone(),
+                reloader.clone(),
+                options.control.admin_token.clone(),
+                options.control.plugin_dirs.clone(),
+            );
             tasks.push(tokio::spawn(admin.serve(listener, stopped(stop_rx))));
             Some(bound)
         }

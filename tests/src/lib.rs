@@ -113,6 +113,7 @@ pub fn veer_options(
                 weight: 1,
                 protocol: veer::pool::BackendProtocol::Http1,
                 max_concurrent: None,
+                labels: Default::default(),
             })
             .collect(),
         picker: veer::plugin::PluginSource::parse(picker),

@@ -530,3 +530,38 @@ async fn concurrent_adds_of_one_name_create_one_backend() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_loads_components_only_from_plugin_directories() {
+    let a = sim("a").await;
+    let dir = std::env::temp_dir().join(format!("veer-plugin-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("affinity.wasm"), veer_tests::AFFINITY_EXAMPLE).unwrap();
+    std::fs::write(dir.join("not-a-component.wasm"), "root:x:0:0:secret\n").unwrap();
+    let mut options = veer_tests::veer_options(&[("a", a.addr())], "builtin:round-robin", Default::default());
+    options.control.plugin_dirs = vec![dir.clone()];
+    let server = veer::server::start(options).await.unwrap();
+    for outside in ["/etc/passwd", "/nonexistent/x.wasm", &format!("{}/../../etc/passwd", dir.display())] {
+        let answer = admin(&server, "PUT", "/picker", &format!(r#"{{"source": "{outside}"}}"#)).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{outside}: {}", answer.body);
+        assert!(!answer.body.contains("root:"), "nothing of the file is echoed: {}", answer.body);
+    }
+    let inside = dir.join("not-a-component.wasm");
+    let answer = admin(&server, "PUT", "/picker", &format!(r#"{{"source": "{}"}}"#, inside.display())).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    assert!(!answer.body.contains("secret") && !answer.body.contains("0x72"), "{}", answer.body);
+    assert_eq!(server.proxy.slot().current().info().source, "builtin:round-robin", "the old picker serves on");
+    let good = dir.join("affinity.wasm");
+    let answer = admin(
+        &server,
+        "PUT",
+        "/picker",
+        &format!(r#"{{"source": "{}", "params": {{"header": "x-user"}}}}"#, good.display()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let builtin = admin(&server, "PUT", "/picker", r#"{"source": "builtin:least-conn"}"#).await;
+    assert_eq!(builtin.status, StatusCode::OK, "{}", builtin.body);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

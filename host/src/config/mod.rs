@@ -113,11 +113,14 @@ pub struct AdminConfig {
     /// TOKEN`). Unset: the `VEER_ADMIN_TOKEN` environment variable, if set;
     /// else no token (allowed on loopback only).
     pub token: Option<String>,
+    /// Directories `PUT /picker` may load component files from (relative to
+    /// this file). Built-ins are always allowed; no other path is.
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: Some("127.0.0.1:9901".to_string()), token: None }
+        AdminConfig { listen: Some("127.0.0.1:9901".to_string()), token: None, plugin_dirs: Vec::new() }
     }
 }
 
@@ -138,6 +141,9 @@ pub struct BackendConfig {
     /// `http1` (pooled keep-alive) or `http2` (h2c, prior knowledge).
     #[serde(default)]
     pub protocol: BackendProtocol,
+    /// Free-form labels passed to the picker (`zone: eu-1`, `version: v2`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn default_weight() -> u32 {
@@ -282,6 +288,8 @@ pub struct ControlOptions {
     pub state_dir: Option<PathBuf>,
     /// Time between state saves (also saved at shutdown).
     pub state_interval: Duration,
+    /// Directories the admin API may load picker components from.
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 impl Default for ControlOptions {
@@ -292,6 +300,7 @@ impl Default for ControlOptions {
             admin_token: None,
             state_dir: None,
             state_interval: StateConfig::default().interval,
+            plugin_dirs: Vec::new(),
         }
     }
 }
@@ -323,6 +332,9 @@ mod tests {
         assert_eq!(options.backends.len(), 3);
         assert_eq!(options.backends[0].max_concurrent, Some(100));
         assert_eq!(options.backends[1].weight, 3);
+        assert_eq!(options.backends[0].labels.get("zone").map(String::as_str), Some("eu-1"));
+        assert_eq!(options.proxy.limits.max_header_bytes, 64 * 1024);
+        assert_eq!(options.proxy.retry.replay_buffer_bytes, 65536);
         assert_eq!(options.picker.to_string(), "builtin:p2c-ewma");
         assert_eq!(options.proxy.workers, 2);
         assert_eq!(options.proxy.total_timeout, Duration::from_secs(60));

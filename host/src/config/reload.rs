@@ -204,6 +204,7 @@ impl Reloader {
         check("listen", old.listen != new.listen);
         check("admin.listen", old.admin != new.admin);
         check("admin.token", old.control.admin_token != new.control.admin_token);
+        check("admin.plugin_dirs", old.control.plugin_dirs != new.control.plugin_dirs);
         check("proxy", old.proxy != new.proxy);
         check("health", old.health != new.health);
         check("admission", old.admission != new.admission);
@@ -226,6 +227,7 @@ impl Reloader {
             admin: AdminConfig {
                 listen: started.admin.map(|a| a.to_string()),
                 token: started.control.admin_token.as_ref().map(|_| "<redacted>".to_string()),
+                plugin_dirs: started.control.plugin_dirs.clone(),
             },
             backends: backend_configs(self.proxy.pool()),
             picker: picker_config(self.proxy.slot()),
@@ -304,6 +306,7 @@ fn backend_configs(pool: &Pool) -> Vec<BackendConfig> {
             weight: b.weight(),
             max_concurrent: b.spec.max_concurrent,
             protocol: b.spec.protocol,
+            labels: b.spec.labels.clone(),
         })
         .collect()
 }
@@ -381,5 +384,8 @@ fn decide_backends(
 /// Whether a live backend can stay as it is when the config now says `new`
 /// (everything but the weight, which changes in place).
 fn same_identity(old: &BackendSpec, new: &BackendSpec) -> bool {
-    old.address == new.address && old.protocol == new.protocol && old.max_concurrent == new.max_concurrent
+    old.address == new.address
+        && old.protocol == new.protocol
+        && old.max_concurrent == new.max_concurrent
+        && old.labels == new.labels
 }

@@ -197,6 +197,20 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     {
         c.push("state.dir", format!("{} exists and is not a directory", dir.display()));
     }
+    let plugin_dirs: Vec<_> = config
+        .admin
+        .plugin_dirs
+        .iter()
+        .map(|dir| match base {
+            Some(base) if dir.is_relative() => base.join(dir),
+            _ => dir.clone(),
+        })
+        .collect();
+    for (i, dir) in plugin_dirs.iter().enumerate() {
+        if !dir.is_dir() {
+            c.push(&format!("admin.plugin_dirs[{i}]"), format!("{} is not a directory", dir.display()));
+        }
+    }
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
         return Err(ConfigErrors { problems: c.problems });
@@ -221,6 +235,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             admin_token: token,
             state_dir,
             state_interval: config.state.interval,
+            plugin_dirs,
         },
         canary,
     };
@@ -262,6 +277,7 @@ fn backends<'a>(
                 weight: backend.weight,
                 protocol: backend.protocol,
                 max_concurrent: backend.max_concurrent,
+                labels: backend.labels.clone(),
             }),
             None => unparsed = true,
         }

@@ -173,6 +173,7 @@ mod tests {
             weight: 1,
             protocol: BackendProtocol::Http1,
             max_concurrent: None,
+            labels: Default::default(),
         };
         Pool::new(vec![spec], Default::default()).0.get(1).unwrap()
     }

@@ -17,6 +17,7 @@ fn spec(name: &str, max_concurrent: Option<u32>) -> BackendSpec {
         weight: 1,
         protocol: BackendProtocol::Http1,
         max_concurrent,
+        labels: Default::default(),
     }
 }
 

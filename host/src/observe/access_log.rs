@@ -343,6 +343,7 @@ mod tests {
             weight: 1,
             protocol: crate::pool::BackendProtocol::Http1,
             max_concurrent: None,
+            labels: Default::default(),
         };
         crate::pool::Pool::new(vec![spec], Arc::default()).0.get(1).unwrap()
     }

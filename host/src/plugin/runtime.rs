@@ -195,6 +195,11 @@ impl PluginRuntime {
             return Ok(code);
         }
         let invalid = |reason: String| PluginError::Invalid { origin: label.to_string(), reason };
+        // The engine's parse error quotes the first bytes; for a file that is
+        // not Wasm at all, say so without repeating any of it.
+        if !bytes.starts_with(b"\0asm") {
+            return Err(invalid(format!("not a WebAssembly file ({} bytes without the \\0asm header)", bytes.len())));
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
         let pre = PickerPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;

@@ -168,6 +168,7 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
             weight: backend.weight,
             protocol: BackendProtocol::Http1,
             max_concurrent: None,
+            labels: Default::default(),
         })
         .collect();
     let proxy = ProxyConfig {
