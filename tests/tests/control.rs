@@ -450,7 +450,7 @@ async fn a_canary_gets_its_share_of_traffic_only_for_matching_requests_and_follo
         plain.push(send(server.proxy_addr, request(false)).await);
     }
     assert_eq!(count(&plain), 0);
-    // With it: about 20% (the split hashes the request id; 1000 requests, wide tolerance).
+    // With it: about 20% (veer draws each request's group; 1000 requests, wide tolerance).
     let mut matching = Vec::new();
     for _ in 0..1000 {
         matching.push(send(server.proxy_addr, request(true)).await);
@@ -458,6 +458,15 @@ async fn a_canary_gets_its_share_of_traffic_only_for_matching_requests_and_follo
     assert!(matching.iter().all(|a| a.status == StatusCode::OK));
     let share = count(&matching);
     assert!((120..=280).contains(&share), "{share} of 1000 went to the canary");
+    // A client cannot pick its group with its own request id.
+    let mut same_id = Vec::new();
+    for _ in 0..200 {
+        let mut chosen = request(true);
+        chosen.headers_mut().insert("x-request-id", http::HeaderValue::from_static("pick-the-canary"));
+        same_id.push(send(server.proxy_addr, chosen).await);
+    }
+    let share = count(&same_id);
+    assert!((10..=90).contains(&share), "{share} of 200 with one request id went to the canary");
 
     let status = json(&admin(&server, "GET", "/canary", "").await);
     assert_eq!(status["picker"]["name"], "least-conn");

@@ -107,9 +107,13 @@ impl KeyRule {
         self.trusted_proxies.iter().any(|net| net.contains(ip))
     }
 
-    /// The key of a request from `peer` with `headers`.
+    /// The key of a request from `peer` with `headers`. The configured
+    /// header is believed only from a trusted proxy (one that set or checked
+    /// it): from anyone else, a client could send a new value with every
+    /// request and never run out of tokens, so it is keyed by its address.
     pub fn key(&self, headers: &HeaderMap, peer: IpAddr) -> ClientKey {
-        if let Some(value) = self.header.as_ref().and_then(|name| headers.get(name)) {
+        let header = self.header.as_ref().filter(|_| self.trusted(peer));
+        if let Some(value) = header.and_then(|name| headers.get(name)) {
             return ClientKey::Header(self.hasher.hash_one(value.as_bytes()));
         }
         ClientKey::Address(self.client_address(headers, peer))
@@ -426,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_configured_header_keys_the_client_when_present() {
-        let rule = KeyRule::new(Some(HeaderName::from_static("x-api-key")), vec![]);
+        let rule = KeyRule::new(Some(HeaderName::from_static("x-api-key")), vec!["192.0.2.0/24".parse().unwrap()]);
         let peer: IpAddr = [192, 0, 2, 1].into();
         let mut a = HeaderMap::new();
         a.insert("x-api-key", HeaderValue::from_static("alpha"));
@@ -435,6 +439,21 @@ mod tests {
         assert_eq!(rule.key(&a, peer), rule.key(&a.clone(), [192, 0, 2, 2].into()), "same key, any address");
         assert_ne!(rule.key(&a, peer), rule.key(&b, peer));
         assert_eq!(rule.key(&HeaderMap::new(), peer), ClientKey::Address(peer));
+    }
+
+    #[test]
+    fn the_key_header_is_not_believed_from_an_untrusted_peer() {
+        let rule = KeyRule::new(Some(HeaderName::from_static("x-api-key")), vec!["10.0.0.0/8".parse().unwrap()]);
+        let client: IpAddr = [198, 51, 100, 9].into();
+        let keys: std::collections::HashSet<_> = (0..50)
+            .map(|i| {
+                let mut headers = HeaderMap::new();
+                headers.insert("x-api-key", HeaderValue::from_str(&format!("forged-{i}")).unwrap());
+                rule.key(&headers, client)
+            })
+            .collect();
+        assert_eq!(keys.len(), 1, "fifty forged keys are one client");
+        assert_eq!(keys.into_iter().next(), Some(ClientKey::Address(client)));
     }
 
     #[test]

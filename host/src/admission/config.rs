@@ -61,8 +61,9 @@ pub struct ClientRateConfig {
     /// Requests a client may send at once after being quiet (≥ 1);
     /// `None`: twice `per_second`, at least 1.
     pub burst: Option<u32>,
-    /// Key clients by this request header (an API key) when present;
-    /// otherwise by address.
+    /// Key clients by this request header (an API key) when present and sent
+    /// by one of `trusted_proxies` (which must set or check it); otherwise,
+    /// and always from any other peer, by address.
     pub key_header: Option<String>,
     /// Peers (IPs or CIDRs) whose `X-Forwarded-For` is believed: behind them
     /// the client is the right-most address that is not a trusted proxy.
@@ -178,6 +179,13 @@ impl AdmissionConfig {
                     None
                 }
             });
+            if header.is_some() && rate.trusted_proxies.is_empty() {
+                problems.push(
+                    "client_rate.key_header is believed only from client_rate.trusted_proxies (a client could \
+                     send a new value with every request); list the proxies that set it"
+                        .to_string(),
+                );
+            }
             let mut trusted_proxies = Vec::new();
             for (index, text) in rate.trusted_proxies.iter().enumerate() {
                 match text.parse::<IpNet>() {
@@ -267,7 +275,7 @@ pub struct AdmissionArgs {
     /// Per-client burst (bucket size) [default: twice the rate, at least 1].
     #[arg(long, value_name = "N", requires = "client_rate")]
     pub client_burst: Option<u32>,
-    /// Key clients by this header (e.g. x-api-key) when present, else by address.
+    /// Key clients by this header (e.g. x-api-key) when a --trusted-proxy sends it, else by address.
     #[arg(long, value_name = "HEADER", requires = "client_rate")]
     pub client_key_header: Option<String>,
     /// A proxy whose X-Forwarded-For is trusted; repeat for each.

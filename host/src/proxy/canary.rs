@@ -2,13 +2,11 @@
 //! header value) goes to a second backend group with its own picker and
 //! health; the rest to the main group.
 
-use crate::hash::{fnv1a, mix};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 
-use super::X_REQUEST_ID;
 use crate::health::Health;
 use crate::plugin::PickerSlot;
 use crate::pool::Pool;
@@ -85,10 +83,12 @@ impl Canary {
         self.split.store(Arc::new(split));
     }
 
-    /// Whether the request with `headers` (its request id set) goes to the
-    /// canary: a deterministic function of the request id, so a retried
-    /// attempt stays in its group and a test can count exactly.
-    pub fn takes(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request with `headers` goes to the canary, drawn with
+    /// veer's own `random` value. Decided once per request, so its retries
+    /// stay in its group. Not from the request id: a client may send its own
+    /// `X-Request-Id`, and must not choose its group by it (only the
+    /// configured header match, which an operator chooses to expose, selects).
+    pub fn takes(&self, headers: &HeaderMap, random: u64) -> bool {
         let split = self.split.load();
         if split.percent <= 0.0 {
             return false;
@@ -98,8 +98,7 @@ impl Canary {
         {
             return false;
         }
-        let id = headers.get(&X_REQUEST_ID).map_or(&[][..], |v| v.as_bytes());
-        let bucket = mix(fnv1a(id)) % 10_000;
+        let bucket = random % 10_000;
         (bucket as f64) < split.percent * 100.0
     }
 }

@@ -535,10 +535,11 @@ impl Proxy {
         self.budget.deposit();
         let method = wit_method(&parts.method);
         // The picker that routes the first attempt routes them all and hears every outcome.
-        let (pool, slot, health) = match self.canary.as_deref().filter(|c| c.takes(&parts.headers)) {
-            Some(canary) => (&canary.group.pool, &canary.group.slot, &canary.group.health),
-            None => (&self.pool, &self.slot, &self.health),
-        };
+        let (pool, slot, health) =
+            match self.canary.as_deref().filter(|c| c.takes(&parts.headers, self.request_ids.next_random())) {
+                Some(canary) => (&canary.group.pool, &canary.group.slot, &canary.group.health),
+                None => (&self.pool, &self.slot, &self.health),
+            };
         let picker = slot.current();
         let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
         let mut exclude: Option<BackendId> = None;
