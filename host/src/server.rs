@@ -183,7 +183,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let health = {
         // Health decides eligibility and weight; the picker hears of each change.
         let slot = slot.clone();
-        Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.apply(events)))
+        Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.publish(events)))
     };
     let canary = match &options.canary {
         Some(canary) => {
@@ -196,8 +196,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             canary_slot.apply(&events);
             let (canary_pool, canary_slot) = (Arc::new(canary_pool), Arc::new(canary_slot));
             let publish = canary_slot.clone();
-            let canary_health =
-                Health::new(canary_pool.clone(), options.health.clone(), Box::new(move |events| publish.apply(events)));
+            let canary_health = Health::new(
+                canary_pool.clone(),
+                options.health.clone(),
+                Box::new(move |events| publish.publish(events)),
+            );
             let group = Group { pool: canary_pool, slot: canary_slot, health: canary_health };
             Some(Arc::new(Canary::new(group, canary.split.clone())))
         }
@@ -213,9 +216,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         tokio::spawn(serving),
         tokio::spawn(health.run(stopped(stop_rx.clone()))),
         tokio::spawn(admission.run(stopped(stop_rx.clone()))),
+        tokio::spawn(proxy.slot().clone().run(stopped(stop_rx.clone()))),
     ];
     if let Some(canary) = &canary {
         tasks.push(tokio::spawn(canary.group.health.clone().run(stopped(stop_rx.clone()))));
+        tasks.push(tokio::spawn(canary.group.slot.clone().run(stopped(stop_rx.clone()))));
     }
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.clone(),

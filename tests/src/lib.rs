@@ -47,7 +47,8 @@ pub fn request() -> RequestMeta {
 pub type Model<'a> = &'a dyn Fn(BackendId) -> (u64, bool);
 
 /// Sends `n` sequential requests through `picker` (pick, then the outcome the
-/// model gives), and returns how many each backend received.
+/// model gives), and returns how many each backend received. Between requests
+/// it does what a group's control task does: replaces a faulted instance.
 pub fn drive(picker: &Picker, n: usize, model: Model<'_>) -> std::collections::BTreeMap<BackendId, usize> {
     let mut counts = std::collections::BTreeMap::new();
     let mut request = request();
@@ -64,6 +65,7 @@ pub fn drive(picker: &Picker, n: usize, model: Model<'_>) -> std::collections::B
             latency_us,
             error: None,
         });
+        picker.repair();
     }
     counts
 }

@@ -118,3 +118,18 @@ fn state_is_handed_to_the_same_policy_and_not_to_another() {
     let report = slot.swap(&PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
     assert_eq!(report.handoff, HandoffResult::NotApplicable);
 }
+
+#[test]
+fn published_events_wait_for_the_control_task() {
+    let slot = PickerSlot::new(runtime(), &PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
+    slot.apply(&backends(2));
+    // What a request thread does when an outcome opens a breaker: no plugin call.
+    slot.publish(&[BackendEvent::Eligibility((2, false))]);
+    assert!(slot.current().membership().is_eligible(2), "not applied on the publishing thread");
+    slot.maintain();
+    assert!(!slot.current().membership().is_eligible(2), "applied by the control path");
+    // A swap starts from everything published, applied or not.
+    slot.publish(&[BackendEvent::Eligibility((2, true))]);
+    slot.swap(&PluginSource::parse("builtin:least-conn"), vec![]).unwrap();
+    assert!(slot.current().membership().is_eligible(2));
+}

@@ -130,7 +130,32 @@ fn answering_the_excluded_backend_is_overridden() {
         let choice = choice.expect("two other backends are eligible");
         assert_ne!(choice.backend, 1);
         assert!(!choice.by_plugin);
+        picker.repair();
     }
     assert_eq!(picker.stats().invalid_answers, 10);
     assert!(picker.stats().rebuilds >= 1, "five consecutive bad answers replace the instance");
+}
+
+#[test]
+fn a_faulted_instance_is_replaced_by_the_control_path_not_by_the_pick() {
+    let (picker, _runtime) = every_pick_faults("trap-every");
+    // Pick until one traps: that pick is served by the fallback and nothing is rebuilt.
+    let mut trapped = false;
+    for _ in 0..4 {
+        let (choice, _) = picker.pick(request(), first_attempt());
+        assert!(choice.is_some(), "every pick is answered");
+        if picker.stats().traps > 0 {
+            trapped = true;
+            break;
+        }
+    }
+    assert!(trapped);
+    assert_eq!(picker.stats().rebuilds, 0, "the request path did not instantiate");
+    assert!(picker.needs_repair());
+    // Until repaired, the fallback answers.
+    let (choice, _) = picker.pick(request(), first_attempt());
+    assert!(!choice.unwrap().by_plugin);
+    picker.repair();
+    assert_eq!(picker.stats().rebuilds, 1);
+    assert!(!picker.needs_repair());
 }

@@ -9,6 +9,9 @@ use super::bindings::veer::picker::types::{Backend, BackendEvent, BackendId};
 /// the set into a fresh instance.
 #[derive(Debug, Default, Clone)]
 pub struct Membership {
+    /// Batches of events applied so far: equal generations of one copy's
+    /// history mean equal sets.
+    generation: u64,
     backends: BTreeMap<BackendId, Backend>,
     ineligible: Vec<BackendId>,
     eligible: Vec<BackendId>,
@@ -18,6 +21,7 @@ pub struct Membership {
 impl Membership {
     /// Applies events in order, with the semantics `picker.wit` documents.
     pub fn apply(&mut self, events: &[BackendEvent]) {
+        self.generation += 1;
         for event in events {
             match event {
                 BackendEvent::Added(backend) | BackendEvent::Updated(backend) => {
@@ -56,6 +60,12 @@ impl Membership {
             }
             _ => {}
         }
+    }
+
+    /// How many batches of events this copy has applied (it changes with every
+    /// [`Membership::apply`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether `id` is known and eligible.

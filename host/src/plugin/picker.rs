@@ -146,6 +146,9 @@ struct Inner {
     consecutive_faults: u32,
     rebuild_times: VecDeque<Instant>,
     last_fault: String,
+    /// A fault took the instance out and a replacement is due (made by
+    /// [`Picker::repair`], off the request path).
+    repair_due: bool,
 }
 
 /// A loaded picker. Cheap to share: requests hold an `Arc<Picker>` for their
@@ -248,6 +251,7 @@ impl Picker {
                 consecutive_faults: 0,
                 rebuild_times: VecDeque::new(),
                 last_fault: String::new(),
+                repair_due: false,
             }),
             stats: PickerStats::default(),
         };
@@ -301,6 +305,7 @@ impl Picker {
                 consecutive_faults: 0,
                 rebuild_times: VecDeque::new(),
                 last_fault: String::new(),
+                repair_due: false,
             }),
             stats: PickerStats::default(),
         }
@@ -369,7 +374,8 @@ impl Picker {
         let inner = self.inner.lock();
         match inner.live {
             Some(_) => PickerHealth::Serving,
-            None if self.code.is_none() => PickerHealth::Serving,
+            // Host-side, or a replacement for a faulted instance is on its way.
+            None if self.code.is_none() || inner.repair_due => PickerHealth::Serving,
             None => PickerHealth::FallbackOnly { reason: inner.last_fault.clone() },
         }
     }
@@ -554,11 +560,45 @@ impl Picker {
             );
             return;
         }
-        let Some(code) = &self.code else { return };
-        inner.rebuild_times.push_back(now);
-        self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-        inner.consecutive_faults = 0;
-        match Live::start(&self.runtime, code, &self.params, &inner.membership) {
+        if self.code.is_some() {
+            // Replaced by the control task: instantiating here would run guest
+            // code (up to the control deadline) on a request's thread.
+            inner.repair_due = true;
+        }
+    }
+
+    /// Whether a fault took the instance out and [`Picker::repair`] should run.
+    pub fn needs_repair(&self) -> bool {
+        self.inner.lock().repair_due
+    }
+
+    /// Replaces an instance a fault took out with a fresh one (learned state
+    /// is lost); until then the host's fallback answers. For the control
+    /// task, never a request: instantiation runs guest code.
+    pub fn repair(&self) {
+        let (code, membership) = {
+            let mut inner = self.inner.lock();
+            if !inner.repair_due {
+                return;
+            }
+            inner.repair_due = false;
+            let Some(code) = &self.code else { return };
+            inner.rebuild_times.push_back(Instant::now());
+            self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+            inner.consecutive_faults = 0;
+            (code.clone(), inner.membership.clone())
+        };
+        // Built outside the lock, so picks (served by the fallback) go on meanwhile.
+        let started = Live::start(&self.runtime, &code, &self.params, &membership);
+        let mut inner = self.inner.lock();
+        let started = match started {
+            // Events applied while it was built: build again from the current set.
+            Ok(_) if inner.membership.generation() != membership.generation() => {
+                Live::start(&self.runtime, &code, &self.params, &inner.membership)
+            }
+            started => started,
+        };
+        match started {
             Ok((live, _)) => {
                 tracing::warn!(plugin = %self.info.name, "picker instance replaced after a fault; learned state was reset");
                 inner.live = Some(live);

@@ -12,6 +12,9 @@ use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnaps
 use super::runtime::PluginRuntime;
 use super::{PluginError, PluginSource};
 
+/// How often the control task looks for a faulted instance to replace.
+pub const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What a successful swap did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SwapReport {
@@ -29,10 +32,19 @@ pub struct SwapReport {
 /// and swaps are serialised by one mutex so that a picker being built for a swap
 /// cannot miss an event: it is built from the canonical membership under that
 /// mutex and stored before the next event is applied.
+///
+/// Calls into the plugin that are not picks (`backends-changed`, replacing a
+/// faulted instance) never run on a request's thread: events decided there
+/// (a breaker opening on an attempt's outcome) are queued with
+/// [`PickerSlot::publish`] and applied by the group's control task
+/// ([`PickerSlot::run`]), so a slow plugin call stalls no request.
 pub struct PickerSlot {
     runtime: Arc<PluginRuntime>,
     current: ArcSwap<Picker>,
     membership: Mutex<Membership>,
+    /// Events published from request threads, not yet applied.
+    pending: Mutex<Vec<BackendEvent>>,
+    wake: tokio::sync::Notify,
     swaps: AtomicU64,
     /// What replaced pickers counted, so that totals survive swaps.
     retired: Mutex<PickerStatsSnapshot>,
@@ -56,6 +68,8 @@ impl PickerSlot {
             runtime,
             current: ArcSwap::from_pointee(picker),
             membership: Mutex::new(Membership::default()),
+            pending: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
             swaps: AtomicU64::new(0),
             retired: Mutex::new(PickerStatsSnapshot::default()),
         })
@@ -72,11 +86,61 @@ impl PickerSlot {
         self.current.load_full()
     }
 
-    /// Applies backend events to the canonical set and to the serving picker.
+    /// Applies backend events to the canonical set and to the serving picker
+    /// now, after any published before them. For control paths (startup,
+    /// reloads, the admin API); request threads use [`PickerSlot::publish`].
     pub fn apply(&self, events: &[BackendEvent]) {
         let mut membership = self.membership.lock();
+        self.apply_pending(&mut membership);
         membership.apply(events);
         self.current.load().backends_changed(events);
+    }
+
+    /// Queues backend events for the control task; returns at once.
+    pub fn publish(&self, events: &[BackendEvent]) {
+        self.pending.lock().extend_from_slice(events);
+        self.wake.notify_one();
+    }
+
+    /// Applies what was published, and replaces the serving picker's
+    /// instance if a fault took it out. What the control task does.
+    pub fn maintain(&self) {
+        let mut membership = self.membership.lock();
+        self.apply_pending(&mut membership);
+        drop(membership);
+        self.current.load().repair();
+    }
+
+    fn apply_pending(&self, membership: &mut Membership) {
+        let events = std::mem::take(&mut *self.pending.lock());
+        if !events.is_empty() {
+            membership.apply(&events);
+            self.current.load().backends_changed(&events);
+        }
+    }
+
+    /// The group's control task: applies published events as they come and
+    /// repairs a faulted instance within [`REPAIR_INTERVAL`], until `stop`.
+    /// Plugin calls run on a blocking thread, off the async workers.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut repair = tokio::time::interval(REPAIR_INTERVAL);
+        repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.wake.notified() => {}
+                _ = repair.tick() => {
+                    if !self.current.load().needs_repair() {
+                        continue;
+                    }
+                }
+            }
+            let slot = self.clone();
+            if let Err(error) = tokio::task::spawn_blocking(move || slot.maintain()).await {
+                tracing::error!(%error, "picker control task failed; retrying on the next event");
+            }
+        }
     }
 
     /// Replaces the serving picker with `source` configured by `params`.
@@ -108,7 +172,9 @@ impl PickerSlot {
         if !source.is_native() {
             self.runtime.load(source)?;
         }
-        let membership = self.membership.lock();
+        let mut membership = self.membership.lock();
+        // The new picker starts from every event published so far.
+        self.apply_pending(&mut membership);
         let old = self.current.load_full();
         let handoff = match saved {
             Some(saved) => Some(saved),
