@@ -19,6 +19,13 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 echo "setup: $(promtool --version 2>&1 | head -1)"
 
+# The Python h2 package: the HTTP/2 hostile-client test frames its attacks with it.
+if ! python3 -c 'import h2' >/dev/null 2>&1; then
+    echo "setup: installing the Python package h2 (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'h2>=4,<5'
+fi
+echo "setup: python h2 $(python3 -c 'import h2; print(h2.__version__)')"
+
 # The Python and JavaScript example plugins: their build scripts install the
 # pinned toolchains (componentize-py from PyPI, jco from npm) and
 # write the components the conformance and end-to-end tests load. The tests

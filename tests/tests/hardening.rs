@@ -365,3 +365,59 @@ async fn an_idempotent_request_with_a_body_is_retried_from_the_replay_buffer() {
     assert!(statuses.iter().all(|s| *s == 200 || *s == 502), "{statuses:?}");
     server.shutdown().await;
 }
+
+/// The test process's resident memory in KiB (veer runs inside it).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs one attack of `tests/h2/hostile_h2.py` (the `h2` package from PyPI;
+/// `scripts/test.sh` installs it) and returns its JSON summary.
+async fn h2_attack(address: SocketAddr, attack: &str, count: u32) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/h2/hostile_h2.py");
+    let output = tokio::process::Command::new("python3")
+        .args([script, &address.port().to_string(), attack, &count.to_string()])
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{attack}: {}\n(needs the Python package h2: pip install h2; scripts/test.sh installs it)",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http2_clients_leave_veer_serving_with_bounded_memory() {
+    let backends = echo_backends(2).await;
+    let server = start(&backends, |options| options.proxy.client_body_timeout = Duration::from_secs(1)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let polite = polite_clients(server.proxy_addr, 2, stop.clone());
+    let before = rss_kib();
+    let reset = h2_attack(server.proxy_addr, "rapid-reset", 20_000).await;
+    eprintln!("{reset}");
+    assert!(
+        reset["goaway"].as_u64().is_some() || reset["closed"] == true,
+        "veer closes a rapid-reset connection: {reset}"
+    );
+    assert!(backends.iter().map(EchoBackend::requests).sum::<u64>() < 20_000, "reset streams are not all forwarded");
+    let settings = h2_attack(server.proxy_addr, "settings", 20_000).await;
+    eprintln!("{settings}");
+    let ping = h2_attack(server.proxy_addr, "ping", 20_000).await;
+    eprintln!("{ping}");
+    let stalled = h2_attack(server.proxy_addr, "stalled-body", 50).await;
+    eprintln!("{stalled}");
+    assert_eq!(stalled["responses"], 50, "every stalled stream was answered (408): {stalled}");
+    let (ok, failed) = finish_polite(stop, polite).await;
+    assert!(ok > 0);
+    assert_eq!(failed, 0, "well-behaved clients saw failures");
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "memory grew by {grown_mib} MiB");
+    // Still serving afterwards, over HTTP/1.1 and HTTP/2.
+    assert_eq!(veer_tests::get(server.proxy_addr, "/after").await.status, StatusCode::OK);
+    assert_backends_unharmed(&server);
+    server.shutdown().await;
+}
