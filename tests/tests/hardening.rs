@@ -404,9 +404,9 @@ async fn hostile_http2_clients_leave_veer_serving_with_bounded_memory() {
         "veer closes a rapid-reset connection: {reset}"
     );
     assert!(backends.iter().map(EchoBackend::requests).sum::<u64>() < 20_000, "reset streams are not all forwarded");
-    let settings = h2_attack(server.proxy_addr, "settings", 20_000).await;
+    let settings = h2_attack(server.proxy_addr, "settings", 5_000).await;
     eprintln!("{settings}");
-    let ping = h2_attack(server.proxy_addr, "ping", 20_000).await;
+    let ping = h2_attack(server.proxy_addr, "ping", 5_000).await;
     eprintln!("{ping}");
     let stalled = h2_attack(server.proxy_addr, "stalled-body", 50).await;
     eprintln!("{stalled}");

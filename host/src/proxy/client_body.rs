@@ -171,15 +171,15 @@ pub enum Payload {
     Streaming(ClientBody),
 }
 
-/// Takes the client's body for forwarding. A body of at most `replay_bytes`
-/// (when `replay` is wanted) is read into memory first, so that a retry can
-/// send it again; a larger one is streamed, led by what was read. `Err` when
-/// the client broke the body while it was being read; `deadline` bounds the
-/// whole read.
+/// Takes the client's body for forwarding. A body of at most `buffer_bytes`
+/// (when `buffer` is wanted) is read into memory first: a body the client
+/// breaks never reaches a backend, and a retry can send it again. A larger
+/// one is streamed, led by what was read. `Err` when the client broke the
+/// body while it was being read; `deadline` bounds the whole read.
 pub async fn take(
     body: Incoming,
-    replay: bool,
-    replay_bytes: usize,
+    buffer: bool,
+    buffer_bytes: usize,
     limits: BodyLimits,
     deadline: Instant,
     progress: &Arc<BodyProgress>,
@@ -194,12 +194,12 @@ pub async fn take(
     {
         return Err(progress.fail(ClientFault::BodyTooLarge).0);
     }
-    let fits = exact.is_none_or(|length| length <= replay_bytes as u64);
-    if !replay || replay_bytes == 0 || !fits {
+    let fits = exact.is_none_or(|length| length <= buffer_bytes as u64);
+    if !buffer || buffer_bytes == 0 || !fits {
         return Ok(Payload::Streaming(ClientBody::new(VecDeque::new(), Some(body), 0, limits, progress.clone())));
     }
     let mut body = body;
-    let mut buffer = BytesMut::new();
+    let mut read = BytesMut::new();
     let mut frames = VecDeque::new();
     let mut received = 0u64;
     loop {
@@ -216,9 +216,9 @@ pub async fn take(
                 if limits.max_bytes.is_some_and(|max| received > max) {
                     return Err(progress.fail(ClientFault::BodyTooLarge).0);
                 }
-                buffer.extend_from_slice(&data);
+                read.extend_from_slice(&data);
                 frames.push_back(Frame::data(data));
-                if buffer.len() > replay_bytes {
+                if read.len() > buffer_bytes {
                     // Too large to keep: stream it, led by what was read.
                     return Ok(Payload::Streaming(ClientBody::new(
                         frames,
@@ -240,5 +240,5 @@ pub async fn take(
         }
     }
     progress.finish();
-    Ok(Payload::Replayable(buffer.freeze()))
+    Ok(Payload::Replayable(read.freeze()))
 }

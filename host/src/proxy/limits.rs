@@ -119,12 +119,36 @@ pub fn check_request<B>(request: &Request<B>, limits: &RequestLimits) -> Result<
     if hosts > 1 {
         return refuse(StatusCode::BAD_REQUEST, "more than one Host header");
     }
+    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
+        // RFC 9112 §6.1: the two framings disagree about where the message
+        // ends, and the next hop may believe the other one (smuggling).
+        return refuse(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding");
+    }
+    if !transfer_coding_is_chunked(headers) {
+        return refuse(StatusCode::NOT_IMPLEMENTED, "the only transfer coding accepted is a single 'chunked'");
+    }
     if request.version() == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING) {
         // RFC 9112 §6.1: a 1.0 message with Transfer-Encoding may be framed
         // either way by the next hop; the classic request smuggling vector.
         return refuse(StatusCode::BAD_REQUEST, "Transfer-Encoding is not allowed in an HTTP/1.0 request");
     }
     Ok(())
+}
+
+/// Whether `Transfer-Encoding`, if present, is exactly one `chunked` (any
+/// other list, `chunked, chunked` included, is read differently by different
+/// servers).
+fn transfer_coding_is_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|coding| coding.trim_ascii());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(only), None) => only.eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
 }
 
 /// Name and value bytes of every header field, with the `: ` and CRLF that
@@ -251,6 +275,25 @@ mod tests {
         assert_eq!(check_request(&r, &limits).unwrap_err().status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         let r = request(Request::builder().uri("/").header("host", "a").header("x", "1").header("y", "2"));
         assert_eq!(check_request(&r, &limits).unwrap_err().status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let limits = RequestLimits::default();
+        let both = request(
+            Request::builder()
+                .uri("/")
+                .header("host", "a")
+                .header("content-length", "6")
+                .header("transfer-encoding", "chunked"),
+        );
+        assert_eq!(check_request(&both, &limits).unwrap_err().status, StatusCode::BAD_REQUEST);
+        for coding in ["chunked, chunked", "gzip, chunked", "identity"] {
+            let r = request(Request::builder().uri("/").header("host", "a").header("transfer-encoding", coding));
+            assert_eq!(check_request(&r, &limits).unwrap_err().status, StatusCode::NOT_IMPLEMENTED, "{coding}");
+        }
+        let r = request(Request::builder().uri("/").header("host", "a").header("transfer-encoding", "Chunked"));
+        assert!(check_request(&r, &limits).is_ok());
     }
 
     #[test]

@@ -516,15 +516,18 @@ impl Proxy {
         let deadline = started + self.config.total_timeout;
         let retry = &self.config.retry;
         let idempotent = is_idempotent(&parts.method) || retry.retry_non_idempotent;
-        // A body that fits the replay buffer is read first and can be sent
-        // again; a larger one is streamed to one backend only. An upgrade is
-        // never retried.
+        // A body that fits the replay buffer is read first, whatever the
+        // method (as nginx buffers request bodies): one the client breaks
+        // never reaches a backend, and an idempotent request can send it
+        // again. A larger one is streamed to one backend only. An upgrade is
+        // never buffered nor retried.
         let progress = Arc::new(BodyProgress::default());
         let body_limits =
             BodyLimits { max_bytes: self.config.limits.max_body_bytes, idle_timeout: self.config.client_body_timeout };
-        let replay = idempotent && client_upgrade.is_none();
+        let buffer = client_upgrade.is_none();
+        let replay = idempotent && buffer;
         let mut payload =
-            match client_body::take(body, replay, retry.replay_buffer_bytes, body_limits, deadline, &progress).await {
+            match client_body::take(body, buffer, retry.replay_buffer_bytes, body_limits, deadline, &progress).await {
                 Ok(payload) => payload,
                 Err(fault) => return Err(self.client_failed(guard, fault)),
             };
