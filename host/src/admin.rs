@@ -111,6 +111,55 @@ fn one() -> u32 {
     1
 }
 
+impl AddBackend {
+    /// The backend to add, or what is wrong with the request.
+    fn into_spec(self) -> Result<BackendSpec, String> {
+        let Ok(address) = self.address.parse::<SocketAddr>() else {
+            return Err(format!("address '{}' is not IP:PORT", self.address));
+        };
+        if self.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if !(1..=MAX_WEIGHT).contains(&self.weight) {
+            return Err(format!("weight must be from 1 to {MAX_WEIGHT}"));
+        }
+        if self.max_concurrent == Some(0) {
+            return Err("max_concurrent must be at least 1 (leave it out for no cap)".into());
+        }
+        Ok(BackendSpec {
+            name: self.name,
+            address,
+            weight: self.weight,
+            protocol: self.protocol,
+            max_concurrent: self.max_concurrent,
+            labels: self.labels,
+        })
+    }
+}
+
+/// Parses and checks an admin request body as the route `method path` would
+/// (without acting on it); for the fuzz targets. `Err` says what is wrong.
+#[doc(hidden)]
+pub fn check_body(method: &Method, path: &str, bytes: &[u8]) -> Result<(), String> {
+    let problem = |e: serde_json::Error| e.to_string();
+    match (method, path) {
+        (&Method::PUT, "/picker") => {
+            let swap: SwapRequest = serde_json::from_slice(bytes).map_err(problem)?;
+            let _ = PluginSource::parse(&swap.source);
+            Ok(())
+        }
+        (&Method::POST, "/backends") => {
+            serde_json::from_slice::<AddBackend>(bytes).map_err(problem)?.into_spec().map(|_| ())
+        }
+        (&Method::PUT, "/canary") => {
+            let split: CanarySplit = serde_json::from_slice(bytes).map_err(problem)?;
+            let problems = split.problems("");
+            if problems.is_empty() { Ok(()) } else { Err(format!("{problems:?}")) }
+        }
+        _ => serde_json::from_slice::<SetWeight>(bytes).map(|_| ()).map_err(problem),
+    }
+}
+
 /// `PUT /backends/{name}/weight`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,27 +380,11 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
                     Ok(add) => add,
                     Err(response) => return response,
                 };
-            let Ok(address) = add.address.parse::<SocketAddr>() else {
-                return error(StatusCode::BAD_REQUEST, &format!("address '{}' is not IP:PORT", add.address));
+            let spec = match add.into_spec() {
+                Ok(spec) => spec,
+                Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
             };
-            if add.name.trim().is_empty() {
-                return error(StatusCode::BAD_REQUEST, "name must not be empty");
-            }
-            if !(1..=MAX_WEIGHT).contains(&add.weight) {
-                return error(StatusCode::BAD_REQUEST, &format!("weight must be from 1 to {MAX_WEIGHT}"));
-            }
-            if add.max_concurrent == Some(0) {
-                return error(StatusCode::BAD_REQUEST, "max_concurrent must be at least 1 (leave it out for no cap)");
-            }
-            let name = add.name.clone();
-            let spec = BackendSpec {
-                name: add.name,
-                address,
-                weight: add.weight,
-                protocol: add.protocol,
-                max_concurrent: add.max_concurrent,
-                labels: add.labels,
-            };
+            let name = spec.name.clone();
             // Checked and added as one change: two adds of one name cannot both pass.
             let added = proxy.health().change(|pool| {
                 let in_canary = proxy.canary().is_some_and(|canary| canary.group.pool.by_name(&spec.name).is_some());

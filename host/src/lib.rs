@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod admission;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod health;
 pub mod net;

@@ -68,6 +68,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Rewrites a client request's headers for the backend: hop-by-hop fields
+/// go, `X-Forwarded-*` and `Via` are added, and `Host` is set from the
+/// request target's authority when it has one (HTTP/2 clients send
+/// `:authority` instead of `Host`; HTTP/1.1 backends need `Host`).
+pub fn rewrite_for_backend(parts: &mut http::request::Parts, client: &HeaderValue) {
+    let host = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    remove_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, client, host.as_ref());
+    append_via(&mut parts.headers, parts.version);
+    if let Some(host) = host.filter(|_| !parts.headers.contains_key(header::HOST)) {
+        parts.headers.insert(header::HOST, host);
+    }
+}
+
 /// Appends this hop to `Via` (`1.1 veer`, `2 veer`, ...).
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
     let hop = HeaderValue::from_static(match version {

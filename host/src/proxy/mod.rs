@@ -6,7 +6,7 @@ pub mod canary;
 mod client_body;
 mod conn;
 pub mod fault;
-mod headers;
+pub mod headers;
 pub mod limits;
 mod observed;
 mod retry;
@@ -465,17 +465,7 @@ impl Proxy {
         let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let version = parts.version;
-        let host = match parts.uri.authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-            None => parts.headers.get(header::HOST).cloned(),
-        };
-        headers::remove_hop_by_hop(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, &client.address_value, host.as_ref());
-        headers::append_via(&mut parts.headers, version);
-        if let Some(host) = host.filter(|_| !parts.headers.contains_key(header::HOST)) {
-            // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-            parts.headers.insert(header::HOST, host);
-        }
+        headers::rewrite_for_backend(&mut parts, &client.address_value);
         let mut close = false;
         let mut response =
             match self.forward(clients, parts, body, client.address.ip(), client_upgrade, &mut guard).await {
