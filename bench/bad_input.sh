@@ -14,24 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE=${BASE_PORT:-19000}
-WORK=$(mktemp -d /tmp/veer-bad-input.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-need=()
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
-command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
-if ((${#need[@]})); then
-    echo "installing ${need[*]} (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
+BENCH_NAME=bad-input
+source bench/common.sh
+install_peers nginx haproxy
 
 bash scripts/setup.sh >/dev/null
 echo "building veer"
@@ -101,14 +86,6 @@ CONF
 haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
 PIDS+=("$(cat "$WORK/haproxy.pid")")
 
-wait_port() {
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listening on port $1" >&2
-    exit 1
-}
 for port in "$CONTROL" "$VEER_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do wait_port "$port"; done
 echo "versions: $($VEER --version), $(nginx -v 2>&1), $(haproxy -v | head -1)"
 python3 bench/bad_input.py "$CONTROL" veer="$VEER_PORT" nginx="$NGINX_PORT" haproxy="$HAPROXY_PORT"

@@ -19,26 +19,9 @@ ROUNDS=${2:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 BASE=${BASE_PORT:-18000}
-WORK=$(mktemp -d /tmp/veer-bench.XXXXXX)
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
-command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
-if ((${#need[@]})); then
-    echo "installing ${need[*]} (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
+BENCH_NAME=bench
+source bench/common.sh
+install_peers wrk nginx haproxy
 
 bash scripts/setup.sh >/dev/null
 echo "building veer (release)"
@@ -50,14 +33,6 @@ $VEER sim --backend "name=a,port=$B1,latency=0ms" --backend "name=b,port=$B2,lat
     --backend "name=c,port=$B3,latency=0ms" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listening on port $1" >&2
-    exit 1
-}
 wait_port "$B1"; wait_port "$B2"; wait_port "$B3"
 
 cat >"$WORK/nginx.conf" <<CONF

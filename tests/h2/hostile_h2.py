@@ -106,12 +106,13 @@ def rapid_reset(port, count):
     return {"streams_opened_and_reset": sent, **seen}
 
 
-def settings_flood(port, count):
+def flood(port, count, frame, what):
+    """Sends `count` control frames made by `frame(conn, i)`, then listens."""
     sock, conn = connect(port)
     sent = 0
     for i in range(count):
         try:
-            conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535 + (i % 2)})
+            frame(conn, i)
         except h2.exceptions.ProtocolError:
             break
         sent += 1
@@ -120,21 +121,16 @@ def settings_flood(port, count):
     send_all(sock, conn)
     seen = drain(sock, conn, 3)
     sock.close()
-    return {"settings_sent": sent, **seen}
+    return {what: sent, **seen}
+
+
+def settings_flood(port, count):
+    change = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+    return flood(port, count, lambda conn, i: conn.update_settings({change: 65535 + (i % 2)}), "settings_sent")
 
 
 def ping_flood(port, count):
-    sock, conn = connect(port)
-    sent = 0
-    for i in range(count):
-        conn.ping(i.to_bytes(8, "big"))
-        sent += 1
-        if sent % 100 == 0 and not send_all(sock, conn):
-            break
-    send_all(sock, conn)
-    seen = drain(sock, conn, 3)
-    sock.close()
-    return {"pings_sent": sent, **seen}
+    return flood(port, count, lambda conn, i: conn.ping(i.to_bytes(8, "big")), "pings_sent")
 
 
 def stalled_body(port, count):

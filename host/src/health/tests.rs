@@ -241,13 +241,18 @@ fn added_backends_ramp_up_and_existing_ones_do_not() {
     assert_eq!(health.backend("b1").unwrap().effective_weight, WEIGHT_SCALE);
 }
 
-#[test]
-fn attempts_finishing_on_a_removed_backend_do_not_leak_ejection_places() {
+/// Breakers off; three errors in a row eject, half the group at most.
+fn ejecting_after_three_errors() -> HealthConfig {
     let mut config = config();
     config.breaker.consecutive_failures = 0;
     config.outlier.consecutive_errors = 3;
     config.outlier.max_ejected_share = 0.5;
-    let (health, log) = group(4, config);
+    config
+}
+
+#[test]
+fn attempts_finishing_on_a_removed_backend_do_not_leak_ejection_places() {
+    let (health, log) = group(4, ejecting_after_three_errors());
     let now = Instant::now();
     // Attempts in flight on b3 and b4 when they are removed, then failing.
     for id in [3, 4] {
@@ -269,11 +274,7 @@ fn attempts_finishing_on_a_removed_backend_do_not_leak_ejection_places() {
 
 #[test]
 fn removing_an_ejected_backend_frees_its_place_once() {
-    let mut config = config();
-    config.breaker.consecutive_failures = 0;
-    config.outlier.consecutive_errors = 3;
-    config.outlier.max_ejected_share = 0.5;
-    let (health, log) = group(4, config);
+    let (health, log) = group(4, ejecting_after_three_errors());
     let now = Instant::now();
     for _ in 0..3 {
         fail(&health, 4, now);
