@@ -111,10 +111,12 @@ wait "$POLITE" "$HOSTILE"
 echo "chaos: $kills backend kills, $swaps picker swaps, $reloads reloads"
 echo "polite: $(cat "$WORK/polite.json")"
 echo "hostile: $(cat "$WORK/hostile.json")"
-last=$MINUTES
-first=1
-if [[ -n ${samples[$first]:-} && -n ${samples[$last]:-} ]]; then
-    awk -v a="${samples[$first]}" -v b="${samples[$last]}" \
-        'BEGIN { printf "rss after warm-up: minute 1 %d KiB, minute %d %d KiB, drift %+.1f%%\n", a, '"$last"', b, (b - a) * 100 / a }'
+# Drift: the mean of the last five minutes against the mean of the five after
+# a two-minute warm-up (single samples swing a few percent with the allocator).
+if ((MINUTES >= 12)); then
+    early=$(printf '%s\n' "${samples[@]:3:5}" | awk '{ s += $1 } END { printf "%d", s / NR }')
+    late=$(printf '%s\n' "${samples[@]:$((MINUTES - 4)):5}" | awk '{ s += $1 } END { printf "%d", s / NR }')
+    awk -v a="$early" -v b="$late" -v m="$MINUTES" \
+        'BEGIN { printf "rss drift: minutes 3-7 mean %d KiB, minutes %d-%d mean %d KiB, %+.1f%%\n", a, m - 4, m, b, (b - a) * 100 / a }'
 fi
 kill -0 "$VEER_PID" 2>/dev/null && echo "veer: still running" || { echo "veer: exited"; exit 1; }
