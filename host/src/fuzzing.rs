@@ -60,7 +60,8 @@ mod tests {
     #[test]
     fn the_fuzz_corpora_replay_without_panics() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 4] = [
             ("config", super::config),
             ("scenario", super::scenario),
             ("admin_body", super::admin_body),
