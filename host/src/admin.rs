@@ -117,23 +117,18 @@ impl AddBackend {
         let Ok(address) = self.address.parse::<SocketAddr>() else {
             return Err(format!("address '{}' is not IP:PORT", self.address));
         };
-        if self.name.trim().is_empty() {
-            return Err("name must not be empty".into());
-        }
-        if !(1..=MAX_WEIGHT).contains(&self.weight) {
-            return Err(format!("weight must be from 1 to {MAX_WEIGHT}"));
-        }
-        if self.max_concurrent == Some(0) {
-            return Err("max_concurrent must be at least 1 (leave it out for no cap)".into());
-        }
-        Ok(BackendSpec {
+        let spec = BackendSpec {
             name: self.name,
             address,
             weight: self.weight,
             protocol: self.protocol,
             max_concurrent: self.max_concurrent,
             labels: self.labels,
-        })
+        };
+        match spec.problems().into_iter().next() {
+            Some((field, message)) => Err(format!("{field} {message}")),
+            None => Ok(spec),
+        }
     }
 }
 

@@ -640,18 +640,21 @@ fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     for field in fields {
         match field.split_once('=') {
             Some(("weight", w)) => {
-                spec.weight = w.parse().ok().filter(|w| (1..=MAX_WEIGHT).contains(w)).with_context(|| {
+                spec.weight = w.parse().with_context(|| {
                     format!("--backend '{text}': weight must be a whole number from 1 to {MAX_WEIGHT}, got '{w}'")
                 })?
             }
             Some(("max_concurrent", n)) => {
-                spec.max_concurrent = Some(n.parse().ok().filter(|n| *n >= 1).with_context(|| {
+                spec.max_concurrent = Some(n.parse().with_context(|| {
                     format!("--backend '{text}': max_concurrent must be a whole number of at least 1, got '{n}'")
                 })?)
             }
             None if field == "h2" => spec.protocol = BackendProtocol::Http2,
             _ => bail!("--backend '{text}': unknown option '{field}' (expected weight=N, max_concurrent=N or h2)"),
         }
+    }
+    if let Some((field, message)) = spec.problems().into_iter().next() {
+        bail!("--backend '{text}': {field} {message}");
     }
     Ok(spec)
 }

@@ -48,6 +48,26 @@ pub struct BackendSpec {
 /// Largest configured weight.
 pub const MAX_WEIGHT: u32 = 10_000;
 
+impl BackendSpec {
+    /// What is wrong with this backend's settings, as (field, message)
+    /// pairs; empty when it is valid. The one check behind every way of
+    /// describing a backend (the config file, `--backend`, `POST /backends`),
+    /// each of which adds where the field was given.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.name.trim().is_empty() {
+            problems.push(("name", "must not be empty".to_string()));
+        }
+        if !(1..=MAX_WEIGHT).contains(&self.weight) {
+            problems.push(("weight", format!("must be from 1 to {MAX_WEIGHT}, not {}", self.weight)));
+        }
+        if self.max_concurrent == Some(0) {
+            problems.push(("max_concurrent", "must be at least 1 (leave it out for no cap)".to_string()));
+        }
+        problems
+    }
+}
+
 /// Pickers see the configured weight times this, so that slow start can ramp
 /// even a weight-1 backend in steps (weights are relative, so the scale changes
 /// no ratio). `MAX_WEIGHT × WEIGHT_SCALE` stays within the contract's 1..=1000000.

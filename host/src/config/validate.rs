@@ -8,7 +8,7 @@ use super::{
     BackendConfig, Config, ConfigErrors, ControlOptions, Loaded, PickerConfig, Problem, admin_token, is_loopback,
 };
 use crate::plugin::{BUILTIN_NAMES, Limits, PluginSource};
-use crate::pool::{BackendSpec, MAX_WEIGHT};
+use crate::pool::BackendSpec;
 use crate::proxy::canary::CanarySplit;
 use crate::server::CanaryOptions;
 use crate::server::ServerOptions;
@@ -258,27 +258,26 @@ fn backends<'a>(
     let mut unparsed = false;
     for (i, backend) in list.iter().enumerate() {
         let at = |key: &str| format!("{prefix}[{i}].{key}");
-        if backend.name.trim().is_empty() {
-            c.push(&at("name"), "must not be empty");
-        } else if let Some(first) = names.insert(backend.name.as_str(), format!("{prefix}[{i}]")) {
+        if !backend.name.trim().is_empty()
+            && let Some(first) = names.insert(backend.name.as_str(), format!("{prefix}[{i}]"))
+        {
             c.push(&at("name"), format!("'{}' is already the name of {first}; names must be unique", backend.name));
         }
         let address = c.address(&at("address"), &backend.address);
-        if !(1..=MAX_WEIGHT).contains(&backend.weight) {
-            c.push(&at("weight"), format!("must be from 1 to {MAX_WEIGHT}, not {}", backend.weight));
-        }
-        if backend.max_concurrent == Some(0) {
-            c.push(&at("max_concurrent"), "must be at least 1 (leave it out for no cap)");
+        let spec = BackendSpec {
+            name: backend.name.clone(),
+            // Unparsable addresses were reported just above; the rest is still checked.
+            address: address.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            weight: backend.weight,
+            protocol: backend.protocol,
+            max_concurrent: backend.max_concurrent,
+            labels: backend.labels.clone(),
+        };
+        for (field, message) in spec.problems() {
+            c.push(&at(field), message);
         }
         match address {
-            Some(address) => specs.push(BackendSpec {
-                name: backend.name.clone(),
-                address,
-                weight: backend.weight,
-                protocol: backend.protocol,
-                max_concurrent: backend.max_concurrent,
-                labels: backend.labels.clone(),
-            }),
+            Some(_) => specs.push(spec),
             None => unparsed = true,
         }
     }
