@@ -39,7 +39,10 @@ fn request(picker: &Picker, request: RequestMeta) -> RequestMeta {
     let ctx = PickContext { attempt: 0, exclude: None, method: HttpMethod::Get };
     let (choice, request) = picker.pick(request, ctx);
     let choice = choice.expect("backends are eligible");
-    picker.observe(Outcome { backend: choice.backend, picked: true, status: 200, latency_us: 1_000, error: None });
+    picker.observe(
+        &choice,
+        Outcome { backend: choice.backend, picked: true, status: 200, latency_us: 1_000, error: None },
+    );
     request
 }
 

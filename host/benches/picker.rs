@@ -41,7 +41,8 @@ fn wasm_request(picker: &Picker, request: RequestMeta, tick: u64) -> RequestMeta
     let choice = choice.expect("backends are eligible");
     if picker.wants_outcomes() {
         let latency_us = 1_000 + (tick % 7) * 100 + u64::from(choice.backend % 3) * 500;
-        picker.observe(Outcome { backend: choice.backend, picked: true, status: 200, latency_us, error: None });
+        picker
+            .observe(&choice, Outcome { backend: choice.backend, picked: true, status: 200, latency_us, error: None });
     }
     request
 }

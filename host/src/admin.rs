@@ -328,7 +328,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         }
         (&Method::GET, "/canary") => match proxy.canary() {
             Some(canary) => {
-                let group = &canary.group;
+                let group = &canary.upstream;
                 let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
                 let backends: Vec<_> = group
                     .pool
@@ -382,7 +382,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             let name = spec.name.clone();
             // Checked and added as one change: two adds of one name cannot both pass.
             let added = proxy.health().change(|pool| {
-                let in_canary = proxy.canary().is_some_and(|canary| canary.group.pool.by_name(&spec.name).is_some());
+                let in_canary = proxy.canary().is_some_and(|canary| canary.upstream.pool.by_name(&spec.name).is_some());
                 if pool.by_name(&spec.name).is_some() || in_canary {
                     (vec![], vec![], false)
                 } else {

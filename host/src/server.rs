@@ -11,13 +11,14 @@ use tokio::task::JoinHandle;
 use crate::admission::{Admission, AdmissionConfig, InvalidAdmissionConfig};
 use crate::config::ControlOptions;
 use crate::config::reload::Reloader;
-use crate::health::{Health, HealthConfig, InvalidHealthConfig};
+use crate::health::{HealthConfig, InvalidHealthConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::{Metrics, ObserveConfig, snapshot};
-use crate::plugin::{HandoffResult, Limits, PickerSlot, PluginError, PluginRuntime, PluginSource};
-use crate::pool::{BackendSpec, Pool};
-use crate::proxy::canary::{Canary, CanarySplit, Group};
+use crate::plugin::{HandoffResult, Limits, PluginError, PluginRuntime, PluginSource};
+use crate::pool::BackendSpec;
+use crate::proxy::canary::{Canary, CanarySplit};
 use crate::proxy::{Proxy, ProxyConfig};
+use crate::upstream::{Upstream, UpstreamSpec};
 
 /// Everything needed to start veer.
 #[derive(Debug, Clone)]
@@ -154,73 +155,56 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     {
         return Err(StartError::AdminWithoutToken(admin));
     }
-    let runtime = PluginRuntime::new(options.limits.clone())?;
-    let slot = {
-        let (source, params) = (options.picker.clone(), options.params.clone());
-        // Compiling a component takes a while: keep it off the async workers.
-        tokio::task::spawn_blocking(move || PickerSlot::new(runtime, &source, params))
-            .await
-            .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))??
-    };
+    // A picker instance per data-path worker (see `plugin::Picker`).
+    let limits = Limits { instances: options.proxy.workers.max(1), ..options.limits.clone() };
+    let runtime = PluginRuntime::new(limits)?;
     let metrics = Arc::new(Metrics::new());
     let access_log = match &options.observe.access_log {
         Some(config) => Some(AccessLog::start(config, metrics.clone()).map_err(StartError::AccessLog)?),
         None => None,
     };
-    let (pool, events) = Pool::new(options.backends.clone(), metrics.clone());
-    slot.apply(&events);
-    let (pool, slot) = (Arc::new(pool), Arc::new(slot));
+    let main = UpstreamSpec {
+        backends: options.backends.clone(),
+        picker: options.picker.clone(),
+        params: options.params.clone(),
+        health: options.health.clone(),
+    };
+    let main = Upstream::start(runtime.clone(), main, metrics.clone()).await?;
     let restored_state = match options.control.state_dir.clone() {
         // Offered once the picker knows the backends: state may refer to them.
         Some(dir) => {
-            let slot = slot.clone();
+            let slot = main.slot.clone();
             tokio::task::spawn_blocking(move || crate::config::state::restore(&dir, &slot))
                 .await
                 .map_err(|e| PluginError::Engine(format!("state restoring task failed: {e}")))?
         }
         None => None,
     };
-    let health = {
-        // Health decides eligibility and weight; the picker hears of each change.
-        let slot = slot.clone();
-        Health::new(pool.clone(), options.health.clone(), Box::new(move |events| slot.publish(events)))
-    };
     let canary = match &options.canary {
         Some(canary) => {
-            let runtime = slot.runtime().clone();
-            let (source, params) = (canary.picker.clone(), canary.params.clone());
-            let canary_slot = tokio::task::spawn_blocking(move || PickerSlot::new(runtime, &source, params))
-                .await
-                .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))??;
-            let (canary_pool, events) = Pool::new(canary.backends.clone(), metrics.clone());
-            canary_slot.apply(&events);
-            let (canary_pool, canary_slot) = (Arc::new(canary_pool), Arc::new(canary_slot));
-            let publish = canary_slot.clone();
-            let canary_health = Health::new(
-                canary_pool.clone(),
-                options.health.clone(),
-                Box::new(move |events| publish.publish(events)),
-            );
-            let group = Group { pool: canary_pool, slot: canary_slot, health: canary_health };
-            Some(Arc::new(Canary::new(group, canary.split.clone())))
+            let spec = UpstreamSpec {
+                backends: canary.backends.clone(),
+                picker: canary.picker.clone(),
+                params: canary.params.clone(),
+                health: options.health.clone(),
+            };
+            let upstream = Upstream::start(runtime.clone(), spec, metrics.clone()).await?;
+            Some(Arc::new(Canary::new(upstream, canary.split.clone())))
         }
         None => None,
     };
-    let main = Group { pool, slot, health: health.clone() };
-    let proxy = Proxy::new(main, canary.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
+    let proxy = Proxy::new(main.clone(), canary.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![
         tokio::spawn(serving),
-        tokio::spawn(health.run(stopped(stop_rx.clone()))),
+        tokio::spawn(main.run(stopped(stop_rx.clone()))),
         tokio::spawn(admission.run(stopped(stop_rx.clone()))),
-        tokio::spawn(proxy.slot().clone().run(stopped(stop_rx.clone()))),
     ];
     if let Some(canary) = &canary {
-        tasks.push(tokio::spawn(canary.group.health.clone().run(stopped(stop_rx.clone()))));
-        tasks.push(tokio::spawn(canary.group.slot.clone().run(stopped(stop_rx.clone()))));
+        tasks.push(tokio::spawn(canary.upstream.clone().run(stopped(stop_rx.clone()))));
     }
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.clone(),

@@ -58,13 +58,16 @@ pub fn drive(picker: &Picker, n: usize, model: Model<'_>) -> std::collections::B
         let Some(choice) = choice else { continue };
         *counts.entry(choice.backend).or_default() += 1;
         let (latency_us, ok) = model(choice.backend);
-        picker.observe(Outcome {
-            backend: choice.backend,
-            picked: choice.by_plugin,
-            status: if ok { 200 } else { 500 },
-            latency_us,
-            error: None,
-        });
+        picker.observe(
+            &choice,
+            Outcome {
+                backend: choice.backend,
+                picked: choice.by_plugin,
+                status: if ok { 200 } else { 500 },
+                latency_us,
+                error: None,
+            },
+        );
         picker.repair();
     }
     counts

@@ -167,7 +167,7 @@ impl Reloader {
         let before = main_slot.current();
         let picker = swap_if_changed(main_slot, &new.picker, &new.params)?;
         let canary_picker = match canary {
-            Some((live, wanted)) => match swap_if_changed(&live.group.slot, &wanted.picker, &wanted.params) {
+            Some((live, wanted)) => match swap_if_changed(&live.upstream.slot, &wanted.picker, &wanted.params) {
                 Ok(report) => report,
                 Err(error) => {
                     if picker.is_some() {
@@ -185,7 +185,7 @@ impl Reloader {
         let canary = canary.map(|(live, wanted)| {
             live.set_split(wanted.split.clone());
             CanaryReport {
-                backends: diff_backends(&live.group.health, &wanted.backends),
+                backends: diff_backends(&live.upstream.health, &wanted.backends),
                 picker: canary_picker,
                 split: wanted.split.clone(),
             }
@@ -245,8 +245,8 @@ impl Reloader {
                 CanaryConfig {
                     percent: split.percent,
                     header: split.header,
-                    backends: backend_configs(&canary.group.pool),
-                    picker: picker_config(&canary.group.slot),
+                    backends: backend_configs(&canary.upstream.pool),
+                    picker: picker_config(&canary.upstream.slot),
                 }
             }),
         }

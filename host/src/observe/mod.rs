@@ -545,7 +545,7 @@ impl Metrics {
         self.mirror_group(pool, proxy.health());
         if let Some(canary) = proxy.canary() {
             // Backend names are unique across the two groups, so the series do not collide.
-            self.mirror_group(&canary.group.pool, &canary.group.health);
+            self.mirror_group(&canary.upstream.pool, &canary.upstream.health);
         }
         let stats: PickerStatsSnapshot = slot.lifetime_stats();
         catch_up(&self.picks, stats.picks);

@@ -2,7 +2,7 @@
 //! them while traffic flows.
 //!
 //! - [`PluginRuntime`]: one Wasm engine per process; compiles each component once.
-//! - [`Picker`]: one instance, called under a deadline and a memory cap; a
+//! - [`Picker`]: an instance per data-path worker, called under a deadline and a memory cap; a
 //!   trap, an overrun or a bad answer never fails a request (the host's own
 //!   round robin answers instead, and the fault is counted).
 //! - [`PickerSlot`]: the serving picker of a backend group, hot-swapped through
@@ -30,7 +30,9 @@ pub use bindings::veer::picker::types::{
 pub use builtin::NAMES as BUILTIN_NAMES;
 pub use membership::Membership;
 pub use native::{NativePicker, NativePolicy};
-pub use picker::{Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot};
+pub use picker::{
+    Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot, set_worker_index,
+};
 pub use runtime::{Limits, PluginCode, PluginRuntime, RequestMeta};
 pub use slot::{PickerSlot, SwapReport};
 

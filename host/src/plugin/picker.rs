@@ -1,10 +1,22 @@
-//! One loaded picker: a plugin instance behind a mutex, with the host's checks,
-//! native fallback, fault counting and self-repair around every call.
+//! One loaded picker: a plugin instance per data-path worker, each behind its
+//! own mutex, with the host's checks, native fallback, fault counting and
+//! self-repair around every call.
+//!
+//! Why an instance per worker: with one instance, every pick on every worker
+//! took the same mutex, so adding cores added waiting rather than throughput.
+//! Each worker thread picks on its own instance ([`set_worker_index`]) and the
+//! outcome of an attempt goes back to the instance that picked it
+//! ([`Choice`] remembers which). What must be global about a backend
+//! (eligibility, health, the concurrency cap) is the host's and is applied to
+//! every instance; what a policy learns from outcomes (latency averages,
+//! Q-values, its own in-flight counts) it learns from its worker's share of
+//! the traffic.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -39,6 +51,40 @@ pub struct Choice {
     pub backend: BackendId,
     /// `true` if the plugin chose it, `false` if the host's fallback did.
     pub by_plugin: bool,
+    /// The instance that chose it, which hears the attempt's outcome.
+    instance: usize,
+}
+
+impl Choice {
+    /// A backend the host chose without asking a picker (its outcome goes to
+    /// the first instance, marked as not picked).
+    pub fn by_host(backend: BackendId) -> Choice {
+        Choice { backend, by_plugin: false, instance: 0 }
+    }
+}
+
+thread_local! {
+    /// Which instance of every picker this thread picks on.
+    static WORKER_INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Numbers for threads that never called [`set_worker_index`].
+static NEXT_THREAD_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes the calling thread pick on instance `index` (modulo the number of
+/// instances) of every picker. The data-path workers call it with their
+/// number, so that no two of them share an instance; any other thread gets
+/// the next number on its first pick.
+pub fn set_worker_index(index: usize) {
+    WORKER_INDEX.set(Some(index));
+}
+
+fn worker_index() -> usize {
+    WORKER_INDEX.get().unwrap_or_else(|| {
+        let index = NEXT_THREAD_INDEX.fetch_add(1, Ordering::Relaxed);
+        WORKER_INDEX.set(Some(index));
+        index
+    })
 }
 
 /// Why the host did not use a plugin's answer.
@@ -138,6 +184,31 @@ struct Live {
     world: PickerWorld,
 }
 
+/// One instance and its counters. Aligned to its own cache lines, so that
+/// workers counting picks on neighbouring instances do not share one.
+#[repr(align(128))]
+struct Instance {
+    inner: Mutex<Inner>,
+    stats: PickerStats,
+}
+
+impl Instance {
+    fn new(live: Option<Live>, membership: Membership) -> Instance {
+        Instance {
+            inner: Mutex::new(Inner {
+                live,
+                membership,
+                fallback_next: 0,
+                consecutive_faults: 0,
+                rebuild_times: VecDeque::new(),
+                last_fault: String::new(),
+                repair_due: false,
+            }),
+            stats: PickerStats::default(),
+        }
+    }
+}
+
 struct Inner {
     /// `None` once the host has given up on the plugin (see [`PickerHealth`]).
     live: Option<Live>,
@@ -166,13 +237,19 @@ pub struct Picker {
     /// state, undoing a swap): not parsed back from `info.source`, which
     /// cannot name a native policy.
     source: PluginSource,
-    inner: Mutex<Inner>,
-    stats: PickerStats,
+    /// At least one; [`Limits::instances`](super::Limits::instances) for
+    /// Wasm and the native round robin, one for a [`NativePicker`] (whose
+    /// policy is a single object).
+    instances: Box<[Instance]>,
 }
 
 impl std::fmt::Debug for Picker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Picker").field("info", &self.info).field("stats", &self.stats.snapshot()).finish()
+        f.debug_struct("Picker")
+            .field("info", &self.info)
+            .field("instances", &self.instances.len())
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -206,10 +283,11 @@ pub enum HandoffResult {
 }
 
 impl Picker {
-    /// Instantiates `code`, configures it with `params`, tells it about
-    /// `membership`, offers it `handoff` state when it is the same policy at the
-    /// same or a newer version, and smoke-tests a pick. Any failure is returned
-    /// and nothing is left running.
+    /// Instantiates `code` ([`Limits::instances`](super::Limits::instances)
+    /// times), configures each instance with `params`, tells it about
+    /// `membership`, offers it `handoff` state when it is the same policy at
+    /// the same or a newer version, and smoke-tests a pick on each. Any
+    /// failure is returned and nothing is left running.
     pub fn start(
         runtime: Arc<PluginRuntime>,
         code: Arc<PluginCode>,
@@ -217,43 +295,25 @@ impl Picker {
         membership: Membership,
         handoff: Option<&Handoff>,
     ) -> Result<(Picker, HandoffResult), PluginError> {
-        let (mut live, info) = Live::start(&runtime, &code, &params, &membership)?;
-        let handoff_result = match handoff {
-            Some(h) if h.state.is_empty() => HandoffResult::None,
-            Some(h) if h.from.name == info.name && !is_older(&info.version, &h.from.version) => {
-                runtime.arm_deadline(&mut live.store, runtime.limits().control_timeout);
-                match live.world.veer_picker_policy().call_import_state(&mut live.store, &h.state) {
-                    Ok(Ok(())) => HandoffResult::Imported { bytes: h.state.len() },
-                    Ok(Err(reason)) => HandoffResult::Refused { reason },
-                    Err(trap) => {
-                        return Err(PluginError::Trap {
-                            plugin: info.name,
-                            call: "import-state",
-                            reason: describe(&trap),
-                        });
-                    }
-                }
-            }
-            Some(_) => HandoffResult::NotApplicable,
-            None => HandoffResult::None,
-        };
+        let count = runtime.limits().instances.max(1);
+        let mut instances = Vec::with_capacity(count);
+        let mut handoff_result = HandoffResult::None;
+        let mut info = None;
+        for _ in 0..count {
+            let (mut live, started) = Live::start(&runtime, &code, &params, &membership)?;
+            // Every instance is told the same state, so they agree on what was learned.
+            handoff_result = import(&runtime, &mut live, &started, handoff)?;
+            instances.push(Instance::new(Some(live), membership.clone()));
+            info = Some(started);
+        }
         let picker = Picker {
             runtime,
             source: PluginSource::parse(&code.source),
             code: Some(code),
             native: None,
             params,
-            info,
-            inner: Mutex::new(Inner {
-                live: Some(live),
-                membership,
-                fallback_next: 0,
-                consecutive_faults: 0,
-                rebuild_times: VecDeque::new(),
-                last_fault: String::new(),
-                repair_due: false,
-            }),
-            stats: PickerStats::default(),
+            info: info.expect("at least one instance was started"),
+            instances: instances.into_boxed_slice(),
         };
         picker.smoke_test()?;
         Ok((picker, handoff_result))
@@ -267,7 +327,8 @@ impl Picker {
             wants_outcomes: false,
             source: "native:round-robin".into(),
         };
-        Picker::host_side(runtime, info, None, membership, PluginSource::NativeRoundRobin)
+        let count = runtime.limits().instances.max(1);
+        Picker::host_side(runtime, info, None, membership, PluginSource::NativeRoundRobin, count)
     }
 
     /// A policy implemented in the host ([`NativePicker`]). It hears every
@@ -281,7 +342,9 @@ impl Picker {
             source: format!("native:{}", native.name()),
         };
         let source = PluginSource::Native(native.clone());
-        Picker::host_side(runtime, info, Some(native), membership, source)
+        // One instance: the policy is one object that must see picks and
+        // outcomes in order.
+        Picker::host_side(runtime, info, Some(native), membership, source, 1)
     }
 
     fn host_side(
@@ -290,6 +353,7 @@ impl Picker {
         native: Option<NativePicker>,
         membership: Membership,
         source: PluginSource,
+        instances: usize,
     ) -> Picker {
         Picker {
             runtime,
@@ -298,16 +362,7 @@ impl Picker {
             native,
             params: Vec::new(),
             info,
-            inner: Mutex::new(Inner {
-                live: None,
-                membership,
-                fallback_next: 0,
-                consecutive_faults: 0,
-                rebuild_times: VecDeque::new(),
-                last_fault: String::new(),
-                repair_due: false,
-            }),
-            stats: PickerStats::default(),
+            instances: (0..instances).map(|_| Instance::new(None, membership.clone())).collect(),
         }
     }
 
@@ -321,10 +376,14 @@ impl Picker {
         self.smoke_test()
     }
 
-    /// One pick that must be a valid answer from the plugin itself: proves the
-    /// plugin works before it is put on the request path.
+    /// One pick on each instance that must be a valid answer from the plugin
+    /// itself: proves the plugin works before it is put on the request path.
     fn smoke_test(&self) -> Result<(), PluginError> {
-        let mut inner = self.inner.lock();
+        self.instances.iter().try_for_each(|instance| self.smoke_test_one(instance))
+    }
+
+    fn smoke_test_one(&self, instance: &Instance) -> Result<(), PluginError> {
+        let mut inner = instance.inner.lock();
         let Inner { live: Some(live), membership, .. } = &mut *inner else {
             return Err(PluginError::Smoke { plugin: self.info.name.clone(), reason: "no instance".into() });
         };
@@ -364,34 +423,50 @@ impl Picker {
         &self.params
     }
 
-    /// Its counters.
+    /// Its counters, every instance's together.
     pub fn stats(&self) -> PickerStatsSnapshot {
-        self.stats.snapshot()
+        self.instances.iter().fold(PickerStatsSnapshot::default(), |sum, i| sum.plus(&i.stats.snapshot()))
     }
 
-    /// Whether the plugin or the host's fallback is deciding.
+    /// How many instances share the picks (one per data-path worker).
+    pub fn instances(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Whether the plugin or the host's fallback is deciding: the fallback,
+    /// if it has taken over from any instance.
     pub fn health(&self) -> PickerHealth {
-        let inner = self.inner.lock();
-        match inner.live {
-            Some(_) => PickerHealth::Serving,
-            // Host-side, or a replacement for a faulted instance is on its way.
-            None if self.code.is_none() || inner.repair_due => PickerHealth::Serving,
-            None => PickerHealth::FallbackOnly { reason: inner.last_fault.clone() },
+        for instance in &self.instances {
+            let inner = instance.inner.lock();
+            match inner.live {
+                Some(_) => {}
+                // Host-side, or a replacement for a faulted instance is on its way.
+                None if self.code.is_none() || inner.repair_due => {}
+                None => return PickerHealth::FallbackOnly { reason: inner.last_fault.clone() },
+            }
         }
+        PickerHealth::Serving
     }
 
     /// A copy of the backend set as this picker knows it.
     pub fn membership(&self) -> Membership {
-        self.inner.lock().membership.clone()
+        self.instances[0].inner.lock().membership.clone()
     }
 
-    /// Chooses the backend for one attempt. Never fails because of the plugin:
-    /// a trap, an overrun or a bad answer is counted and answered by the host's
-    /// fallback. `None` only when no eligible backend other than `ctx.exclude`
-    /// exists. The request is lent to the plugin and handed back.
+    /// Chooses the backend for one attempt, on the calling thread's instance.
+    /// Never fails because of the plugin: a trap, an overrun or a bad answer
+    /// is counted and answered by the host's fallback. `None` only when no
+    /// eligible backend other than `ctx.exclude` exists. The request is lent
+    /// to the plugin and handed back.
     pub fn pick(&self, request: RequestMeta, ctx: PickContext) -> (Option<Choice>, RequestMeta) {
-        self.stats.picks.fetch_add(1, Ordering::Relaxed);
-        let mut guard = self.inner.lock();
+        let index = worker_index() % self.instances.len();
+        let (choice, request) = self.pick_on(&self.instances[index], request, ctx);
+        (choice.map(|choice| Choice { instance: index, ..choice }), request)
+    }
+
+    fn pick_on(&self, instance: &Instance, request: RequestMeta, ctx: PickContext) -> (Option<Choice>, RequestMeta) {
+        instance.stats.picks.fetch_add(1, Ordering::Relaxed);
+        let mut guard = instance.inner.lock();
         let inner = &mut *guard;
         if !inner.membership.has_candidate(ctx.exclude) {
             return (None, request);
@@ -400,7 +475,7 @@ impl Picker {
             if let Some(native) = &self.native {
                 match native.policy().pick(&inner.membership, ctx.exclude) {
                     Some(id) if Some(id) != ctx.exclude && inner.membership.is_eligible(id) => {
-                        return (Some(Choice { backend: id, by_plugin: true }), request);
+                        return (Some(Choice { backend: id, by_plugin: true, instance: 0 }), request);
                     }
                     answer => {
                         if let Some(backend) = answer {
@@ -413,19 +488,20 @@ impl Picker {
                                 error: Some(ErrorKind::NotSent),
                             });
                         }
-                        self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-                        return (self.fallback(inner, ctx.exclude).map(|c| Choice { by_plugin: false, ..c }), request);
+                        instance.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        let choice = self.fallback(&instance.stats, inner, ctx.exclude);
+                        return (choice.map(|c| Choice { by_plugin: false, ..c }), request);
                     }
                 }
             }
-            let choice = self.fallback(inner, ctx.exclude);
+            let choice = self.fallback(&instance.stats, inner, ctx.exclude);
             return (choice.map(|c| Choice { by_plugin: self.code.is_none(), ..c }), request);
         };
         let (answer, request) = self.call_pick(live, request, ctx);
         let fault = match answer {
             Ok(Some(id)) if Some(id) != ctx.exclude && inner.membership.is_eligible(id) => {
                 inner.consecutive_faults = 0;
-                return (Some(Choice { backend: id, by_plugin: true }), request);
+                return (Some(Choice { backend: id, by_plugin: true, instance: 0 }), request);
             }
             Ok(Some(id)) => {
                 self.notify_not_sent(live, id);
@@ -434,8 +510,8 @@ impl Picker {
             Ok(None) => (FaultKind::EmptyAnswer, "answered none although a backend was eligible".to_string()),
             Err(trap) => (fault_kind(&trap), describe(&trap)),
         };
-        self.record_fault(inner, fault.0, "pick", fault.1);
-        (self.fallback(inner, ctx.exclude), request)
+        self.record_fault(&instance.stats, inner, fault.0, "pick", fault.1);
+        (self.fallback(&instance.stats, inner, ctx.exclude), request)
     }
 
     fn call_pick(
@@ -451,24 +527,27 @@ impl Picker {
         (answer, request)
     }
 
-    /// Reports the outcome of an attempt, if the plugin subscribes. Faults are
-    /// handled as in [`Picker::pick`]; the caller never sees them.
-    pub fn observe(&self, outcome: Outcome) {
+    /// Reports the outcome of an attempt to the instance that made `choice`,
+    /// if the plugin subscribes. Faults are handled as in [`Picker::pick`];
+    /// the caller never sees them.
+    pub fn observe(&self, choice: &Choice, outcome: Outcome) {
         if !self.info.wants_outcomes {
             return;
         }
+        // A choice made by another picker (swapped out meanwhile) has an index of its own.
+        let instance = &self.instances[choice.instance % self.instances.len()];
         if let Some(native) = &self.native {
             // Under the lock, so that a native policy sees picks and outcomes in order.
-            let _guard = self.inner.lock();
+            let _guard = instance.inner.lock();
             native.policy().observe(&outcome);
             return;
         }
-        let mut guard = self.inner.lock();
+        let mut guard = instance.inner.lock();
         let inner = &mut *guard;
         let Some(live) = &mut inner.live else { return };
         self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
         if let Err(trap) = live.world.veer_picker_policy().call_observe(&mut live.store, outcome) {
-            self.record_fault(inner, fault_kind(&trap), "observe", describe(&trap));
+            self.record_fault(&instance.stats, inner, fault_kind(&trap), "observe", describe(&trap));
         }
     }
 
@@ -477,33 +556,41 @@ impl Picker {
         self.info.wants_outcomes
     }
 
-    /// Applies backend events to this picker's view and the plugin's.
+    /// Applies backend events to this picker's view and the plugin's, on
+    /// every instance.
     pub fn backends_changed(&self, events: &[BackendEvent]) {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        inner.membership.apply(events);
-        let Some(live) = &mut inner.live else { return };
-        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
-        if let Err(trap) = live.world.veer_picker_policy().call_backends_changed(&mut live.store, events) {
-            self.record_fault(inner, fault_kind(&trap), "backends-changed", describe(&trap));
+        for instance in &self.instances {
+            let mut guard = instance.inner.lock();
+            let inner = &mut *guard;
+            inner.membership.apply(events);
+            let Some(live) = &mut inner.live else { continue };
+            self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
+            if let Err(trap) = live.world.veer_picker_policy().call_backends_changed(&mut live.store, events) {
+                self.record_fault(&instance.stats, inner, fault_kind(&trap), "backends-changed", describe(&trap));
+            }
         }
     }
 
-    /// The plugin's learned state, for a successor or for disk. Empty when the
+    /// The plugin's learned state, for a successor or for disk: that of the
+    /// first running instance (each learned from its worker's share of the
+    /// traffic; a successor starts every instance from it). Empty when the
     /// plugin keeps none or is not running.
     pub fn export_state(&self) -> Result<Vec<u8>, PluginError> {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let Some(live) = &mut inner.live else { return Ok(Vec::new()) };
-        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
-        match live.world.veer_picker_policy().call_export_state(&mut live.store) {
-            Ok(state) => Ok(state),
-            Err(trap) => {
-                let reason = describe(&trap);
-                self.record_fault(inner, fault_kind(&trap), "export-state", reason.clone());
-                Err(PluginError::Trap { plugin: self.info.name.clone(), call: "export-state", reason })
-            }
+        for instance in &self.instances {
+            let mut guard = instance.inner.lock();
+            let inner = &mut *guard;
+            let Some(live) = &mut inner.live else { continue };
+            self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
+            return match live.world.veer_picker_policy().call_export_state(&mut live.store) {
+                Ok(state) => Ok(state),
+                Err(trap) => {
+                    let reason = describe(&trap);
+                    self.record_fault(&instance.stats, inner, fault_kind(&trap), "export-state", reason.clone());
+                    Err(PluginError::Trap { plugin: self.info.name.clone(), call: "export-state", reason })
+                }
+            };
         }
+        Ok(Vec::new())
     }
 
     fn notify_not_sent(&self, live: &mut Live, backend: BackendId) {
@@ -516,16 +603,16 @@ impl Picker {
     }
 
     /// The host's own choice: round robin over the eligible backends.
-    fn fallback(&self, inner: &mut Inner, exclude: Option<BackendId>) -> Option<Choice> {
+    fn fallback(&self, stats: &PickerStats, inner: &mut Inner, exclude: Option<BackendId>) -> Option<Choice> {
         let eligible = inner.membership.eligible();
         for _ in 0..eligible.len().min(2) {
             let id = eligible[inner.fallback_next % eligible.len()];
             inner.fallback_next = inner.fallback_next.wrapping_add(1);
             if Some(id) != exclude {
                 if self.code.is_some() {
-                    self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    stats.fallbacks.fetch_add(1, Ordering::Relaxed);
                 }
-                return Some(Choice { backend: id, by_plugin: false });
+                return Some(Choice { backend: id, by_plugin: false, instance: 0 });
             }
         }
         None
@@ -535,8 +622,8 @@ impl Picker {
     /// unusable, so it is replaced at once; bad answers replace it after
     /// `max_consecutive_faults`. Too many replacements in the window hand the
     /// picker to the fallback for good.
-    fn record_fault(&self, inner: &mut Inner, kind: FaultKind, call: &str, reason: String) {
-        self.stats.fault(kind);
+    fn record_fault(&self, stats: &PickerStats, inner: &mut Inner, kind: FaultKind, call: &str, reason: String) {
+        stats.fault(kind);
         inner.consecutive_faults += 1;
         inner.last_fault = format!("{call}: {reason}");
         tracing::warn!(plugin = %self.info.name, ?kind, call, %reason, "picker fault; the host's fallback served the request");
@@ -567,30 +654,37 @@ impl Picker {
         }
     }
 
-    /// Whether a fault took the instance out and [`Picker::repair`] should run.
+    /// Whether a fault took an instance out and [`Picker::repair`] should run.
     pub fn needs_repair(&self) -> bool {
-        self.inner.lock().repair_due
+        self.instances.iter().any(|instance| instance.inner.lock().repair_due)
     }
 
-    /// Replaces an instance a fault took out with a fresh one (learned state
-    /// is lost); until then the host's fallback answers. For the control
-    /// task, never a request: instantiation runs guest code.
+    /// Replaces each instance a fault took out with a fresh one (its learned
+    /// state is lost); until then the host's fallback answers that worker's
+    /// picks. For the control task, never a request: instantiation runs
+    /// guest code.
     pub fn repair(&self) {
+        for instance in &self.instances {
+            self.repair_one(instance);
+        }
+    }
+
+    fn repair_one(&self, instance: &Instance) {
         let (code, membership) = {
-            let mut inner = self.inner.lock();
+            let mut inner = instance.inner.lock();
             if !inner.repair_due {
                 return;
             }
             inner.repair_due = false;
             let Some(code) = &self.code else { return };
             inner.rebuild_times.push_back(Instant::now());
-            self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+            instance.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
             inner.consecutive_faults = 0;
             (code.clone(), inner.membership.clone())
         };
         // Built outside the lock, so picks (served by the fallback) go on meanwhile.
         let started = Live::start(&self.runtime, &code, &self.params, &membership);
-        let mut inner = self.inner.lock();
+        let mut inner = instance.inner.lock();
         let started = match started {
             // Events applied while it was built: build again from the current set.
             Ok(_) if inner.membership.generation() != membership.generation() => {
@@ -650,6 +744,35 @@ impl Live {
     }
 }
 
+/// Offers `handoff` to a just-started instance: imported when it comes from
+/// the same policy at the same or an older version.
+fn import(
+    runtime: &PluginRuntime,
+    live: &mut Live,
+    info: &PickerInfo,
+    handoff: Option<&Handoff>,
+) -> Result<HandoffResult, PluginError> {
+    Ok(match handoff {
+        Some(h) if h.state.is_empty() => HandoffResult::None,
+        Some(h) if h.from.name == info.name && !is_older(&info.version, &h.from.version) => {
+            runtime.arm_deadline(&mut live.store, runtime.limits().control_timeout);
+            match live.world.veer_picker_policy().call_import_state(&mut live.store, &h.state) {
+                Ok(Ok(())) => HandoffResult::Imported { bytes: h.state.len() },
+                Ok(Err(reason)) => HandoffResult::Refused { reason },
+                Err(trap) => {
+                    return Err(PluginError::Trap {
+                        plugin: info.name.clone(),
+                        call: "import-state",
+                        reason: describe(&trap),
+                    });
+                }
+            }
+        }
+        Some(_) => HandoffResult::NotApplicable,
+        None => HandoffResult::None,
+    })
+}
+
 fn fault_kind(error: &wasmtime::Error) -> FaultKind {
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => FaultKind::Deadline,
@@ -681,7 +804,57 @@ fn is_older(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_older;
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::plugin::bindings::veer::picker::types::Backend;
+    use crate::plugin::runtime::Limits;
+
+    /// Runs `f` on a thread that picks as worker `index`.
+    fn as_worker<T: Send>(index: usize, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    set_worker_index(index);
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    fn pick(picker: &Picker) -> Choice {
+        let request = RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST));
+        picker.pick(request, PickContext { attempt: 0, exclude: None, method: HttpMethod::Get }).0.unwrap()
+    }
+
+    #[test]
+    fn each_worker_picks_on_its_own_instance_and_outcomes_go_to_the_picking_one() {
+        let runtime = PluginRuntime::new(Limits { instances: 2, seed: Some(1), ..Limits::default() }).unwrap();
+        let code = runtime.load(&PluginSource::Builtin("least-conn".into())).unwrap();
+        let mut membership = Membership::default();
+        membership.apply(&[1, 2].map(|id| {
+            let address = format!("10.0.0.{id}:80");
+            BackendEvent::Added(Backend { id, name: format!("b{id}"), address, weight: 1, labels: vec![] })
+        }));
+        let (picker, _) = Picker::start(runtime, code, vec![], membership, None).unwrap();
+        assert_eq!(picker.instances(), 2);
+
+        // Worker 0 has one attempt in flight on each backend.
+        let (first, second) = as_worker(0, || (pick(&picker), pick(&picker)));
+        assert_ne!(first.backend, second.backend, "least-conn spreads over its own in-flight attempts");
+        // Worker 1's instance knows nothing of them: it starts where worker 0's did.
+        assert_eq!(as_worker(1, || pick(&picker)).backend, first.backend);
+
+        // The second attempt's outcome, reported from another thread, reaches
+        // the instance that picked it: worker 0 now has the second backend free.
+        as_worker(1, || {
+            let outcome = Outcome { backend: second.backend, picked: true, status: 200, latency_us: 10, error: None };
+            picker.observe(&second, outcome);
+        });
+        assert_eq!(as_worker(0, || pick(&picker)).backend, second.backend);
+        assert_eq!(picker.stats().picks, 4, "the counts of both instances");
+    }
 
     #[test]
     fn version_order_is_numeric() {

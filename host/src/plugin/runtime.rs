@@ -44,6 +44,10 @@ pub struct Limits {
     /// Lines per second a plugin may log (burst: ten times that); the rest are
     /// dropped and counted.
     pub log_lines_per_second: u32,
+    /// Instances of each picker, so that threads picking at once do not wait
+    /// for one another: the server makes it its number of data-path workers
+    /// (see `picker.rs`). Each costs the plugin's memory once more.
+    pub instances: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +62,7 @@ impl Default for Limits {
             rebuild_window: Duration::from_secs(60),
             seed: None,
             log_lines_per_second: 10,
+            instances: 1,
         }
     }
 }
@@ -138,7 +143,9 @@ impl PluginRuntime {
     pub fn new(limits: Limits) -> Result<Arc<Self>, PluginError> {
         let mut config = Config::new();
         // Nothing here needs async Wasm, and turning concurrency support off
-        // makes every call about three times cheaper (see DESIGN.md).
+        // makes every call about three times cheaper (~330 ns against ~970 ns
+        // per call with scalar arguments, measured with wasmtime 48; the cost
+        // model heads wit/picker.wit).
         config.concurrency_support(false);
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;

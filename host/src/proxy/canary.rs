@@ -1,5 +1,5 @@
 //! Canary routing: a share of requests (optionally only those carrying a
-//! header value) goes to a second backend group with its own picker and
+//! header value) goes to a second upstream group with its own picker and
 //! health; the rest to the main group.
 
 use std::sync::Arc;
@@ -7,20 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 
-use crate::health::Health;
-use crate::plugin::PickerSlot;
-use crate::pool::Pool;
-
-/// A backend group: its backends, its picker and its health.
-#[derive(Debug, Clone)]
-pub struct Group {
-    /// The backends.
-    pub pool: Arc<Pool>,
-    /// The picker.
-    pub slot: Arc<PickerSlot>,
-    /// Eligibility and weights.
-    pub health: Arc<Health>,
-}
+use crate::upstream::Upstream;
 
 /// Which requests go to the canary group.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -63,14 +50,14 @@ impl CanarySplit {
 #[derive(Debug)]
 pub struct Canary {
     /// The canary backends, picker and health.
-    pub group: Group,
+    pub upstream: Arc<Upstream>,
     split: ArcSwap<CanarySplit>,
 }
 
 impl Canary {
     /// A canary group receiving `split` of the traffic.
-    pub fn new(group: Group, split: CanarySplit) -> Self {
-        Canary { group, split: ArcSwap::from_pointee(split) }
+    pub fn new(upstream: Arc<Upstream>, split: CanarySplit) -> Self {
+        Canary { upstream, split: ArcSwap::from_pointee(split) }
     }
 
     /// The split now.

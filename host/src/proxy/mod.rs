@@ -46,6 +46,7 @@ use crate::observe::Metrics;
 use crate::observe::access_log::AccessLog;
 use crate::plugin::{BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
 use crate::pool::{BackendProtocol, BackendState, Pool};
+use crate::upstream::Upstream;
 
 /// Timeouts and retry rules of the data path. In a config file durations are
 /// human-readable (`2s`, `500ms`); unset fields keep their defaults.
@@ -143,9 +144,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// The proxy: shared by every connection and request.
 pub struct Proxy {
     canary: Option<Arc<canary::Canary>>,
-    pool: Arc<Pool>,
-    slot: Arc<PickerSlot>,
-    health: Arc<Health>,
+    main: Arc<Upstream>,
     config: ProxyConfig,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
@@ -253,14 +252,13 @@ impl Proxy {
     /// A proxy for the `main` group (and the `canary` group, if any), behind
     /// `admission`, recording into `metrics` and, if given, `access_log`.
     pub fn new(
-        main: canary::Group,
+        main: Arc<Upstream>,
         canary: Option<Arc<canary::Canary>>,
         admission: Arc<Admission>,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Arc<Self> {
-        let canary::Group { pool, slot, health } = main;
         Arc::new(Proxy {
             canary,
             metrics,
@@ -269,9 +267,7 @@ impl Proxy {
             request_ids: RequestIds::default(),
             admission,
             connections: Arc::default(),
-            pool,
-            slot,
-            health,
+            main,
             config,
         })
     }
@@ -286,19 +282,24 @@ impl Proxy {
         self.canary.as_ref()
     }
 
-    /// The backends' health.
+    /// The main upstream group.
+    pub fn main(&self) -> &Arc<Upstream> {
+        &self.main
+    }
+
+    /// The main group's backends' health.
     pub fn health(&self) -> &Arc<Health> {
-        &self.health
+        &self.main.health
     }
 
-    /// The backend pool.
+    /// The main group's backend pool.
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        &self.main.pool
     }
 
-    /// The picker slot.
+    /// The main group's picker slot.
     pub fn slot(&self) -> &Arc<PickerSlot> {
-        &self.slot
+        &self.main.slot
     }
 
     /// The metrics.
@@ -528,12 +529,13 @@ impl Proxy {
         self.budget.deposit();
         let method = wit_method(&parts.method);
         // The picker that routes the first attempt routes them all and hears every outcome.
-        let (pool, slot, health) =
-            match self.canary.as_deref().filter(|c| c.takes(&parts.headers, self.request_ids.next_random())) {
-                Some(canary) => (&canary.group.pool, &canary.group.slot, &canary.group.health),
-                None => (&self.pool, &self.slot, &self.health),
-            };
-        let picker = slot.current();
+        let upstream = match self.canary.as_deref().filter(|c| c.takes(&parts.headers, self.request_ids.next_random()))
+        {
+            Some(canary) => &canary.upstream,
+            None => &self.main,
+        };
+        let (pool, health) = (&upstream.pool, &upstream.health);
+        let picker = upstream.slot.current();
         let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
         let mut exclude: Option<BackendId> = None;
         let mut last_error: Option<(String, AttemptError)> = None;
@@ -558,7 +560,7 @@ impl Proxy {
             // The first attempt honours the affinity cookie when its backend can take it.
             let held = sticky.take().and_then(|backend| {
                 let admitted = health.is_eligible(backend.id).then(|| health.admit(&backend).ok())??;
-                Some((Choice { backend: backend.id, by_plugin: false }, backend, admitted))
+                Some((Choice::by_host(backend.id), backend, admitted))
             });
             let picked = match held {
                 Some(held) => Ok(held),
@@ -604,7 +606,7 @@ impl Proxy {
                     let status = response.status();
                     admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
                     backend.record(Some(status), latency);
-                    observe(&picker, choice.backend, choice.by_plugin, status.as_u16(), latency, None);
+                    observe(&picker, &choice, status.as_u16(), latency, None);
                     let retryable_status = retry.retry_on_status.contains(&status.as_u16());
                     if retryable_status && attempt + 1 < max_attempts && self.may_retry(deadline) {
                         last_response = Some(response);
@@ -624,7 +626,7 @@ impl Proxy {
                     // (its slot freed unrecorded), and a picker counting
                     // in-flight attempts hears it was not completed.
                     drop(admitted);
-                    observe(&picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+                    observe(&picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
                     tracing::debug!(backend = %backend.spec.name, ?fault, "attempt abandoned: the client's fault");
                     drop(route);
                     return Err(self.client_failed(guard, fault));
@@ -638,7 +640,7 @@ impl Proxy {
                 AttemptError::Timeout(_) => ErrorKind::Timeout,
             };
             admitted.finish(AttemptOutcome::Failed(kind), latency);
-            observe(&picker, choice.backend, choice.by_plugin, 0, latency, Some(kind));
+            observe(&picker, &choice, 0, latency, Some(kind));
             self.metrics.record_failure(Fault::Backend(failure.fault()));
             route.guard.blame(Fault::Backend(failure.fault()));
             tracing::debug!(backend = %backend.spec.name, attempt, ?failure, "attempt failed");
@@ -751,7 +753,7 @@ impl Proxy {
                 // Removed since this picker last heard (a reload or an admin
                 // removal racing the pick, or a picker swapped out meanwhile
                 // that no longer hears events): ask again without it.
-                observe(picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+                observe(picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
                 ctx.exclude = Some(choice.backend);
                 continue;
             };
@@ -763,7 +765,7 @@ impl Proxy {
                     Err(refusal) => refused = Some(refusal),
                 }
             }
-            observe(picker, choice.backend, choice.by_plugin, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+            observe(picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
             ctx.exclude = Some(choice.backend);
         }
         (Err(refused), meta)
@@ -869,16 +871,10 @@ fn no_backend_reason(refusal: Option<Refusal>) -> &'static str {
     }
 }
 
-fn observe(
-    picker: &Picker,
-    backend: BackendId,
-    picked: bool,
-    status: u16,
-    latency: Duration,
-    error: Option<ErrorKind>,
-) {
+fn observe(picker: &Picker, choice: &Choice, status: u16, latency: Duration, error: Option<ErrorKind>) {
     if picker.wants_outcomes() {
-        picker.observe(Outcome { backend, picked, status, latency_us: latency.as_micros() as u64, error });
+        let (backend, picked) = (choice.backend, choice.by_plugin);
+        picker.observe(choice, Outcome { backend, picked, status, latency_us: latency.as_micros() as u64, error });
     }
 }
 

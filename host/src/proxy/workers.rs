@@ -43,6 +43,8 @@ impl Workers {
             let (stop, stop_rx) = oneshot::channel::<()>();
             let (stopped_tx, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new().name(format!("veer-worker-{index}")).spawn(move || {
+                // Its own instance of every picker: workers never wait for one another to pick.
+                crate::plugin::set_worker_index(index);
                 runtime.block_on(async {
                     let _ = stop_rx.await;
                 });

@@ -1,0 +1,109 @@
+//! Whether the pick scales with cores: 1, 2, 4 and 8 threads picking at once
+//! on one picker (each built-in, and the native round robin), CPU time per
+//! pick per thread.
+//!
+//! Two layouts: `per-worker` is what the server runs (an instance per
+//! data-path worker, each thread on its own, `Limits::instances` = threads);
+//! `shared` is one instance behind one mutex for every thread, the layout
+//! before per-worker instances. The time measured is each thread's own CPU
+//! time (not wall clock), so that 8 threads on a machine with fewer cores
+//! are compared fairly with 1: waiting for a core costs no CPU, while
+//! contending for a lock or a cache line does. Each iteration is one
+//! request's worth of picker work: load the serving picker from its slot,
+//! pick, and report the outcome when the policy subscribes.
+//!
+//! `cargo bench -p veer --bench pick_scaling`; `bench/pick_scaling.sh`
+//! prints the table the README quotes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use veer::plugin::{
+    Backend, BackendEvent, HttpMethod, Limits, Outcome, PickContext, PickerSlot, PluginRuntime, PluginSource,
+    RequestMeta, set_worker_index,
+};
+
+const THREADS: [usize; 4] = [1, 2, 4, 8];
+const BACKENDS: u32 = 10;
+
+fn slot(source: &str, instances: usize) -> Arc<PickerSlot> {
+    let limits = Limits { seed: Some(7), instances, ..Limits::default() };
+    let runtime = PluginRuntime::new(limits).expect("engine starts");
+    let slot = PickerSlot::new(runtime, &PluginSource::parse(source), vec![]).expect("built-ins start");
+    let events: Vec<_> = (1..=BACKENDS)
+        .map(|id| {
+            BackendEvent::Added(Backend {
+                id,
+                name: format!("b{id}"),
+                address: format!("10.0.0.1:{}", 1000 + id),
+                weight: 1 + id % 5,
+                labels: vec![],
+            })
+        })
+        .collect();
+    slot.apply(&events);
+    Arc::new(slot)
+}
+
+/// `iterations` picks on each of `threads` threads started together; the
+/// mean of the threads' CPU times.
+fn run(slot: &Arc<PickerSlot>, threads: usize, iterations: u64) -> Duration {
+    let start = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|index| {
+            let (slot, start) = (slot.clone(), start.clone());
+            std::thread::spawn(move || {
+                set_worker_index(index);
+                let mut request = RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST));
+                start.wait();
+                let began = cpu_time::ThreadTime::now();
+                for tick in 0..iterations {
+                    let picker = slot.current();
+                    let ctx = PickContext { attempt: 0, exclude: None, method: HttpMethod::Get };
+                    let (choice, returned) = picker.pick(request, ctx);
+                    request = returned;
+                    let choice = choice.expect("backends are eligible");
+                    if picker.wants_outcomes() {
+                        let latency_us = 1_000 + (tick % 7) * 100 + u64::from(choice.backend % 3) * 500;
+                        let (backend, picked) = (choice.backend, choice.by_plugin);
+                        picker.observe(&choice, Outcome { backend, picked, status: 200, latency_us, error: None });
+                    }
+                }
+                began.elapsed()
+            })
+        })
+        .collect();
+    let total: Duration = workers.into_iter().map(|w| w.join().expect("a picking thread")).sum();
+    total / threads as u32
+}
+
+fn scaling(c: &mut Criterion) {
+    let sources = veer::plugin::BUILTIN_NAMES
+        .iter()
+        .map(|name| format!("builtin:{name}"))
+        .chain(std::iter::once("native:round-robin".to_string()));
+    for source in sources {
+        let mut group = c.benchmark_group(format!("pick-scaling/{source}"));
+        for layout in ["per-worker", "shared"] {
+            for threads in THREADS {
+                let slot = slot(&source, if layout == "shared" { 1 } else { threads });
+                group.bench_with_input(BenchmarkId::new(layout, threads), &threads, |b, &threads| {
+                    b.iter_custom(|iterations| run(&slot, threads, iterations));
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(15);
+    targets = scaling
+}
+criterion_main!(benches);

@@ -1,0 +1,83 @@
+//! One upstream group as a unit: its backends ([`Pool`]), their health
+//! ([`Health`]) and the picker that chooses among them ([`PickerSlot`]),
+//! wired together and run by one task.
+//!
+//! Requests only read it: pick (the slot), admit and record (health and the
+//! pool's atomics). What changes it — membership, eligibility, the picker's
+//! control calls — is applied by its owner task ([`Upstream::run`]) or by the
+//! control plane (reload, the admin API), never on a request's thread. The
+//! main group and the canary are two instances of this type.
+
+use std::sync::Arc;
+
+use crate::health::{Health, HealthConfig};
+use crate::observe::Metrics;
+use crate::plugin::{PickerSlot, PluginError, PluginRuntime, PluginSource};
+use crate::pool::{BackendSpec, Pool};
+
+/// What an upstream group is made from.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Its backends.
+    pub backends: Vec<BackendSpec>,
+    /// Its picker's code.
+    pub picker: PluginSource,
+    /// The picker's parameters.
+    pub params: Vec<(String, String)>,
+    /// Health checks, breakers, outlier ejection and slow start.
+    pub health: HealthConfig,
+}
+
+/// A running upstream group.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The backends.
+    pub pool: Arc<Pool>,
+    /// Eligibility and weights; the picker hears of every change.
+    pub health: Arc<Health>,
+    /// The serving picker.
+    pub slot: Arc<PickerSlot>,
+}
+
+impl Upstream {
+    /// Loads and smoke-tests the picker, registers the backends and tells the
+    /// picker about them. Compiles the picker's component on first use: call
+    /// it off the async workers (see [`Upstream::start`]).
+    pub fn new(
+        runtime: Arc<PluginRuntime>,
+        spec: UpstreamSpec,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, PluginError> {
+        let slot = Arc::new(PickerSlot::new(runtime, &spec.picker, spec.params)?);
+        let (pool, events) = Pool::new(spec.backends, metrics);
+        slot.apply(&events);
+        let pool = Arc::new(pool);
+        let publish = slot.clone();
+        let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
+        Ok(Upstream { pool, health, slot })
+    }
+
+    /// [`Upstream::new`] on a blocking thread.
+    pub async fn start(
+        runtime: Arc<PluginRuntime>,
+        spec: UpstreamSpec,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Upstream>, PluginError> {
+        tokio::task::spawn_blocking(move || Upstream::new(runtime, spec, metrics))
+            .await
+            .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))?
+            .map(Arc::new)
+    }
+
+    /// The group's owner task: health checks and timers, and the picker's
+    /// control calls (events published by health, repairs after a fault),
+    /// until `stop`.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let never = std::future::pending::<()>;
+        tokio::select! {
+            () = stop => {}
+            () = self.health.clone().run(never()) => {}
+            () = self.slot.clone().run(never()) => {}
+        }
+    }
+}
