@@ -1,7 +1,7 @@
 //! veer: an HTTP load balancer whose routing policy is a WebAssembly component.
-#![allow(missing_docs)]
 pub mod admin;
 pub mod admission;
+pub mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -15,3 +15,4 @@ pub mod proxy;
 pub mod scenario;
 pub mod server;
 pub mod sim;
+pub mod upstream;

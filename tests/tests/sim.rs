@@ -460,6 +460,26 @@ async fn start_many_starts_the_demo_backends() {
 
 #[tokio::test]
 async fn run_cli_until_serves_the_given_backends_and_stops() {
-    let backends = vec!["name=cli,latency=1ms".parse().unwrap(), "errors=10%".parse().unwrap()];
-    run_cli_until(backends, LOCALHOST, async {}).await.unwrap();
+    // Ports known in advance, as an operator gives them on the command line.
+    let ports: Vec<u16> =
+        (0..2).map(|_| std::net::TcpListener::bind((LOCALHOST, 0)).unwrap().local_addr().unwrap().port()).collect();
+    let backends = vec![
+        format!("name=cli,latency=1ms,port={}", ports[0]).parse().unwrap(),
+        format!("errors=100%,port={}", ports[1]).parse().unwrap(),
+    ];
+    let url = |port: u16| format!("http://{LOCALHOST}:{port}/");
+    let served = run_cli_until(backends, LOCALHOST, async {
+        let client = client();
+        let named = client.request(Request::get(url(ports[0])).body(Full::default()).unwrap()).await.unwrap();
+        assert_eq!(named.status(), StatusCode::OK);
+        assert_eq!(named.headers()["x-sim-backend"], "cli");
+        let failing = client.request(Request::get(url(ports[1])).body(Full::default()).unwrap()).await.unwrap();
+        assert_eq!(failing.status(), StatusCode::INTERNAL_SERVER_ERROR, "errors=100% fails every request");
+        assert_eq!(failing.headers()["x-sim-backend"], "sim2", "unnamed backends are numbered");
+    });
+    served.await.unwrap();
+    for port in ports {
+        let refused = TcpStream::connect((LOCALHOST, port)).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "stopped: {refused}");
+    }
 }

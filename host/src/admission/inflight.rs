@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(gate.queued(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_queued_request_gives_up_at_the_queue_timeout() {
         let gate = InflightGate::new(4, Duration::from_millis(50));
         assert!(gate.try_acquire(1));

@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
 
+use crate::clock;
+
 pub use config::{
     AdaptiveConfig, AdmissionArgs, AdmissionConfig, ClientRateConfig, DEFAULT_MAX_IN_FLIGHT, InvalidAdmissionConfig,
 };
@@ -181,7 +183,7 @@ impl Admission {
             // did send the request, and a refund would let a client retry an
             // overloaded proxy faster than its rate.
             let key = clients.rule.key(headers, peer);
-            if let Err(wait) = clients.buckets.try_take(key, Instant::now()) {
+            if let Err(wait) = clients.buckets.try_take(key, clock::now()) {
                 let rate = &clients.config;
                 return Err(self.refuse(Refusal {
                     reason: RefusalReason::ClientRate,
@@ -199,7 +201,7 @@ impl Admission {
         match self.gate.acquire(|| self.limit()).await {
             Ok(()) => {
                 self.counters.admitted.fetch_add(1, Ordering::Relaxed);
-                Ok(Permit { admission: self.clone(), started: Instant::now() })
+                Ok(Permit { admission: self.clone(), started: clock::now() })
             }
             Err(refusal) => {
                 let limit = self.limit();
@@ -266,7 +268,7 @@ impl Admission {
         let period = self.adaptive.as_ref().map_or(SWEEP_INTERVAL, |a| a.interval.min(SWEEP_INTERVAL));
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_sweep = Instant::now();
+        let mut last_sweep = clock::now();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -278,7 +280,7 @@ impl Admission {
             {
                 tracing::debug!(?decision, limit = self.limit(), "adaptive concurrency limit moved");
             }
-            let now = Instant::now();
+            let now = clock::now();
             if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
                 self.sweep(now);
                 last_sweep = now;
@@ -344,7 +346,7 @@ impl Permit {
     /// its slot without a sample: nothing is known about how the backend did.
     pub fn complete(self, status: StatusCode) {
         if let Some(adaptive) = &self.admission.adaptive {
-            adaptive.samples.record(self.started.elapsed(), status.is_server_error());
+            adaptive.samples.record(clock::now().saturating_duration_since(self.started), status.is_server_error());
         }
     }
 }
@@ -504,7 +506,23 @@ mod tests {
         assert_eq!(snapshot.refused.adaptive_limit, 1);
     }
 
-    #[tokio::test]
+    /// In paused time: the refill is waited for by moving the clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_limited_client_is_admitted_again_once_its_bucket_refills() {
+        let admission = admission(AdmissionConfig {
+            client_rate: Some(ClientRateConfig { per_second: 0.4, burst: Some(1), ..ClientRateConfig::default() }),
+            ..AdmissionConfig::default()
+        });
+        drop(admission.admit(&HeaderMap::new(), PEER).await.unwrap());
+        assert!(admission.admit(&HeaderMap::new(), PEER).await.is_err(), "the burst of one is spent");
+        tokio::time::advance(Duration::from_millis(2400)).await;
+        assert!(admission.admit(&HeaderMap::new(), PEER).await.is_err(), "0.96 of a token after 2.4 s");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(admission.admit(&HeaderMap::new(), PEER).await.is_ok(), "a whole token after 2.5 s");
+        assert_eq!(admission.snapshot().refused.client_rate, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_queued_request_is_refused_after_the_queue_timeout() {
         let admission = admission(AdmissionConfig {
             max_in_flight: 1,

@@ -6,7 +6,7 @@
 //! data path's pool) and never touch the request path.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{CheckConfig, Health};
+use crate::clock;
 use crate::pool::{BackendProtocol, BackendState};
 use crate::sim::SplitMix64;
 
@@ -70,7 +71,7 @@ impl Checker {
             }
             let verdict = self.check(&backend).await;
             let Some(health) = health.upgrade() else { return };
-            health.record_check(backend.id, verdict, Instant::now());
+            health.record_check(backend.id, verdict, clock::now());
         }
     }
 

@@ -31,6 +31,7 @@ pub use breaker::{Breaker, BreakerPhase, BreakerRefusal};
 pub use config::{BreakerConfig, CheckConfig, HealthConfig, InvalidHealthConfig, OutlierConfig, SlowStartConfig};
 pub use outlier::{EjectionReason, IntervalStats, Outlier};
 
+use crate::clock;
 use crate::plugin::{BackendEvent, BackendId, ErrorKind};
 use crate::pool::{BackendSpec, BackendState, Pool};
 
@@ -162,7 +163,7 @@ impl Admitted<'_> {
     /// Reports the attempt's outcome (at response headers or failure).
     pub fn finish(mut self, outcome: AttemptOutcome, latency: Duration) {
         self.finished = true;
-        self.health.record(&self.tracked, self.probe, outcome, latency, Instant::now());
+        self.health.record(&self.tracked, self.probe, outcome, latency, clock::now());
     }
 }
 
@@ -231,7 +232,7 @@ impl Health {
     /// The pool's present backends start eligible at full weight (no ramp: they
     /// all start together).
     pub fn new(pool: Arc<Pool>, config: HealthConfig, publish: Publish) -> Arc<Health> {
-        let now = Instant::now();
+        let now = clock::now();
         let (checks_tx, checks_rx) = tokio::sync::mpsc::unbounded_channel();
         let health = Arc::new(Health {
             checks_tx,
@@ -315,7 +316,7 @@ impl Health {
     }
 
     fn add_locked(&self, specs: Vec<BackendSpec>) {
-        let now = Instant::now();
+        let now = clock::now();
         let events = self.pool.add(specs);
         (self.publish)(&events);
         let added = events
@@ -378,7 +379,7 @@ impl Health {
     /// (slow-start adjusted) weight. `None` if there is no such backend.
     pub fn set_weight(&self, name: &str, weight: u32) -> Option<BackendHealth> {
         let tracked = self.backends.load().values().find(|t| t.backend.spec.name == name).cloned()?;
-        let now = Instant::now();
+        let now = clock::now();
         let mut state = tracked.state.lock();
         tracked.backend.set_weight(weight);
         self.reconcile(&tracked, &mut state, now);
@@ -425,7 +426,7 @@ impl Health {
         if tracked.open_gate.load(Ordering::Acquire) {
             return Ok(admitted);
         }
-        let now = Instant::now();
+        let now = clock::now();
         let mut state = tracked.state.lock();
         if state.drained {
             return Err(Refusal::Drained);
@@ -523,7 +524,7 @@ impl Health {
     /// attempts; those in flight finish.
     pub fn set_drained(&self, name: &str, drained: bool) -> Option<BackendHealth> {
         let tracked = self.backends.load().values().find(|t| t.backend.spec.name == name).cloned()?;
-        let now = Instant::now();
+        let now = clock::now();
         let mut state = tracked.state.lock();
         if state.drained != drained {
             state.drained = drained;
@@ -657,7 +658,7 @@ impl Health {
 
     /// Every backend's health, ordered by id.
     pub fn snapshot(&self) -> Vec<BackendHealth> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut all: Vec<_> =
             self.backends.load().values().map(|tracked| self.describe(tracked, &tracked.state.lock(), now)).collect();
         all.sort_by_key(|b| b.id);
@@ -668,7 +669,7 @@ impl Health {
     pub fn backend(&self, name: &str) -> Option<BackendHealth> {
         let tracked = self.backends.load().values().find(|t| t.backend.spec.name == name).cloned()?;
         let state = tracked.state.lock();
-        Some(self.describe(&tracked, &state, Instant::now()))
+        Some(self.describe(&tracked, &state, clock::now()))
     }
 
     /// When the backend named `name` last failed over.
@@ -699,7 +700,7 @@ impl Health {
                 loop {
                     interval.tick().await;
                     let Some(health) = health.upgrade() else { return };
-                    health.tick(Instant::now());
+                    health.tick(clock::now());
                 }
             }
         });

@@ -324,3 +324,35 @@ fn a_membership_change_is_decided_and_applied_under_one_lock() {
     assert_eq!(added, 1);
     assert_eq!(health.pool.all().iter().filter(|b| b.spec.name == "same").count(), 1);
 }
+
+/// The run loop reads the clock itself: in paused time, a breaker's
+/// cool-down passes by advancing the clock, not by sleeping through it.
+#[tokio::test(start_paused = true)]
+async fn the_run_loop_ends_a_breakers_cool_down_on_the_paused_clock() {
+    let mut config = config();
+    // No probes: they would connect for real while the clock is paused.
+    config.check.enabled = false;
+    let (health, log) = group(2, config);
+    let run = tokio::spawn(health.clone().run(std::future::pending()));
+    let opened = clock::now();
+    for _ in 0..3 {
+        fail(&health, 1, opened);
+    }
+    assert_eq!(eligible(&take(&log)), [(1, false)]);
+    tokio::time::advance(Duration::from_millis(999)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(take(&log).is_empty(), "still cooling down");
+    // Past `open_for` and the run loop's next tick: half-open, eligible for probes.
+    tokio::time::advance(Duration::from_millis(1) + TICK).await;
+    for _ in 0..10 {
+        if !log.lock().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(eligible(&take(&log)), [(1, true)]);
+    assert_eq!(health.backend("b1").unwrap().breaker, BreakerPhase::HalfOpen);
+    run.abort();
+}

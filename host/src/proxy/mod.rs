@@ -777,7 +777,7 @@ impl Proxy {
         if now >= deadline {
             return false;
         }
-        let allowed = self.budget.try_withdraw(now);
+        let allowed = self.budget.try_withdraw(crate::clock::now());
         if !allowed {
             self.metrics.retry_budget_exhausted.inc();
         }

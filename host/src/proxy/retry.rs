@@ -99,7 +99,7 @@ impl RetryBudget {
             state: Mutex::new(BudgetState {
                 deposits_milli: 0,
                 floor_milli: min_per_second_milli,
-                refilled: Instant::now(),
+                refilled: crate::clock::now(),
             }),
         }
     }
