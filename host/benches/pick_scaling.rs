@@ -60,7 +60,7 @@ fn run(slot: &Arc<PickerSlot>, threads: usize, iterations: u64) -> Duration {
                 start.wait();
                 let began = cpu_time::ThreadTime::now();
                 for tick in 0..iterations {
-                    let picker = slot.current();
+                    let picker = slot.for_request();
                     let ctx = PickContext { attempt: 0, exclude: None, method: HttpMethod::Get };
                     let (choice, returned) = picker.pick(request, ctx);
                     request = returned;

@@ -34,7 +34,7 @@ pub use picker::{
     Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot, set_worker_index,
 };
 pub use runtime::{Limits, PluginCode, PluginRuntime, RequestMeta};
-pub use slot::{PickerSlot, SwapReport};
+pub use slot::{PickerSlot, RequestPicker, SwapReport};
 
 /// Where a picker's code comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

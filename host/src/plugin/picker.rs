@@ -79,7 +79,8 @@ pub fn set_worker_index(index: usize) {
     WORKER_INDEX.set(Some(index));
 }
 
-fn worker_index() -> usize {
+/// The calling thread's worker number (see [`set_worker_index`]).
+pub(super) fn worker_index() -> usize {
     WORKER_INDEX.get().unwrap_or_else(|| {
         let index = NEXT_THREAD_INDEX.fetch_add(1, Ordering::Relaxed);
         WORKER_INDEX.set(Some(index));

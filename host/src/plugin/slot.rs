@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::bindings::veer::picker::types::BackendEvent;
 use super::membership::Membership;
-use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot};
+use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot, worker_index};
 use super::runtime::PluginRuntime;
 use super::{PluginError, PluginSource};
 
@@ -26,9 +26,42 @@ pub struct SwapReport {
     pub handoff: HandoffResult,
 }
 
+/// The serving picker as one data-path worker holds it for a request
+/// ([`PickerSlot::for_request`]). Each worker has its own reference count:
+/// with one `Arc<Picker>` cloned per request by every worker, the count's
+/// cache line moved between cores on every request.
+#[derive(Clone)]
+pub struct RequestPicker(Arc<WorkerRef>);
+
+/// One worker's reference to the serving picker, on cache lines of its own.
+#[repr(align(128))]
+struct WorkerRef(Arc<Picker>);
+
+impl std::ops::Deref for RequestPicker {
+    type Target = Picker;
+
+    fn deref(&self) -> &Picker {
+        &self.0.0
+    }
+}
+
+impl RequestPicker {
+    /// The picker as a plain `Arc`, to keep past the request (the access
+    /// log's record does). Shares the reference count every control path uses.
+    pub fn shared(&self) -> Arc<Picker> {
+        self.0.0.clone()
+    }
+}
+
+impl std::fmt::Debug for RequestPicker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.0.fmt(f)
+    }
+}
+
 /// Holds the serving picker of one backend group.
 ///
-/// Requests read it without a lock ([`PickerSlot::current`]). Membership changes
+/// Requests read it without a lock ([`PickerSlot::for_request`]). Membership changes
 /// and swaps are serialised by one mutex so that a picker being built for a swap
 /// cannot miss an event: it is built from the canonical membership under that
 /// mutex and stored before the next event is applied.
@@ -41,6 +74,8 @@ pub struct SwapReport {
 pub struct PickerSlot {
     runtime: Arc<PluginRuntime>,
     current: ArcSwap<Picker>,
+    /// The same picker, once per worker (see [`RequestPicker`]).
+    per_worker: Box<[ArcSwap<WorkerRef>]>,
     membership: Mutex<Membership>,
     /// Events published from request threads, not yet applied.
     pending: Mutex<Vec<BackendEvent>>,
@@ -63,10 +98,12 @@ impl PickerSlot {
         source: &PluginSource,
         params: Vec<(String, String)>,
     ) -> Result<Self, PluginError> {
-        let picker = Self::build(&runtime, source, params, Membership::default(), None)?.0;
+        let picker = Arc::new(Self::build(&runtime, source, params, Membership::default(), None)?.0);
+        let workers = runtime.limits().instances.max(1);
         Ok(PickerSlot {
+            per_worker: (0..workers).map(|_| ArcSwap::from_pointee(WorkerRef(picker.clone()))).collect(),
             runtime,
-            current: ArcSwap::from_pointee(picker),
+            current: ArcSwap::new(picker),
             membership: Mutex::new(Membership::default()),
             pending: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
@@ -80,10 +117,16 @@ impl PickerSlot {
         &self.runtime
     }
 
-    /// The serving picker. Hold the `Arc` for the whole request so that the
-    /// picker that routed an attempt also hears its outcome.
+    /// The serving picker, for control paths (the admin API, reload, metrics).
     pub fn current(&self) -> Arc<Picker> {
         self.current.load_full()
+    }
+
+    /// The serving picker, for a request on the calling worker: hold it for
+    /// the whole request so that the picker that routed an attempt also hears
+    /// its outcome. Touches no reference count shared with other workers.
+    pub fn for_request(&self) -> RequestPicker {
+        RequestPicker(self.per_worker[worker_index() % self.per_worker.len()].load_full())
     }
 
     /// Applies backend events to the canonical set and to the serving picker
@@ -188,7 +231,11 @@ impl PickerSlot {
         };
         let (picker, handoff) = Self::build(&self.runtime, source, params, membership.clone(), handoff.as_ref())?;
         let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };
-        self.current.store(Arc::new(picker));
+        let picker = Arc::new(picker);
+        self.current.store(picker.clone());
+        for worker in &self.per_worker {
+            worker.store(Arc::new(WorkerRef(picker.clone())));
+        }
         self.swaps.fetch_add(1, Ordering::Relaxed);
         // Requests still holding the old picker may add a few picks (retries)
         // after this; they go uncounted rather than counted twice.

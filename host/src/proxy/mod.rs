@@ -44,7 +44,9 @@ use crate::admission::Admission;
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::observe::Metrics;
 use crate::observe::access_log::AccessLog;
-use crate::plugin::{BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta};
+use crate::plugin::{
+    BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta, RequestPicker,
+};
 use crate::pool::{BackendProtocol, BackendState, Pool};
 use crate::upstream::Upstream;
 
@@ -535,7 +537,7 @@ impl Proxy {
             None => &self.main,
         };
         let (pool, health) = (&upstream.pool, &upstream.health);
-        let picker = upstream.slot.current();
+        let picker = upstream.slot.for_request();
         let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
         let mut exclude: Option<BackendId> = None;
         let mut last_error: Option<(String, AttemptError)> = None;
@@ -813,7 +815,7 @@ impl Proxy {
 /// access log is on; the writer thread looks the names up).
 struct Route<'a> {
     guard: &'a mut RequestGuard,
-    picker: &'a Arc<Picker>,
+    picker: &'a RequestPicker,
     backend: Option<Arc<BackendState>>,
     attempts: u32,
 }
@@ -830,7 +832,7 @@ impl Route<'_> {
 impl Drop for Route<'_> {
     fn drop(&mut self) {
         if self.guard.logging() {
-            let (backend, picker) = (self.backend.take(), Some(self.picker.clone()));
+            let (backend, picker) = (self.backend.take(), Some(self.picker.shared()));
             self.guard.routed(backend, picker, self.attempts);
         } else {
             self.guard.routed(None, None, self.attempts);
