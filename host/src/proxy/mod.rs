@@ -6,6 +6,7 @@ pub mod canary;
 mod client_body;
 mod conn;
 pub mod fault;
+mod forward;
 pub mod headers;
 pub mod limits;
 mod observed;
@@ -14,13 +15,12 @@ mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
@@ -29,9 +29,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use client_body::{BodyLimits, BodyProgress, ClientBody, Payload};
+use client_body::ClientBody;
 use conn::{Activity, ConnectionTimeouts, TimedIo};
-use fault::{BackendFault, ClientFault, Fault};
 pub use headers::{RequestIds, X_REQUEST_ID};
 use limits::Connections;
 pub use limits::{Http2Limits, RequestLimits};
@@ -41,13 +40,11 @@ pub use retry::{RetryBudget, RetryPolicy};
 use workers::Workers;
 
 use crate::admission::Admission;
-use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
+use crate::health::Health;
 use crate::observe::Metrics;
 use crate::observe::access_log::AccessLog;
-use crate::plugin::{
-    BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, PickerSlot, RequestMeta, RequestPicker,
-};
-use crate::pool::{BackendProtocol, BackendState, Pool};
+use crate::plugin::PickerSlot;
+use crate::pool::{BackendProtocol, Pool};
 use crate::upstream::Upstream;
 
 /// Timeouts and retry rules of the data path. In a config file durations are
@@ -159,54 +156,6 @@ pub struct Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy").field("config", &self.config).finish_non_exhaustive()
-    }
-}
-
-/// Why an attempt on a backend produced no usable response (the backend's
-/// fault: a client's fault ends the request instead).
-#[derive(Debug, Clone)]
-enum AttemptError {
-    Connect(String),
-    Reset(String),
-    Timeout(Duration),
-}
-
-impl AttemptError {
-    fn fault(&self) -> BackendFault {
-        match self {
-            AttemptError::Connect(_) => BackendFault::Connect,
-            AttemptError::Reset(_) => BackendFault::Reset,
-            AttemptError::Timeout(_) => BackendFault::Timeout,
-        }
-    }
-}
-
-/// What came of sending one attempt.
-enum Sent {
-    Response(Response<Incoming>),
-    /// The client broke its body meanwhile.
-    ClientFault(ClientFault),
-    /// The backend's fault.
-    Failed(AttemptError),
-}
-
-/// How a request's forwarding failed, for veer's own answer.
-#[derive(Debug)]
-struct Failure {
-    status: StatusCode,
-    reason: String,
-    /// Set for a client's fault: the connection is not kept (the rest of a
-    /// broken body cannot be read past).
-    close: bool,
-}
-
-impl Failure {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Failure {
-        Failure { status, reason: reason.into(), close: false }
-    }
-
-    fn client(fault: ClientFault) -> Failure {
-        Failure { status: fault.status(), reason: fault.reason().to_string(), close: true }
     }
 }
 
@@ -493,450 +442,6 @@ impl Proxy {
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         guard.answered(status);
         response.map(|body| ObservedBody::new(body, guard))
-    }
-
-    /// The attempt loop. `Err` says what veer answers itself, and why.
-    async fn forward(
-        &self,
-        clients: &Clients,
-        parts: http::request::Parts,
-        body: Incoming,
-        client_ip: IpAddr,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        guard: &mut RequestGuard,
-    ) -> Result<Response<ProxyBody>, Failure> {
-        let started = Instant::now();
-        let deadline = started + self.config.total_timeout;
-        let retry = &self.config.retry;
-        let idempotent = is_idempotent(&parts.method) || retry.retry_non_idempotent;
-        // A body that fits the replay buffer is read first, whatever the
-        // method (as nginx buffers request bodies): one the client breaks
-        // never reaches a backend, and an idempotent request can send it
-        // again. A larger one is streamed to one backend only. An upgrade is
-        // never buffered nor retried.
-        let progress = Arc::new(BodyProgress::default());
-        let body_limits =
-            BodyLimits { max_bytes: self.config.limits.max_body_bytes, idle_timeout: self.config.client_body_timeout };
-        let buffer = client_upgrade.is_none();
-        let replay = idempotent && buffer;
-        let mut payload =
-            match client_body::take(body, buffer, retry.replay_buffer_bytes, body_limits, deadline, &progress).await {
-                Ok(payload) => payload,
-                Err(fault) => return Err(self.client_failed(guard, fault)),
-            };
-        let max_attempts = match payload {
-            Payload::Replayable(_) if replay => retry.max_attempts.max(1),
-            _ => 1,
-        };
-        self.budget.deposit();
-        let method = wit_method(&parts.method);
-        // The picker that routes the first attempt routes them all and hears every outcome.
-        let upstream = match self.canary.as_deref().filter(|c| c.takes(&parts.headers, self.request_ids.next_random()))
-        {
-            Some(canary) => &canary.upstream,
-            None => &self.main,
-        };
-        let (pool, health) = (&upstream.pool, &upstream.health);
-        let picker = upstream.slot.for_request();
-        let mut meta = RequestMeta { parts, client_ip, affinity_hash: None };
-        let mut exclude: Option<BackendId> = None;
-        let mut last_error: Option<(String, AttemptError)> = None;
-        // A retryable status (e.g. 503) kept in case no retry can be made: the
-        // backend's own answer is better for the client than a made-up 502.
-        let mut last_response: Option<Response<Incoming>> = None;
-        let mut last_refusal: Option<Refusal> = None;
-        let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
-        let sticky_key =
-            self.config.sticky.as_ref().and_then(|sticky| sticky_cookie(&meta.parts.headers, &sticky.cookie));
-        let mut sticky = sticky_key.and_then(|key| pool.by_sticky_key(key));
-        for attempt in 0..max_attempts {
-            if attempt > 0 {
-                // Jittered exponential backoff, never past the deadline.
-                let wait = retry.backoff(attempt, self.request_ids.next_random());
-                let now = Instant::now();
-                if now + wait >= deadline {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
-            }
-            // The first attempt honours the affinity cookie when its backend can take it.
-            let held = sticky.take().and_then(|backend| {
-                let admitted = health.is_eligible(backend.id).then(|| health.admit(&backend).ok())??;
-                Some((Choice::by_host(backend.id), backend, admitted))
-            });
-            let picked = match held {
-                Some(held) => Ok(held),
-                None => {
-                    let (picked, returned) =
-                        self.pick_admitted(pool, health, &picker, meta, PickContext { attempt, exclude, method });
-                    meta = returned;
-                    picked
-                }
-            };
-            let (choice, backend, admitted) = match picked {
-                Ok(picked) => picked,
-                Err(refusal) => {
-                    last_refusal = refusal;
-                    break;
-                }
-            };
-            if attempt > 0 {
-                self.metrics.retries.inc();
-            }
-            route.attempt(&backend);
-            // The last attempt can have the headers; earlier ones need them kept for a retry.
-            let headers = if attempt + 1 == max_attempts {
-                std::mem::take(&mut meta.parts.headers)
-            } else {
-                meta.parts.headers.clone()
-            };
-            let body = match &mut payload {
-                Payload::Replayable(bytes) => Either::Right(Full::new(bytes.clone())),
-                Payload::Streaming(_) => match std::mem::replace(&mut payload, Payload::Replayable(Bytes::new())) {
-                    Payload::Streaming(body) => Either::Left(body),
-                    Payload::Replayable(_) => unreachable!("matched as streaming just above"),
-                },
-            };
-            let outgoing = outgoing_request(&meta.parts, headers, &backend, body)
-                .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
-            let client = clients.for_protocol(backend.spec.protocol);
-            let sent = Instant::now();
-            let result = self.send(client, outgoing, &progress, deadline).await;
-            let latency = sent.elapsed();
-            let failure = match result {
-                Sent::Response(response) => {
-                    let status = response.status();
-                    admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
-                    backend.record(Some(status), latency);
-                    observe(&picker, &choice, status.as_u16(), latency, None);
-                    let retryable_status = retry.retry_on_status.contains(&status.as_u16());
-                    if retryable_status && attempt + 1 < max_attempts && self.may_retry(deadline) {
-                        last_response = Some(response);
-                        exclude = Some(choice.backend);
-                        continue;
-                    }
-                    let mut response = response;
-                    if let Some(sticky) = &self.config.sticky
-                        && sticky_key != Some(backend.sticky_key)
-                    {
-                        set_sticky_cookie(&mut response, &sticky.cookie, backend.sticky_key);
-                    }
-                    return Ok(self.finish(response, client_upgrade));
-                }
-                Sent::ClientFault(fault) => {
-                    // Nothing is known of the backend: the attempt is forgotten
-                    // (its slot freed unrecorded), and a picker counting
-                    // in-flight attempts hears it was not completed.
-                    drop(admitted);
-                    observe(&picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
-                    tracing::debug!(backend = %backend.spec.name, ?fault, "attempt abandoned: the client's fault");
-                    drop(route);
-                    return Err(self.client_failed(guard, fault));
-                }
-                Sent::Failed(failure) => failure,
-            };
-            backend.record(None, latency);
-            let kind = match failure {
-                AttemptError::Connect(_) => ErrorKind::Connect,
-                AttemptError::Reset(_) => ErrorKind::Reset,
-                AttemptError::Timeout(_) => ErrorKind::Timeout,
-            };
-            admitted.finish(AttemptOutcome::Failed(kind), latency);
-            observe(&picker, &choice, 0, latency, Some(kind));
-            self.metrics.record_failure(Fault::Backend(failure.fault()));
-            route.guard.blame(Fault::Backend(failure.fault()));
-            tracing::debug!(backend = %backend.spec.name, attempt, ?failure, "attempt failed");
-            last_error = Some((describe_backend(&backend), failure));
-            last_response = None;
-            exclude = Some(choice.backend);
-            if attempt + 1 >= max_attempts || !self.may_retry(deadline) {
-                break;
-            }
-        }
-        if let Some(response) = last_response.filter(|_| last_error.is_none()) {
-            return Ok(self.finish(response, None));
-        }
-        Err(match last_error {
-            None => Failure::new(StatusCode::SERVICE_UNAVAILABLE, no_backend_reason(last_refusal)),
-            Some((backend, AttemptError::Connect(reason))) => {
-                Failure::new(StatusCode::BAD_GATEWAY, format!("could not connect to backend {backend}: {reason}"))
-            }
-            Some((backend, AttemptError::Reset(reason))) => Failure::new(
-                StatusCode::BAD_GATEWAY,
-                format!("backend {backend} closed the connection without a response: {reason}"),
-            ),
-            Some((backend, AttemptError::Timeout(after))) => Failure::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("backend {backend} sent no response headers within {after:?}"),
-            ),
-        })
-    }
-
-    /// Sends one attempt and waits for its response headers. The backend's
-    /// `response_header_timeout` runs from the end of the request body: while
-    /// the client is still uploading, the body's own stall timeout applies,
-    /// and a body still arriving at the request's deadline is the client's
-    /// fault. Whatever the backend connection reports, a fault recorded by
-    /// the body is the client's.
-    async fn send(
-        &self,
-        client: &Client<HttpConnector, OutgoingBody>,
-        outgoing: Request<OutgoingBody>,
-        progress: &BodyProgress,
-        deadline: Instant,
-    ) -> Sent {
-        let per_try = self.config.response_header_timeout;
-        let sent = Instant::now();
-        // The backend's clock starts when the body is complete.
-        let backend_deadline = |done: Instant| (done.max(sent) + per_try).min(deadline);
-        // While the body is still arriving, look again at least every second.
-        let recheck = per_try.min(Duration::from_secs(1));
-        let mut response = std::pin::pin!(client.request(outgoing));
-        loop {
-            let limit = match progress.finished_at() {
-                Some(done) => backend_deadline(done),
-                None => (Instant::now() + recheck).min(deadline),
-            };
-            match tokio::time::timeout_at(limit.into(), &mut response).await {
-                Ok(Ok(response)) => return Sent::Response(response),
-                Ok(Err(error)) => {
-                    return match progress.fault() {
-                        Some(fault) => Sent::ClientFault(fault),
-                        None if error.is_connect() => Sent::Failed(AttemptError::Connect(root_cause(&error))),
-                        None => Sent::Failed(AttemptError::Reset(root_cause(&error))),
-                    };
-                }
-                Err(_) => {
-                    let now = Instant::now();
-                    match (progress.fault(), progress.finished_at()) {
-                        (Some(fault), _) => return Sent::ClientFault(fault),
-                        (None, None) if now >= deadline => return Sent::ClientFault(ClientFault::BodyTimeout),
-                        (None, None) => {}
-                        (None, Some(done)) if now < backend_deadline(done) => {}
-                        (None, Some(done)) => {
-                            return Sent::Failed(AttemptError::Timeout(backend_deadline(done) - done.max(sent)));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Answers a client's fault: counted and logged as the client's, never the backend's.
-    fn client_failed(&self, guard: &mut RequestGuard, fault: ClientFault) -> Failure {
-        self.metrics.record_failure(Fault::Client(fault));
-        guard.blame(Fault::Client(fault));
-        Failure::client(fault)
-    }
-
-    /// Asks the picker for a backend and health for admission. A refused pick
-    /// (backend at its cap, breaker not admitting, or the backend the previous
-    /// attempt used) is reported to the picker as not sent and excluded from
-    /// the next pick, at most [`MAX_PICKS_PER_ATTEMPT`] picks in all. `Err`
-    /// when nothing was admitted, with the last refusal if there was one.
-    #[allow(clippy::type_complexity)]
-    fn pick_admitted<'h>(
-        &self,
-        pool: &Pool,
-        health: &'h Health,
-        picker: &Picker,
-        mut meta: RequestMeta,
-        mut ctx: PickContext,
-    ) -> (Result<(Choice, Arc<BackendState>, Admitted<'h>), Option<Refusal>>, RequestMeta) {
-        let previous = ctx.exclude;
-        let mut refused = None;
-        for _ in 0..MAX_PICKS_PER_ATTEMPT {
-            let picking = Instant::now();
-            let (choice, returned) = picker.pick(meta, ctx);
-            self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
-            meta = returned;
-            let Some(choice) = choice else { break };
-            let Some(backend) = pool.get(choice.backend) else {
-                // Removed since this picker last heard (a reload or an admin
-                // removal racing the pick, or a picker swapped out meanwhile
-                // that no longer hears events): ask again without it.
-                observe(picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
-                ctx.exclude = Some(choice.backend);
-                continue;
-            };
-            // After a refusal the exclusion names the refused backend, so the
-            // previous attempt's backend could come back: never twice in a row.
-            if Some(choice.backend) != previous {
-                match health.admit(&backend) {
-                    Ok(admitted) => return (Ok((choice, backend, admitted)), meta),
-                    Err(refusal) => refused = Some(refusal),
-                }
-            }
-            observe(picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
-            ctx.exclude = Some(choice.backend);
-        }
-        (Err(refused), meta)
-    }
-
-    /// Whether one more attempt fits the deadline and the retry budget.
-    fn may_retry(&self, deadline: Instant) -> bool {
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        let allowed = self.budget.try_withdraw(crate::clock::now());
-        if !allowed {
-            self.metrics.retry_budget_exhausted.inc();
-        }
-        allowed
-    }
-
-    /// Turns the backend's response into the client's, wiring up a protocol
-    /// switch when both sides agreed to one.
-    fn finish(
-        &self,
-        mut response: Response<Incoming>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> Response<ProxyBody> {
-        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (response.status(), client_upgrade) {
-            let backend_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, backend_upgrade) {
-                    Ok((client, backend)) => {
-                        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-                        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-                            tracing::debug!(%error, "upgraded connection ended with an error");
-                        }
-                    }
-                    Err(error) => tracing::debug!(%error, "protocol switch failed"),
-                }
-            });
-        }
-        response.map(Either::Left)
-    }
-}
-
-/// How a request was routed, for its access log record (only kept when an
-/// access log is on; the writer thread looks the names up).
-struct Route<'a> {
-    guard: &'a mut RequestGuard,
-    picker: &'a RequestPicker,
-    backend: Option<Arc<BackendState>>,
-    attempts: u32,
-}
-
-impl Route<'_> {
-    fn attempt(&mut self, backend: &Arc<BackendState>) {
-        self.attempts += 1;
-        if self.guard.logging() {
-            self.backend = Some(backend.clone());
-        }
-    }
-}
-
-impl Drop for Route<'_> {
-    fn drop(&mut self) {
-        if self.guard.logging() {
-            let (backend, picker) = (self.backend.take(), Some(self.picker.shared()));
-            self.guard.routed(backend, picker, self.attempts);
-        } else {
-            self.guard.routed(None, None, self.attempts);
-        }
-    }
-}
-
-/// The affinity key in the request's `name` cookie, if there is a valid one.
-fn sticky_cookie(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| u64::from_str_radix(value, 16).ok())
-}
-
-fn set_sticky_cookie(response: &mut Response<Incoming>, name: &str, key: u64) {
-    if let Ok(value) = HeaderValue::from_str(&format!("{name}={key:016x}; Path=/; HttpOnly; SameSite=Lax")) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-/// Picks per attempt when picks are refused at admission (each refused
-/// backend is excluded from the next pick, so a few suffice to get past a
-/// busy backend without spinning when all are busy).
-const MAX_PICKS_PER_ATTEMPT: usize = 4;
-
-/// Why veer found no backend for an attempt.
-fn no_backend_reason(refusal: Option<Refusal>) -> &'static str {
-    match refusal {
-        None => "no eligible backend",
-        Some(Refusal::AtCapacity) => "no eligible backend: those picked are at their concurrency cap",
-        Some(Refusal::Breaker(_)) => "no eligible backend: those picked have their circuit breaker open",
-        Some(Refusal::Drained) => "no eligible backend: those picked are drained",
-    }
-}
-
-fn observe(picker: &Picker, choice: &Choice, status: u16, latency: Duration, error: Option<ErrorKind>) {
-    if picker.wants_outcomes() {
-        let (backend, picked) = (choice.backend, choice.by_plugin);
-        picker.observe(choice, Outcome { backend, picked, status, latency_us: latency.as_micros() as u64, error });
-    }
-}
-
-/// The request for one attempt on `backend`: same method, headers and path,
-/// absolute URI for the client, version for the backend's protocol.
-fn outgoing_request(
-    parts: &http::request::Parts,
-    headers: HeaderMap,
-    backend: &BackendState,
-    body: OutgoingBody,
-) -> Result<Request<OutgoingBody>, String> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(backend.authority.clone());
-    uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    let uri = Uri::from_parts(uri).map_err(|e| format!("request target cannot be forwarded: {e}"))?;
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-    *request.version_mut() = match backend.spec.protocol {
-        BackendProtocol::Http1 => Version::HTTP_11,
-        BackendProtocol::Http2 => Version::HTTP_2,
-    };
-    if backend.spec.protocol == BackendProtocol::Http2 {
-        // HTTP/2 carries the authority in the URI; a Host header would be a duplicate.
-        request.headers_mut().remove(header::HOST);
-    }
-    Ok(request)
-}
-
-fn describe_backend(backend: &BackendState) -> String {
-    format!("{} ({})", backend.spec.name, backend.spec.address)
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
-}
-
-fn wit_method(method: &Method) -> HttpMethod {
-    match *method {
-        Method::GET => HttpMethod::Get,
-        Method::HEAD => HttpMethod::Head,
-        Method::POST => HttpMethod::Post,
-        Method::PUT => HttpMethod::Put,
-        Method::DELETE => HttpMethod::Delete,
-        Method::OPTIONS => HttpMethod::Options,
-        Method::PATCH => HttpMethod::Patch,
-        Method::TRACE => HttpMethod::Trace,
-        Method::CONNECT => HttpMethod::Connect,
-        _ => HttpMethod::Other,
     }
 }
 

@@ -49,6 +49,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Whether the policy allows another attempt after attempt `attempt`
+    /// (0 for the first) of `max_attempts`, which answered `status` (`None`:
+    /// failed without a response). The budget and the deadline decide next.
+    pub fn allows_another(&self, status: Option<http::StatusCode>, attempt: u32, max_attempts: u32) -> bool {
+        let retryable = status.is_none_or(|status| self.retry_on_status.contains(&status.as_u16()));
+        retryable && attempt + 1 < max_attempts
+    }
+
     /// The wait before retry number `retry` (1 for the first), given a
     /// uniformly random `random`: exponential from `backoff_base`, capped at
     /// `backoff_max`, drawn from its upper half so retries of many requests
@@ -140,6 +148,18 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_attempt_follows_failures_and_retryable_statuses_while_attempts_remain() {
+        let policy = RetryPolicy::default();
+        let status = |code| Some(http::StatusCode::from_u16(code).unwrap());
+        assert!(policy.allows_another(None, 0, 3), "a failure");
+        assert!(policy.allows_another(status(503), 1, 3), "a retryable status");
+        assert!(!policy.allows_another(status(500), 0, 3), "500 is not in retry_on_status");
+        assert!(!policy.allows_another(status(200), 0, 3));
+        assert!(!policy.allows_another(None, 2, 3), "the last attempt was made");
+        assert!(!policy.allows_another(None, 0, 1), "retries off");
+    }
 
     #[test]
     fn backoff_grows_exponentially_within_jitter_and_is_capped() {
