@@ -74,7 +74,12 @@ async fn every_builtin_strategy_serves_every_request_and_uses_every_backend() {
         assert_eq!(counts.values().sum::<usize>(), 150, "{picker}: {counts:?}");
         assert_eq!(counts.len(), 3, "{picker} used every backend: {counts:?}");
         if picker.ends_with("round-robin") {
-            assert!(counts.values().all(|c| *c == 50), "{picker} is exact: {counts:?}");
+            // Each data-path worker cycles on its own instance (as Envoy's
+            // per-worker balancers do): exact per worker, so overall no
+            // backend is more than one request per worker off another.
+            let workers = ProxyConfig::default().workers;
+            let (most, least) = (counts.values().max().unwrap(), counts.values().min().unwrap());
+            assert!(most - least <= workers, "{picker} takes turns on each of {workers} workers: {counts:?}");
         }
         let stats = veer.proxy.slot().current().stats();
         assert_eq!(stats.fallbacks, 0, "{picker}: {stats:?}");
