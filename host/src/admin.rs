@@ -52,7 +52,7 @@ use crate::observe::snapshot::{PickerSnapshot, picker_snapshot, snapshot};
 use crate::plugin::{PickerHealth, PluginSource};
 use crate::pool::{BackendProtocol, BackendSnapshot, BackendSpec, MAX_WEIGHT};
 use crate::proxy::Proxy;
-use crate::proxy::canary::CanarySplit;
+use crate::proxy::canary::{Canary, CanarySplit};
 
 /// Largest admin request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -251,33 +251,18 @@ async fn body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("expected {shape}: {e}")))
 }
 
+/// The endpoint table; each endpoint with more than a line to it has a
+/// handler of its own below.
 async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let proxy = &*admin.proxy;
-    // Owned, so that an arm can consume the request for its body.
+    // Owned, so that a handler can consume the request for its body.
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     match (&method, path.as_str()) {
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy)),
-        (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(proxy))));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
+        (&Method::GET, "/metrics") => metrics(proxy),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
-        (&Method::GET, "/readyz") => {
-            let problems = readiness_problems(proxy);
-            if problems.is_empty() {
-                json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
-            } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({ "status": "not ready", "problems": problems }),
-                )
-            }
-        }
+        (&Method::GET, "/readyz") => readyz(proxy),
         (&Method::GET, "/health") => json(StatusCode::OK, &backend_health(proxy)),
         (&Method::GET, "/ejected") => {
             let ejected: Vec<_> =
@@ -285,148 +270,31 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, &ejected)
         }
         (&Method::GET, "/config") => json(StatusCode::OK, &admin.reloader.effective()),
-        (&Method::POST, "/reload") => match admin.reloader.reload_file().await {
-            Ok(report) => json(StatusCode::OK, &report),
-            Err(ReloadError::Invalid(errors)) => json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &serde_json::json!({ "error": "the new config is invalid; the running one stays", "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>() }),
-            ),
-            Err(e @ ReloadError::NoConfigFile) => error(StatusCode::CONFLICT, &e.to_string()),
-            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-        },
-        (&Method::POST, "/selftest") => {
-            let mut problems: Vec<String> = no_eligible_backend(proxy).into_iter().collect();
-            let picker = proxy.slot().current();
-            let result = tokio::task::spawn_blocking(move || picker.self_test()).await;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => problems.push(e.to_string()),
-                Err(e) => problems.push(format!("self-test task failed: {e}")),
-            }
-            let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json(status, &serde_json::json!({ "ok": problems.is_empty(), "problems": problems }))
-        }
+        (&Method::POST, "/reload") => reload(admin).await,
+        (&Method::POST, "/selftest") => self_test(proxy).await,
         (&Method::GET, "/picker") => json(StatusCode::OK, &picker_snapshot(proxy.slot())),
-        (&Method::PUT, "/picker") => {
-            let swap: SwapRequest = match body(request, "{\"source\": \"...\", \"params\": {...}}").await {
-                Ok(swap) => swap,
-                Err(response) => return response,
-            };
-            let source = PluginSource::parse(&swap.source);
-            if let Err(reason) = admin.may_load(&source) {
-                return error(StatusCode::FORBIDDEN, &reason);
-            }
-            let slot = proxy.slot().clone();
-            // Loading compiles Wasm: keep it off the async workers.
-            let result =
-                tokio::task::spawn_blocking(move || slot.swap(&source, swap.params.into_iter().collect())).await;
-            match result {
-                Ok(Ok(report)) => json(StatusCode::OK, &report),
-                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
-            }
-        }
+        (&Method::PUT, "/picker") => swap_picker(admin, request).await,
         (&Method::GET, "/canary") => match proxy.canary() {
-            Some(canary) => {
-                let group = &canary.upstream;
-                let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
-                let backends: Vec<_> = group
-                    .pool
-                    .all()
-                    .iter()
-                    .map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) })
-                    .collect();
-                let picker = group.slot.current();
-                json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "split": canary.split(), "picker": picker.info(), "backends": backends }),
-                )
-            }
-            None => error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)"),
+            Some(canary) => canary_view(canary),
+            None => no_canary(),
         },
-        (&Method::PUT, "/canary") => {
-            let Some(canary) = proxy.canary() else {
-                return error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)");
-            };
-            let split: CanarySplit =
-                match body(request, "{\"percent\": 10, \"header\": {\"name\": \"...\", \"value\": \"...\"}}").await {
-                    Ok(split) => split,
-                    Err(response) => return response,
-                };
-            let problems = split.problems("");
-            if !problems.is_empty() {
-                let text: Vec<_> = problems.iter().map(|(path, problem)| format!("{path}: {problem}")).collect();
-                return error(StatusCode::BAD_REQUEST, &text.join("; "));
-            }
-            canary.set_split(split);
-            json(StatusCode::OK, &canary.split())
-        }
+        (&Method::PUT, "/canary") => match proxy.canary() {
+            Some(canary) => set_canary_split(canary, request).await,
+            None => no_canary(),
+        },
         (&Method::DELETE, "/canary") => match proxy.canary() {
             Some(canary) => {
                 canary.set_split(CanarySplit { percent: 0.0, ..canary.split() });
                 json(StatusCode::OK, &canary.split())
             }
-            None => error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)"),
+            None => no_canary(),
         },
         (&Method::GET, "/backends") => json(StatusCode::OK, &status(proxy).backends),
-        (&Method::POST, "/backends") => {
-            let add: AddBackend =
-                match body(request, "{\"name\": \"...\", \"address\": \"IP:PORT\", \"weight\": N}").await {
-                    Ok(add) => add,
-                    Err(response) => return response,
-                };
-            let spec = match add.into_spec() {
-                Ok(spec) => spec,
-                Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
-            };
-            let name = spec.name.clone();
-            // Checked and added as one change: two adds of one name cannot both pass.
-            let added = proxy.health().change(|pool| {
-                let in_canary = proxy.canary().is_some_and(|canary| canary.upstream.pool.by_name(&spec.name).is_some());
-                if pool.by_name(&spec.name).is_some() || in_canary {
-                    (vec![], vec![], false)
-                } else {
-                    (vec![spec], vec![], true)
-                }
-            });
-            if !added {
-                return error(StatusCode::CONFLICT, &format!("a backend named {name:?} exists already"));
-            }
-            match proxy.health().backend(&name) {
-                Some(health) => json(StatusCode::CREATED, &health),
-                None => error(StatusCode::INTERNAL_SERVER_ERROR, "the backend was added and is gone already"),
-            }
-        }
+        (&Method::POST, "/backends") => add_backend(proxy, request).await,
         (method, path) if path.starts_with("/backends/") => {
             let rest = &path["/backends/".len()..];
             let (name, action) = rest.rsplit_once('/').unwrap_or((rest, ""));
-            match (method, action) {
-                (&Method::DELETE, "") => match proxy.health().remove(&[name]).as_slice() {
-                    [] => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
-                    _ => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
-                },
-                (&Method::PUT, "weight") => {
-                    let set: SetWeight = match body(request, "{\"weight\": N}").await {
-                        Ok(set) => set,
-                        Err(response) => return response,
-                    };
-                    if !(1..=MAX_WEIGHT).contains(&set.weight) {
-                        return error(StatusCode::BAD_REQUEST, &format!("weight must be from 1 to {MAX_WEIGHT}"));
-                    }
-                    match proxy.health().set_weight(name, set.weight) {
-                        Some(health) => json(StatusCode::OK, &health),
-                        None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
-                    }
-                }
-                (&Method::POST, "drain" | "undrain") => match proxy.health().set_drained(name, action == "drain") {
-                    Some(health) => json(StatusCode::OK, &health),
-                    None => error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}")),
-                },
-                _ => error(
-                    StatusCode::NOT_FOUND,
-                    "expected DELETE /backends/{name}, PUT /backends/{name}/weight, POST /backends/{name}/drain or /undrain",
-                ),
-            }
+            change_backend(proxy, method, name, action, request).await
         }
         (
             _,
@@ -434,6 +302,168 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+fn metrics(proxy: &Proxy) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(proxy))));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// `GET /readyz`: 200 when veer can serve, 503 with the problems otherwise.
+fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
+    let problems = readiness_problems(proxy);
+    if problems.is_empty() {
+        json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+    } else {
+        json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "not ready", "problems": problems }))
+    }
+}
+
+/// `POST /reload`: the config file again; an invalid one changes nothing.
+async fn reload(admin: &Admin) -> Response<Full<Bytes>> {
+    match admin.reloader.reload_file().await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(ReloadError::Invalid(errors)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "error": "the new config is invalid; the running one stays", "problems": errors.problems.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+        ),
+        Err(e @ ReloadError::NoConfigFile) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    }
+}
+
+/// `POST /selftest`: an eligible backend exists and the picker passes its smoke test.
+async fn self_test(proxy: &Proxy) -> Response<Full<Bytes>> {
+    let mut problems: Vec<String> = no_eligible_backend(proxy).into_iter().collect();
+    let picker = proxy.slot().current();
+    match tokio::task::spawn_blocking(move || picker.self_test()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(e.to_string()),
+        Err(e) => problems.push(format!("self-test task failed: {e}")),
+    }
+    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(status, &serde_json::json!({ "ok": problems.is_empty(), "problems": problems }))
+}
+
+/// `PUT /picker`: a live swap to a built-in or a component in a plugin directory.
+async fn swap_picker(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let swap: SwapRequest = match body(request, "{\"source\": \"...\", \"params\": {...}}").await {
+        Ok(swap) => swap,
+        Err(response) => return response,
+    };
+    let source = PluginSource::parse(&swap.source);
+    if let Err(reason) = admin.may_load(&source) {
+        return error(StatusCode::FORBIDDEN, &reason);
+    }
+    let slot = admin.proxy.slot().clone();
+    // Loading compiles Wasm: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || slot.swap(&source, swap.params.into_iter().collect())).await {
+        Ok(Ok(report)) => json(StatusCode::OK, &report),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
+    }
+}
+
+fn no_canary() -> Response<Full<Bytes>> {
+    error(StatusCode::NOT_FOUND, "no canary group is configured (canary: in the config file)")
+}
+
+/// `GET /canary`: the split, the canary's picker and its backends.
+fn canary_view(canary: &Canary) -> Response<Full<Bytes>> {
+    let group = &canary.upstream;
+    let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
+    let backends: Vec<_> =
+        group.pool.all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
+    let picker = group.slot.current();
+    json(StatusCode::OK, &serde_json::json!({ "split": canary.split(), "picker": picker.info(), "backends": backends }))
+}
+
+/// `PUT /canary`: a new split, checked first.
+async fn set_canary_split(canary: &Canary, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let shape = "{\"percent\": 10, \"header\": {\"name\": \"...\", \"value\": \"...\"}}";
+    let split: CanarySplit = match body(request, shape).await {
+        Ok(split) => split,
+        Err(response) => return response,
+    };
+    let problems = split.problems("");
+    if !problems.is_empty() {
+        let text: Vec<_> = problems.iter().map(|(path, problem)| format!("{path}: {problem}")).collect();
+        return error(StatusCode::BAD_REQUEST, &text.join("; "));
+    }
+    canary.set_split(split);
+    json(StatusCode::OK, &canary.split())
+}
+
+/// `POST /backends`: a new backend of the main group (slow start applies).
+async fn add_backend(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let add: AddBackend = match body(request, "{\"name\": \"...\", \"address\": \"IP:PORT\", \"weight\": N}").await {
+        Ok(add) => add,
+        Err(response) => return response,
+    };
+    let spec = match add.into_spec() {
+        Ok(spec) => spec,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
+    };
+    let name = spec.name.clone();
+    // Checked and added as one change: two adds of one name cannot both pass.
+    let added = proxy.health().change(|pool| {
+        let in_canary = proxy.canary().is_some_and(|canary| canary.upstream.pool.by_name(&spec.name).is_some());
+        if pool.by_name(&spec.name).is_some() || in_canary {
+            (vec![], vec![], false)
+        } else {
+            (vec![spec], vec![], true)
+        }
+    });
+    if !added {
+        return error(StatusCode::CONFLICT, &format!("a backend named {name:?} exists already"));
+    }
+    match proxy.health().backend(&name) {
+        Some(health) => json(StatusCode::CREATED, &health),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "the backend was added and is gone already"),
+    }
+}
+
+/// `DELETE /backends/{name}`, `PUT /backends/{name}/weight`,
+/// `POST /backends/{name}/drain` and `/undrain`.
+async fn change_backend(
+    proxy: &Proxy,
+    method: &Method,
+    name: &str,
+    action: &str,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let unknown = || error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}"));
+    match (method, action) {
+        (&Method::DELETE, "") => match proxy.health().remove(&[name]).as_slice() {
+            [] => unknown(),
+            _ => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
+        },
+        (&Method::PUT, "weight") => {
+            let set: SetWeight = match body(request, "{\"weight\": N}").await {
+                Ok(set) => set,
+                Err(response) => return response,
+            };
+            if !(1..=MAX_WEIGHT).contains(&set.weight) {
+                return error(StatusCode::BAD_REQUEST, &format!("weight must be from 1 to {MAX_WEIGHT}"));
+            }
+            match proxy.health().set_weight(name, set.weight) {
+                Some(health) => json(StatusCode::OK, &health),
+                None => unknown(),
+            }
+        }
+        (&Method::POST, "drain" | "undrain") => match proxy.health().set_drained(name, action == "drain") {
+            Some(health) => json(StatusCode::OK, &health),
+            None => unknown(),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "expected DELETE /backends/{name}, PUT /backends/{name}/weight, POST /backends/{name}/drain or /undrain",
+        ),
     }
 }
 
