@@ -12,6 +12,7 @@ pub mod observe;
 pub mod plugin;
 pub mod pool;
 pub mod proxy;
+pub mod rng;
 pub mod scenario;
 pub mod server;
 pub mod sim;

@@ -1,4 +1,6 @@
-//! Seeded randomness for simulated backends: SplitMix64, no dependencies.
+//! Seeded randomness: SplitMix64, no dependencies. For simulated backends,
+//! health-check jitter, and wherever else the host needs a cheap stream of
+//! numbers it can reproduce from a seed.
 
 use crate::hash::mix;
 
@@ -9,7 +11,7 @@ use crate::hash::mix;
 /// the same sequence, on every platform.
 ///
 /// ```
-/// use veer::sim::SplitMix64;
+/// use veer::rng::SplitMix64;
 ///
 /// let mut a = SplitMix64::new(7);
 /// let mut b = SplitMix64::new(7);

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::{CheckConfig, Health};
 use crate::clock;
 use crate::pool::{BackendProtocol, BackendState};
-use crate::sim::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Most body bytes read when `expect_body` is set.
 const MAX_BODY_BYTES: usize = 64 * 1024;

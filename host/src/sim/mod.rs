@@ -46,7 +46,6 @@
 
 mod cli;
 mod profile;
-mod rng;
 mod server;
 
 use std::net::{IpAddr, SocketAddr};
@@ -54,9 +53,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rng::SplitMix64;
 pub use cli::{CliSpecError, SimBackendCli, run_cli, run_cli_until};
 pub use profile::{BackendProfile, FailureKind, InvalidProfile, Latency, MAX_LATENCY, Phase};
-pub use rng::SplitMix64;
 pub use server::{
     BACKEND_HEADER, ECHO_HEADERS_HEADER, REQUEST_BYTES_HEADER, RESPONSE_BYTES_HEADER, SHUTDOWN_GRACE, SimBackend,
     SimStats,

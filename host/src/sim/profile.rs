@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// The longest latency a model produces; samples beyond it (a wild heavy tail)
 /// are clamped so that every sample is a valid, sleepable `Duration`.

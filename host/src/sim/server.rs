@@ -25,9 +25,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::profile::{BackendProfile, FailureKind, InvalidProfile, PhasedProfile};
-use super::rng::SplitMix64;
 use super::{SimBackendSpec, SimError};
 use crate::hash::fnv1a;
+use crate::rng::SplitMix64;
 
 /// How long [`SimBackend::shutdown`] lets in-flight requests finish before it
 /// closes the remaining connections.
