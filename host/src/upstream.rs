@@ -81,3 +81,59 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plugin::Limits;
+    use crate::pool::BackendProtocol;
+
+    fn spec(name: &str, port: u16) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            protocol: BackendProtocol::Http1,
+            max_concurrent: None,
+            labels: Default::default(),
+        }
+    }
+
+    /// A change health decides (a drain) reaches the picker through the
+    /// group's owner task, not through the thread that made it.
+    #[tokio::test]
+    async fn the_owner_task_tells_the_picker_what_health_decided() {
+        let mut health = HealthConfig::default();
+        health.check.enabled = false;
+        let spec = UpstreamSpec {
+            backends: vec![spec("a", 1), spec("b", 2)],
+            picker: PluginSource::NativeRoundRobin,
+            params: vec![],
+            health,
+        };
+        let runtime = PluginRuntime::new(Limits::default()).unwrap();
+        let upstream = Upstream::start(runtime, spec, Arc::default()).await.unwrap();
+        assert_eq!(upstream.slot.current().membership().eligible().len(), 2, "the picker starts with both");
+        let a = upstream.pool.by_name("a").unwrap().id;
+
+        upstream.health.set_drained("a", true).unwrap();
+        assert!(upstream.slot.current().membership().is_eligible(a), "published, not yet applied");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(upstream.clone().run(async move {
+            let _ = stopped.await;
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while upstream.slot.current().membership().is_eligible(a) {
+            assert!(tokio::time::Instant::now() < deadline, "the owner task never applied the drain");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(upstream.slot.current().membership().eligible().len(), 1);
+        stop.send(()).unwrap();
+        run.await.unwrap();
+    }
+}
