@@ -13,27 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use veer::plugin::{
-    Backend, BackendEvent, HttpMethod, Limits, Membership, Outcome, PickContext, Picker, PluginRuntime, PluginSource,
-    RequestMeta,
-};
+use veer::plugin::{HttpMethod, Limits, Outcome, PickContext, Picker, PluginRuntime, PluginSource, RequestMeta};
 
-fn membership(n: u32) -> Membership {
-    let mut membership = Membership::default();
-    let events: Vec<_> = (1..=n)
-        .map(|id| {
-            BackendEvent::Added(Backend {
-                id,
-                name: format!("b{id}"),
-                address: format!("10.0.0.1:{}", 1000 + id),
-                weight: 1,
-                labels: vec![],
-            })
-        })
-        .collect();
-    membership.apply(&events);
-    membership
-}
+mod common;
 
 fn request(picker: &Picker, request: RequestMeta) -> RequestMeta {
     let ctx = PickContext { attempt: 0, exclude: None, method: HttpMethod::Get };
@@ -66,7 +48,8 @@ fn languages(c: &mut Criterion) {
         let code = runtime.load(&source).expect("the plugin loads");
         let compile = compiled.elapsed();
         let started = Instant::now();
-        let probe = Picker::start(runtime.clone(), code.clone(), vec![], membership(3), None).expect("starts");
+        let probe =
+            Picker::start(runtime.clone(), code.clone(), vec![], common::membership(3, false), None).expect("starts");
         let start = started.elapsed();
         drop(probe);
         println!(
@@ -76,8 +59,8 @@ fn languages(c: &mut Criterion) {
             start.as_secs_f64() * 1e3
         );
         for n in [3u32, 100] {
-            let (picker, _) =
-                Picker::start(runtime.clone(), code.clone(), vec![], membership(n), None).expect("starts");
+            let (picker, _) = Picker::start(runtime.clone(), code.clone(), vec![], common::membership(n, false), None)
+                .expect("starts");
             let mut meta = Some(RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST)));
             group.bench_with_input(BenchmarkId::new(language, n), &n, |b, _| {
                 b.iter(|| {

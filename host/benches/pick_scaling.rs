@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use veer::plugin::{
-    Backend, BackendEvent, HttpMethod, Limits, Outcome, PickContext, PickerSlot, PluginRuntime, PluginSource,
-    RequestMeta, set_worker_index,
+    HttpMethod, Limits, Outcome, PickContext, PickerSlot, PluginRuntime, PluginSource, RequestMeta, set_worker_index,
 };
+
+mod common;
 
 const THREADS: [usize; 4] = [1, 2, 4, 8];
 const BACKENDS: u32 = 10;
@@ -37,18 +38,7 @@ fn slot(source: &str, instances: usize) -> Arc<PickerSlot> {
     let limits = Limits { seed: Some(7), instances, ..Limits::default() };
     let runtime = PluginRuntime::new(limits).expect("engine starts");
     let slot = PickerSlot::new(runtime, &PluginSource::parse(source), vec![]).expect("built-ins start");
-    let events: Vec<_> = (1..=BACKENDS)
-        .map(|id| {
-            BackendEvent::Added(Backend {
-                id,
-                name: format!("b{id}"),
-                address: format!("10.0.0.1:{}", 1000 + id),
-                weight: 1 + id % 5,
-                labels: vec![],
-            })
-        })
-        .collect();
-    slot.apply(&events);
+    slot.apply(&common::added(BACKENDS, true));
     Arc::new(slot)
 }
 

@@ -9,30 +9,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use veer::plugin::{
-    Backend, BackendEvent, HttpMethod, Limits, Membership, Outcome, PickContext, Picker, PluginRuntime, PluginSource,
-    RequestMeta,
-};
+use veer::plugin::{HttpMethod, Limits, Outcome, PickContext, Picker, PluginRuntime, PluginSource, RequestMeta};
 use veer_sdk::Policy;
 
-const POOL_SIZES: [u32; 3] = [3, 100, 1000];
+mod common;
 
-fn membership(n: u32) -> Membership {
-    let mut membership = Membership::default();
-    let events: Vec<_> = (1..=n)
-        .map(|id| {
-            BackendEvent::Added(Backend {
-                id,
-                name: format!("b{id}"),
-                address: format!("10.0.0.1:{}", 1000 + id),
-                weight: 1 + id % 5,
-                labels: vec![],
-            })
-        })
-        .collect();
-    membership.apply(&events);
-    membership
-}
+const POOL_SIZES: [u32; 3] = [3, 100, 1000];
 
 /// One request through a Wasm picker: pick, then the outcome if subscribed.
 fn wasm_request(picker: &Picker, request: RequestMeta, tick: u64) -> RequestMeta {
@@ -80,8 +62,8 @@ fn bench_policy<P: Policy>(c: &mut Criterion, runtime: &Arc<PluginRuntime>, name
     let mut group = c.benchmark_group(name);
     let code = runtime.load(&PluginSource::Builtin(name.to_string())).expect("built-ins load");
     for n in POOL_SIZES {
-        let (picker, _) =
-            Picker::start(runtime.clone(), code.clone(), vec![], membership(n), None).expect("built-ins start");
+        let (picker, _) = Picker::start(runtime.clone(), code.clone(), vec![], common::membership(n, true), None)
+            .expect("built-ins start");
         let mut request = Some(RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let mut tick = 0u64;
         group.bench_with_input(BenchmarkId::new("wasm", n), &n, |b, _| {

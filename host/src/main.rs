@@ -571,17 +571,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, picker: String, observe: Ob
     for backend in &backends {
         println!("veer demo: backend {:<8} {}  {}", backend.name(), backend.url(), backend.profile());
     }
-    let specs = backends
-        .iter()
-        .map(|b| BackendSpec {
-            name: b.name().to_string(),
-            address: b.addr(),
-            weight: 1,
-            protocol: BackendProtocol::Http1,
-            max_concurrent: None,
-            labels: Default::default(),
-        })
-        .collect();
+    let specs = backends.iter().map(|b| BackendSpec::new(b.name(), b.addr())).collect();
     let options = ServerOptions {
         listen,
         admin: Some(admin),
@@ -629,14 +619,7 @@ fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     };
     let address: SocketAddr =
         address.parse().with_context(|| format!("--backend '{text}': '{address}' is not HOST:PORT"))?;
-    let mut spec = BackendSpec {
-        name,
-        address,
-        weight: 1,
-        protocol: BackendProtocol::Http1,
-        max_concurrent: None,
-        labels: Default::default(),
-    };
+    let mut spec = BackendSpec::new(name, address);
     for field in fields {
         match field.split_once('=') {
             Some(("weight", w)) => {

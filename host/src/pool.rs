@@ -49,6 +49,19 @@ pub struct BackendSpec {
 pub const MAX_WEIGHT: u32 = 10_000;
 
 impl BackendSpec {
+    /// A backend at `address` with the defaults: weight 1, HTTP/1.1, no
+    /// concurrency cap, no labels.
+    pub fn new(name: impl Into<String>, address: SocketAddr) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            address,
+            weight: 1,
+            protocol: BackendProtocol::Http1,
+            max_concurrent: None,
+            labels: Default::default(),
+        }
+    }
+
     /// What is wrong with this backend's settings, as (field, message)
     /// pairs; empty when it is valid. The one check behind every way of
     /// describing a backend (the config file, `--backend`, `POST /backends`),
@@ -286,14 +299,7 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, port: u16) -> BackendSpec {
-        BackendSpec {
-            name: name.into(),
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-            weight: 1,
-            protocol: BackendProtocol::Http1,
-            max_concurrent: None,
-            labels: Default::default(),
-        }
+        BackendSpec::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]

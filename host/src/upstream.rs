@@ -91,17 +91,9 @@ mod tests {
 
     use super::*;
     use crate::plugin::Limits;
-    use crate::pool::BackendProtocol;
 
     fn spec(name: &str, port: u16) -> BackendSpec {
-        BackendSpec {
-            name: name.into(),
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-            weight: 1,
-            protocol: BackendProtocol::Http1,
-            max_concurrent: None,
-            labels: Default::default(),
-        }
+        BackendSpec::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// A change health decides (a drain) reaches the picker through the

@@ -110,17 +110,7 @@ pub fn veer_options(
     veer::server::ServerOptions {
         listen: "127.0.0.1:0".parse().expect("a valid address"),
         admin: Some("127.0.0.1:0".parse().expect("a valid address")),
-        backends: backends
-            .iter()
-            .map(|(name, address)| veer::pool::BackendSpec {
-                name: name.to_string(),
-                address: *address,
-                weight: 1,
-                protocol: veer::pool::BackendProtocol::Http1,
-                max_concurrent: None,
-                labels: Default::default(),
-            })
-            .collect(),
+        backends: backends.iter().map(|(name, address)| veer::pool::BackendSpec::new(*name, *address)).collect(),
         picker: veer::plugin::PluginSource::parse(picker),
         params: vec![],
         proxy,

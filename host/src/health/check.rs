@@ -168,15 +168,7 @@ mod tests {
     }
 
     fn backend(address: SocketAddr) -> Arc<BackendState> {
-        let spec = BackendSpec {
-            name: "b".into(),
-            address,
-            weight: 1,
-            protocol: BackendProtocol::Http1,
-            max_concurrent: None,
-            labels: Default::default(),
-        };
-        Pool::new(vec![spec], Default::default()).0.get(1).unwrap()
+        Pool::new(vec![BackendSpec::new("b", address)], Default::default()).0.get(1).unwrap()
     }
 
     #[tokio::test]

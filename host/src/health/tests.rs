@@ -6,19 +6,12 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::pool::{BackendProtocol, WEIGHT_SCALE};
+use crate::pool::WEIGHT_SCALE;
 
 type Log = Arc<Mutex<Vec<BackendEvent>>>;
 
 fn spec(name: &str, max_concurrent: Option<u32>) -> BackendSpec {
-    BackendSpec {
-        name: name.into(),
-        address: SocketAddr::from(([127, 0, 0, 1], 1)),
-        weight: 1,
-        protocol: BackendProtocol::Http1,
-        max_concurrent,
-        labels: Default::default(),
-    }
+    BackendSpec { max_concurrent, ..BackendSpec::new(name, SocketAddr::from(([127, 0, 0, 1], 1))) }
 }
 
 fn config() -> HealthConfig {

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use super::oracle::Oracle;
 use super::spec::{Scenario, Stop};
 use crate::plugin::{Limits, NativePicker, PluginSource};
-use crate::pool::{BackendProtocol, BackendSpec};
+use crate::pool::BackendSpec;
 use crate::proxy::{ProxyConfig, RetryPolicy};
 use crate::server::{self, ServerOptions, StartError};
 use crate::sim::{BACKEND_HEADER, SimBackend, SimError};
@@ -163,12 +163,8 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         .iter()
         .zip(&addresses)
         .map(|(backend, address)| BackendSpec {
-            name: backend.sim.name.clone(),
-            address: *address,
             weight: backend.weight,
-            protocol: BackendProtocol::Http1,
-            max_concurrent: None,
-            labels: Default::default(),
+            ..BackendSpec::new(backend.sim.name.clone(), *address)
         })
         .collect();
     let proxy = ProxyConfig {
