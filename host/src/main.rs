@@ -382,6 +382,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// One function per subcommand; this only dispatches.
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config: Some(path), observe, health, admission, workers, .. } => {
@@ -396,24 +397,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             options.control.config_file = Some(path);
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
-        Command::Check { file } => {
-            let loaded = load_config(&file)?;
-            let options = loaded.options;
-            let runtime = PluginRuntime::new(Limits::default())?;
-            let slot = PickerSlot::new(runtime, &options.picker, options.params.clone())
-                .with_context(|| format!("{}: picker.source: the picker failed to load", file.display()))?;
-            let info = slot.current().info().clone();
-            println!(
-                "ok: {}: listen {}, {} backends, picker {} {} ({})",
-                file.display(),
-                options.listen,
-                options.backends.len(),
-                info.name,
-                info.version,
-                info.source
-            );
-            Ok(())
-        }
         Command::Run {
             config: None,
             listen,
@@ -427,15 +410,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             health,
             admission,
         } => {
-            let backends = backends
-                .iter()
-                .enumerate()
-                .map(|(i, text)| parse_backend(i, text))
-                .collect::<anyhow::Result<Vec<_>>>()?;
             let options = ServerOptions {
                 listen,
                 admin: Some(admin),
-                backends,
+                backends: backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| parse_backend(i, text))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
                 picker: PluginSource::parse(&picker),
                 params: parse_params(&params)?,
                 proxy: ProxyConfig {
@@ -455,6 +437,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio_runtime()?.block_on(serve_until_signal(options))
         }
+        Command::Check { file } => check_config(&file),
         Command::Demo { listen, admin, picker, observe } => {
             let observe = observe.config()?;
             tokio_runtime()?.block_on(demo(listen, admin, picker, observe))
@@ -470,58 +453,96 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("results in {}", out.display());
             Ok(())
         }
-        Command::Plugins => {
-            let runtime = PluginRuntime::new(Limits::default())?;
-            for name in BUILTIN_NAMES {
-                let slot = PickerSlot::new(runtime.clone(), &PluginSource::Builtin(name.to_string()), vec![])?;
-                let picker = slot.current();
-                let info = picker.info();
-                let feedback = if info.wants_outcomes { "outcomes" } else { "-" };
-                println!("builtin:{:<12} version {:<8} feedback {feedback}", info.name, info.version);
-            }
-            Ok(())
-        }
-        Command::CheckPlugin { source, params } => {
-            let runtime = PluginRuntime::new(Limits::default())?;
-            let slot = PickerSlot::new(runtime, &PluginSource::parse(&source), parse_params(&params)?)?;
-            let info = slot.current().info().clone();
-            println!("ok: {} {} from {} (outcomes: {})", info.name, info.version, info.source, info.wants_outcomes);
-            Ok(())
-        }
+        Command::Plugins => list_builtins(),
+        Command::CheckPlugin { source, params } => check_plugin(&source, &params),
         Command::Plugin(PluginCommand::New { name, dir, sdk }) => {
-            let made = scaffold::new_plugin(&name, &dir, &sdk.unwrap_or_else(scaffold::default_sdk_dir))?;
-            let dir = made.dir.display();
-            println!("veer: wrote the picker crate {} in {dir}", made.crate_name);
-            println!("  cd {dir}");
-            println!("  cargo test                                             # native tests, fake host");
-            println!("  cargo build --profile plugin --target wasm32-wasip2    # the component");
-            println!("  veer plugin test {}                 # the contract", made.component.display());
-            Ok(())
+            new_plugin(&name, &dir, &sdk.unwrap_or_else(scaffold::default_sdk_dir))
         }
         Command::Plugin(PluginCommand::Test { source, params, memory_mib, call_timeout_ms, json }) => {
-            let mut limits = Limits::default();
-            if let Some(mib) = memory_mib {
-                limits.memory_bytes = mib << 20;
-            }
-            if let Some(ms) = call_timeout_ms {
-                limits.call_timeout = std::time::Duration::from_millis(ms);
-            }
-            let runtime = PluginRuntime::new(limits)?;
-            let report = conformance::run(&runtime, &PluginSource::parse(&source), &parse_params(&params)?);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{report}");
-            }
-            if !report.passed() {
-                bail!(
-                    "{source} does not conform to the picker contract ({} failed check(s))",
-                    report.failures().count()
-                );
-            }
-            Ok(())
+            test_plugin(&source, &params, memory_mib, call_timeout_ms, json)
         }
     }
+}
+
+/// `veer check FILE`: the config is valid and its picker loads.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let options = load_config(file)?.options;
+    let runtime = PluginRuntime::new(Limits::default())?;
+    let slot = PickerSlot::new(runtime, &options.picker, options.params.clone())
+        .with_context(|| format!("{}: picker.source: the picker failed to load", file.display()))?;
+    let info = slot.current().info().clone();
+    println!(
+        "ok: {}: listen {}, {} backends, picker {} {} ({})",
+        file.display(),
+        options.listen,
+        options.backends.len(),
+        info.name,
+        info.version,
+        info.source
+    );
+    Ok(())
+}
+
+/// `veer plugins`: the built-in pickers.
+fn list_builtins() -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new(Limits::default())?;
+    for name in BUILTIN_NAMES {
+        let slot = PickerSlot::new(runtime.clone(), &PluginSource::Builtin(name.to_string()), vec![])?;
+        let picker = slot.current();
+        let info = picker.info();
+        let feedback = if info.wants_outcomes { "outcomes" } else { "-" };
+        println!("builtin:{:<12} version {:<8} feedback {feedback}", info.name, info.version);
+    }
+    Ok(())
+}
+
+/// `veer check-plugin SOURCE`: it loads, configures and passes its smoke test.
+fn check_plugin(source: &str, params: &[String]) -> anyhow::Result<()> {
+    let runtime = PluginRuntime::new(Limits::default())?;
+    let slot = PickerSlot::new(runtime, &PluginSource::parse(source), parse_params(params)?)?;
+    let info = slot.current().info().clone();
+    println!("ok: {} {} from {} (outcomes: {})", info.name, info.version, info.source, info.wants_outcomes);
+    Ok(())
+}
+
+/// `veer plugin new NAME`: a picker crate to start from.
+fn new_plugin(name: &str, dir: &std::path::Path, sdk: &std::path::Path) -> anyhow::Result<()> {
+    let made = scaffold::new_plugin(name, dir, sdk)?;
+    let dir = made.dir.display();
+    println!("veer: wrote the picker crate {} in {dir}", made.crate_name);
+    println!("  cd {dir}");
+    println!("  cargo test                                             # native tests, fake host");
+    println!("  cargo build --profile plugin --target wasm32-wasip2    # the component");
+    println!("  veer plugin test {}                 # the contract", made.component.display());
+    Ok(())
+}
+
+/// `veer plugin test SOURCE`: the conformance suite, as text or JSON.
+fn test_plugin(
+    source: &str,
+    params: &[String],
+    memory_mib: Option<usize>,
+    call_timeout_ms: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut limits = Limits::default();
+    if let Some(mib) = memory_mib {
+        limits.memory_bytes = mib << 20;
+    }
+    if let Some(ms) = call_timeout_ms {
+        limits.call_timeout = std::time::Duration::from_millis(ms);
+    }
+    let runtime = PluginRuntime::new(limits)?;
+    let report = conformance::run(&runtime, &PluginSource::parse(source), &parse_params(params)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if !report.passed() {
+        bail!("{source} does not conform to the picker contract ({} failed check(s))", report.failures().count());
+    }
+    Ok(())
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
