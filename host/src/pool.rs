@@ -12,8 +12,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::StatusCode;
 use http::uri::Authority;
+use prometheus::{Histogram, HistogramOpts, IntCounter};
 
-use crate::observe::{BackendMetrics, Metrics};
 use crate::plugin::{Backend as PluginBackend, BackendEvent, BackendId};
 
 /// Which HTTP version veer speaks to a backend.
@@ -43,6 +43,57 @@ pub struct BackendSpec {
     pub max_concurrent: Option<u32>,
     /// Free-form labels (zone, version...), passed to the picker as they are.
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Where a pool gets each backend's attempt series, and says when a backend's
+/// series may go. `observe::Metrics` implements it, so that the pool depends
+/// on no exporter: observe reads the pool, never the other way round.
+pub trait BackendSeries: std::fmt::Debug + Send + Sync {
+    /// The series of a backend joining the pool.
+    fn backend(&self, name: &str) -> BackendMetrics;
+    /// The last backend of this name left the pool.
+    fn forget(&self, name: &str);
+}
+
+/// Series that go nowhere, for a pool nobody scrapes (tests, tools).
+#[derive(Debug, Default)]
+pub struct Unrecorded;
+
+impl BackendSeries for Unrecorded {
+    fn backend(&self, _name: &str) -> BackendMetrics {
+        let counter = || IntCounter::new("veer_unrecorded", "not registered").expect("a valid name");
+        let histogram = Histogram::with_opts(HistogramOpts::new("veer_unrecorded", "not registered"));
+        BackendMetrics { attempts: [(); 6].map(|()| counter()), response_seconds: histogram.expect("a valid name") }
+    }
+
+    fn forget(&self, _name: &str) {}
+}
+
+/// A backend's attempt series, resolved once when it joins the pool: counters
+/// by result (1xx to 5xx, then no response) and the time to response headers.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    pub(crate) attempts: [IntCounter; 6],
+    pub(crate) response_seconds: Histogram,
+}
+
+impl BackendMetrics {
+    /// Records one attempt: its status, or `None` when no response came.
+    pub fn record(&self, status: Option<StatusCode>, latency: Duration) {
+        let result = status.map_or(5, |status| usize::from(status.as_u16() / 100).clamp(1, 5) - 1);
+        self.attempts[result].inc();
+        self.response_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Attempts sent, all results.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.iter().map(IntCounter::get).sum()
+    }
+
+    /// Attempts that got no response or a 5xx.
+    pub fn failures(&self) -> u64 {
+        self.attempts[4].get() + self.attempts[5].get()
+    }
 }
 
 /// Largest configured weight.
@@ -203,18 +254,18 @@ pub struct Pool {
     /// a reload briefly holds two of one name).
     by_sticky_key: ArcSwap<HashMap<u64, Arc<BackendState>>>,
     next_id: AtomicU32,
-    metrics: Arc<Metrics>,
+    series: Arc<dyn BackendSeries>,
 }
 
 impl Pool {
-    /// A pool with `specs` whose backends record into `metrics`; returns it
+    /// A pool with `specs` whose backends record into `series`; returns it
     /// with the `added` events for its picker.
-    pub fn new(specs: Vec<BackendSpec>, metrics: Arc<Metrics>) -> (Pool, Vec<BackendEvent>) {
+    pub fn new(specs: Vec<BackendSpec>, series: Arc<dyn BackendSeries>) -> (Pool, Vec<BackendEvent>) {
         let pool = Pool {
             backends: ArcSwap::default(),
             by_sticky_key: ArcSwap::default(),
             next_id: AtomicU32::new(0),
-            metrics,
+            series,
         };
         let events = pool.add(specs);
         (pool, events)
@@ -228,7 +279,7 @@ impl Pool {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
             let authority = Authority::try_from(spec.address.to_string().as_str())
                 .expect("a socket address is a valid URI authority");
-            let metrics = self.metrics.backend(&spec.name);
+            let metrics = self.series.backend(&spec.name);
             let state = Arc::new(BackendState {
                 id,
                 sticky_key: sticky_key(&spec.name),
@@ -267,7 +318,7 @@ impl Pool {
         for backend in &gone {
             // A replacement of the same name (a changed address) keeps the series.
             if !map.values().any(|b| b.spec.name == backend.spec.name) {
-                self.metrics.forget_backend(&backend.spec.name);
+                self.series.forget(&backend.spec.name);
             }
         }
         let gone: Vec<BackendId> = gone.iter().map(|b| b.id).collect();
@@ -306,7 +357,7 @@ mod tests {
     fn labels_reach_the_picker() {
         let mut labelled = spec("a", 1);
         labelled.labels.insert("zone".into(), "eu-1".into());
-        let (pool, events) = Pool::new(vec![labelled], Default::default());
+        let (pool, events) = Pool::new(vec![labelled], Arc::new(crate::pool::Unrecorded));
         let added = events.iter().find_map(|e| match e {
             BackendEvent::Added(backend) => Some(backend.clone()),
             _ => None,
@@ -317,7 +368,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_events_describe_each_backend() {
-        let (pool, events) = Pool::new(vec![spec("a", 1), spec("b", 2)], Arc::default());
+        let (pool, events) = Pool::new(vec![spec("a", 1), spec("b", 2)], Arc::new(crate::pool::Unrecorded));
         assert_eq!(events.len(), 2);
         let more = pool.add(vec![spec("c", 3)]);
         let ids: Vec<_> = pool.all().iter().map(|b| b.id).collect();
@@ -325,24 +376,36 @@ mod tests {
         assert!(matches!(&more[0], BackendEvent::Added(b) if b.name == "c" && b.id == 3 && b.weight == WEIGHT_SCALE));
     }
 
+    /// Records which names the pool lets go of.
+    #[derive(Debug, Default)]
+    struct Forgotten(parking_lot::Mutex<Vec<String>>);
+
+    impl BackendSeries for Forgotten {
+        fn backend(&self, name: &str) -> BackendMetrics {
+            Unrecorded.backend(name)
+        }
+
+        fn forget(&self, name: &str) {
+            self.0.lock().push(name.to_string());
+        }
+    }
+
     #[test]
     fn a_removed_backend_leaves_the_metrics_unless_a_replacement_has_its_name() {
-        let metrics = Arc::new(Metrics::new());
-        let (pool, _) = Pool::new(vec![spec("a", 1), spec("b", 2)], metrics.clone());
+        let forgotten = Arc::new(Forgotten::default());
+        let (pool, _) = Pool::new(vec![spec("a", 1), spec("b", 2)], forgotten.clone());
         pool.get(1).unwrap().record(Some(StatusCode::OK), Duration::from_millis(1));
-        pool.get(2).unwrap().record(Some(StatusCode::OK), Duration::from_millis(1));
-        assert!(metrics.series_of_backend("a") > 0);
         pool.remove(&[1]);
-        assert_eq!(metrics.series_of_backend("a"), 0);
+        assert_eq!(*forgotten.0.lock(), ["a"]);
         // "b" moves: the new one is added before the old one leaves.
         pool.add(vec![spec("b", 9)]);
         pool.remove(&[2]);
-        assert!(metrics.series_of_backend("b") > 0);
+        assert_eq!(*forgotten.0.lock(), ["a"], "a replacement keeps the series");
     }
 
     #[test]
     fn removing_by_name_emits_removed_and_keeps_the_others() {
-        let (pool, _) = Pool::new(vec![spec("a", 1), spec("b", 2)], Arc::default());
+        let (pool, _) = Pool::new(vec![spec("a", 1), spec("b", 2)], Arc::new(crate::pool::Unrecorded));
         let events = pool.remove(&[1, 7]);
         assert!(matches!(events.as_slice(), [BackendEvent::Removed(1)]));
         assert_eq!(pool.all().len(), 1);
@@ -351,7 +414,7 @@ mod tests {
 
     #[test]
     fn weight_changes_live_and_is_clamped() {
-        let (pool, _) = Pool::new(vec![spec("a", 1)], Arc::default());
+        let (pool, _) = Pool::new(vec![spec("a", 1)], Arc::new(crate::pool::Unrecorded));
         let backend = pool.by_name("a").unwrap();
         backend.set_weight(7);
         assert_eq!((backend.weight(), backend.plugin_weight()), (7, 7 * WEIGHT_SCALE));
@@ -361,7 +424,7 @@ mod tests {
 
     #[test]
     fn latency_average_moves_toward_new_samples() {
-        let (pool, _) = Pool::new(vec![spec("a", 1)], Arc::default());
+        let (pool, _) = Pool::new(vec![spec("a", 1)], Arc::new(crate::pool::Unrecorded));
         let backend = pool.get(1).unwrap();
         backend.record(Some(StatusCode::OK), Duration::from_millis(10));
         assert_eq!(backend.snapshot().ewma_latency_ms, 10.0);

@@ -11,9 +11,8 @@
 use std::sync::Arc;
 
 use crate::health::{Health, HealthConfig};
-use crate::observe::Metrics;
 use crate::plugin::{PickerSlot, PluginError, PluginRuntime, PluginSource};
-use crate::pool::{BackendSpec, Pool};
+use crate::pool::{BackendSeries, BackendSpec, Pool};
 
 /// What an upstream group is made from.
 #[derive(Debug, Clone)]
@@ -46,10 +45,10 @@ impl Upstream {
     pub fn new(
         runtime: Arc<PluginRuntime>,
         spec: UpstreamSpec,
-        metrics: Arc<Metrics>,
+        series: Arc<dyn BackendSeries>,
     ) -> Result<Upstream, PluginError> {
         let slot = Arc::new(PickerSlot::new(runtime, &spec.picker, spec.params)?);
-        let (pool, events) = Pool::new(spec.backends, metrics);
+        let (pool, events) = Pool::new(spec.backends, series);
         slot.apply(&events);
         let pool = Arc::new(pool);
         let publish = slot.clone();
@@ -61,9 +60,9 @@ impl Upstream {
     pub async fn start(
         runtime: Arc<PluginRuntime>,
         spec: UpstreamSpec,
-        metrics: Arc<Metrics>,
+        series: Arc<dyn BackendSeries>,
     ) -> Result<Arc<Upstream>, PluginError> {
-        tokio::task::spawn_blocking(move || Upstream::new(runtime, spec, metrics))
+        tokio::task::spawn_blocking(move || Upstream::new(runtime, spec, series))
             .await
             .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))?
             .map(Arc::new)
@@ -109,7 +108,7 @@ mod tests {
             health,
         };
         let runtime = PluginRuntime::new(Limits::default()).unwrap();
-        let upstream = Upstream::start(runtime, spec, Arc::default()).await.unwrap();
+        let upstream = Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap();
         assert_eq!(upstream.slot.current().membership().eligible().len(), 2, "the picker starts with both");
         let a = upstream.pool.by_name("a").unwrap().id;
 

@@ -168,7 +168,7 @@ mod tests {
     }
 
     fn backend(address: SocketAddr) -> Arc<BackendState> {
-        Pool::new(vec![BackendSpec::new("b", address)], Default::default()).0.get(1).unwrap()
+        Pool::new(vec![BackendSpec::new("b", address)], Arc::new(crate::pool::Unrecorded)).0.get(1).unwrap()
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ fn config() -> HealthConfig {
 
 fn group(n: usize, config: HealthConfig) -> (Arc<Health>, Log) {
     let specs = (1..=n).map(|i| spec(&format!("b{i}"), None)).collect();
-    let (pool, _) = Pool::new(specs, Default::default());
+    let (pool, _) = Pool::new(specs, Arc::new(crate::pool::Unrecorded));
     let log: Log = Arc::default();
     let sink = log.clone();
     let health = Health::new(Arc::new(pool), config, Box::new(move |events| sink.lock().extend_from_slice(events)));
@@ -169,7 +169,7 @@ fn a_drained_backend_is_refused_and_undrain_brings_it_back() {
 
 #[test]
 fn a_backend_at_its_cap_is_refused_until_a_slot_frees() {
-    let (pool, _) = Pool::new(vec![spec("capped", Some(2))], Default::default());
+    let (pool, _) = Pool::new(vec![spec("capped", Some(2))], Arc::new(crate::pool::Unrecorded));
     let health = Health::new(Arc::new(pool), config(), Box::new(|_| {}));
     let backend = health.pool.get(1).unwrap();
     let first = health.admit(&backend).unwrap();

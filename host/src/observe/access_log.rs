@@ -345,7 +345,7 @@ mod tests {
             max_concurrent: None,
             labels: Default::default(),
         };
-        crate::pool::Pool::new(vec![spec], Arc::default()).0.get(1).unwrap()
+        crate::pool::Pool::new(vec![spec], Arc::new(crate::pool::Unrecorded)).0.get(1).unwrap()
     }
 
     fn picker() -> Arc<Picker> {

@@ -23,7 +23,7 @@ use prometheus::{
 use crate::admission::AdmissionSnapshot;
 use crate::health::{BreakerPhase, Health};
 use crate::plugin::PickerStatsSnapshot;
-use crate::pool::Pool;
+use crate::pool::{BackendMetrics, BackendSeries, Pool};
 use crate::proxy::Proxy;
 use crate::proxy::fault::Fault;
 
@@ -127,32 +127,6 @@ pub struct AccessLogCounts {
     pub written: AtomicU64,
     /// Records dropped because the writer was behind.
     pub dropped: AtomicU64,
-}
-
-/// A backend's pre-resolved metrics; it holds them while it is in the pool.
-#[derive(Debug, Clone)]
-pub struct BackendMetrics {
-    attempts: [IntCounter; 6],
-    response_seconds: Histogram,
-}
-
-impl BackendMetrics {
-    /// Records one attempt: its status, or `None` when no response came.
-    pub fn record(&self, status: Option<StatusCode>, latency: Duration) {
-        let result = status.map_or(5, status_class);
-        self.attempts[result].inc();
-        self.response_seconds.observe(latency.as_secs_f64());
-    }
-
-    /// Attempts sent, all results.
-    pub fn attempts(&self) -> u64 {
-        self.attempts.iter().map(IntCounter::get).sum()
-    }
-
-    /// Attempts that got no response or a 5xx.
-    pub fn failures(&self) -> u64 {
-        self.attempts[4].get() + self.attempts[5].get()
-    }
 }
 
 /// Histogram buckets for request and backend durations, in seconds.
@@ -419,17 +393,9 @@ impl Metrics {
         metrics
     }
 
-    /// Resolves the metrics of a backend joining the pool.
-    pub fn backend(&self, name: &str) -> BackendMetrics {
-        BackendMetrics {
-            attempts: ATTEMPT_RESULTS.map(|r| self.backend_attempts.with_label_values(&[name, r])),
-            response_seconds: self.backend_response_seconds.with_label_values(&[name]),
-        }
-    }
-
     /// Drops every series of a backend that left the pool, so that
     /// `/metrics` does not keep reporting it.
-    pub fn forget_backend(&self, name: &str) {
+    fn forget_backend(&self, name: &str) {
         for result in ATTEMPT_RESULTS {
             let _ = self.backend_attempts.remove_label_values(&[name, result]);
         }
@@ -627,6 +593,20 @@ impl Metrics {
     }
 }
 
+/// The pool's backends record their attempts into series of this registry.
+impl BackendSeries for Metrics {
+    fn backend(&self, name: &str) -> BackendMetrics {
+        BackendMetrics {
+            attempts: ATTEMPT_RESULTS.map(|r| self.backend_attempts.with_label_values(&[name, r])),
+            response_seconds: self.backend_response_seconds.with_label_values(&[name]),
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.forget_backend(name);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -646,5 +626,21 @@ fn catch_up(counter: &IntCounter, value: u64) {
     let current = counter.get();
     if value > current {
         counter.inc_by(value - current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_backend_leaves_no_series() {
+        let metrics = Metrics::new();
+        metrics.backend("a").record(Some(StatusCode::OK), Duration::from_millis(1));
+        metrics.backend("b").record(None, Duration::from_millis(1));
+        assert!(metrics.series_of_backend("a") > 0);
+        metrics.forget("a");
+        assert_eq!(metrics.series_of_backend("a"), 0);
+        assert!(metrics.series_of_backend("b") > 0, "only the forgotten one goes");
     }
 }
