@@ -259,7 +259,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     match (&method, path.as_str()) {
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
-        (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy)),
+        (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy.metrics(), proxy.main())),
         (&Method::GET, "/metrics") => metrics(proxy),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
         (&Method::GET, "/readyz") => readyz(proxy),
@@ -307,7 +307,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
 
 /// `GET /metrics`: the Prometheus text format.
 fn metrics(proxy: &Proxy) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(proxy))));
+    let mut response = Response::new(Full::new(Bytes::from(proxy.metrics().render(&proxy.live()))));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

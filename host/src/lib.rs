@@ -3,6 +3,7 @@ pub mod admin;
 pub mod admission;
 pub mod clock;
 pub mod config;
+pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hash;

@@ -8,60 +8,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::{Admission, AdmissionConfig, InvalidAdmissionConfig};
-use crate::config::ControlOptions;
+use crate::admission::{Admission, InvalidAdmissionConfig};
 use crate::config::reload::Reloader;
-use crate::health::{HealthConfig, InvalidHealthConfig};
+// The options are the config's product; `veer::server` is where callers look for them.
+pub use crate::config::{CanaryOptions, ServerOptions};
+use crate::health::InvalidHealthConfig;
 use crate::observe::access_log::AccessLog;
-use crate::observe::{Metrics, ObserveConfig, snapshot};
-use crate::plugin::{HandoffResult, Limits, PluginError, PluginRuntime, PluginSource};
-use crate::pool::BackendSpec;
-use crate::proxy::canary::{Canary, CanarySplit};
-use crate::proxy::{Proxy, ProxyConfig};
+use crate::observe::{Metrics, snapshot};
+use crate::plugin::{HandoffResult, Limits, PluginError, PluginRuntime};
+use crate::proxy::Proxy;
+use crate::proxy::canary::Canary;
 use crate::upstream::{Upstream, UpstreamSpec};
-
-/// Everything needed to start veer.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Where clients connect.
-    pub listen: SocketAddr,
-    /// Where the admin API listens; `None` disables it.
-    pub admin: Option<SocketAddr>,
-    /// The backends.
-    pub backends: Vec<BackendSpec>,
-    /// The picker plugin.
-    pub picker: PluginSource,
-    /// Its parameters.
-    pub params: Vec<(String, String)>,
-    /// Timeouts and retries.
-    pub proxy: ProxyConfig,
-    /// Limits for plugin calls.
-    pub limits: Limits,
-    /// Admission control: global in-flight cap, per-client rate, adaptive limit.
-    pub admission: AdmissionConfig,
-    /// Active checks, breakers, outlier ejection and slow start of the backends.
-    pub health: HealthConfig,
-    /// Access log, metric dumps, latency advisory.
-    pub observe: ObserveConfig,
-    /// Config file for reloads, its watching, and the admin token.
-    pub control: ControlOptions,
-    /// A second backend group receiving a share of the traffic.
-    pub canary: Option<CanaryOptions>,
-}
-
-/// The canary group: its backends, picker and traffic split. It shares the
-/// main group's health settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CanaryOptions {
-    /// The canary backends (names distinct from the main group's).
-    pub backends: Vec<BackendSpec>,
-    /// Its picker.
-    pub picker: PluginSource,
-    /// The picker's parameters.
-    pub params: Vec<(String, String)>,
-    /// Which requests go to it.
-    pub split: CanarySplit,
-}
 
 /// Why veer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -200,14 +157,15 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![
         tokio::spawn(serving),
-        tokio::spawn(main.run(stopped(stop_rx.clone()))),
+        tokio::spawn(main.clone().run(stopped(stop_rx.clone()))),
         tokio::spawn(admission.run(stopped(stop_rx.clone()))),
     ];
     if let Some(canary) = &canary {
         tasks.push(tokio::spawn(canary.upstream.clone().run(stopped(stop_rx.clone()))));
     }
     tasks.push(tokio::spawn(snapshot::periodic(
-        proxy.clone(),
+        proxy.metrics().clone(),
+        main.clone(),
         options.observe.dump.clone(),
         options.observe.advisory.clone(),
         stopped(stop_rx.clone()),

@@ -15,6 +15,7 @@
 //! settings that do not make sense) is reported together, each located at
 //! the key it concerns by [`locate`].
 
+mod options;
 pub mod reload;
 pub mod state;
 mod validate;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use options::{CanaryOptions, ServerOptions};
 pub use validate::locate;
 
 use crate::health::HealthConfig;
@@ -33,7 +35,6 @@ use crate::observe::ObserveConfig;
 use crate::pool::BackendProtocol;
 use crate::proxy::ProxyConfig;
 pub use crate::proxy::canary::HeaderMatch;
-use crate::server::ServerOptions;
 
 /// Environment variable that holds the admin token when the file does not.
 pub const ADMIN_TOKEN_ENV: &str = "VEER_ADMIN_TOKEN";

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::ServerOptions;
 use super::{AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig};
 use crate::health::Health;
 use crate::plugin::{BackendId, PickerSlot, PluginError, PluginSource, SwapReport};
 use crate::pool::{BackendSpec, Pool};
 use crate::proxy::Proxy;
 use crate::proxy::canary::CanarySplit;
-use crate::server::ServerOptions;
 
 /// What a reload did.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -7,11 +7,10 @@ use std::path::Path;
 use super::{
     BackendConfig, Config, ConfigErrors, ControlOptions, Loaded, PickerConfig, Problem, admin_token, is_loopback,
 };
+use super::{CanaryOptions, ServerOptions};
 use crate::plugin::{BUILTIN_NAMES, Limits, PluginSource};
 use crate::pool::BackendSpec;
 use crate::proxy::canary::CanarySplit;
-use crate::server::CanaryOptions;
-use crate::server::ServerOptions;
 
 /// Parses the YAML into the schema; the parser stops at the first problem.
 pub(super) fn structure(text: &str, file: &str) -> Result<Config, ConfigErrors> {

@@ -96,7 +96,7 @@ pub struct Record {
     /// Attempts made.
     pub attempts: u32,
     /// The side at fault for a failure, if one failed (`client:gone`, `backend:connect`...).
-    pub fault: Option<crate::proxy::fault::Fault>,
+    pub fault: Option<crate::fault::Fault>,
     /// Client address.
     pub client: SocketAddr,
 }

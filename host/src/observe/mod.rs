@@ -21,11 +21,11 @@ use prometheus::{
 };
 
 use crate::admission::AdmissionSnapshot;
+use crate::fault::Fault;
 use crate::health::{BreakerPhase, Health};
 use crate::plugin::PickerStatsSnapshot;
 use crate::pool::{BackendMetrics, BackendSeries, Pool};
-use crate::proxy::Proxy;
-use crate::proxy::fault::Fault;
+use crate::upstream::Upstream;
 
 /// Observability settings.
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
@@ -64,6 +64,32 @@ pub fn method_class(method: &Method) -> usize {
 
 fn status_class(status: StatusCode) -> usize {
     (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
+}
+
+/// What `/metrics` reads from the running veer besides its own counters,
+/// handed in by whoever serves it (the proxy builds it: observe depends on
+/// nothing above the groups it reports on).
+#[derive(Debug)]
+pub struct Live<'a> {
+    /// The main upstream group.
+    pub main: &'a Upstream,
+    /// The canary group, if any.
+    pub canary: Option<&'a Upstream>,
+    /// Admission control now.
+    pub admission: AdmissionSnapshot,
+    /// Client connections.
+    pub connections: ConnectionCounts,
+}
+
+/// Client connections open now, and refused at accept since the start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionCounts {
+    /// Open now.
+    pub open: usize,
+    /// Refused by the total cap.
+    pub refused_total: u64,
+    /// Refused by the per-client cap.
+    pub refused_per_client: u64,
 }
 
 /// Every metric of one running veer, in its own registry.
@@ -496,22 +522,21 @@ impl Metrics {
         self.in_flight.get()
     }
 
-    /// The Prometheus text exposition of everything, with live gauges read
-    /// from the proxy's pool, health, admission and picker first.
-    pub fn render(&self, proxy: &Proxy) -> String {
+    /// The Prometheus text exposition of everything, with the live gauges
+    /// read from `live` (pools, health, admission, picker) first.
+    pub fn render(&self, live: &Live<'_>) -> String {
         let _one_at_a_time = self.render_lock.lock();
-        let (pool, slot) = (proxy.pool(), proxy.slot());
-        self.mirror_admission(&proxy.admission().snapshot());
-        let connections = proxy.connections();
-        self.client_connections.set(i64::try_from(connections.open()).unwrap_or(i64::MAX));
-        for (reason, count) in [("total", &connections.refused_total), ("per_client", &connections.refused_per_client)]
-        {
-            catch_up(&self.connections_refused.with_label_values(&[reason]), count.load(Ordering::Relaxed));
+        let slot = &live.main.slot;
+        self.mirror_admission(&live.admission);
+        let connections = live.connections;
+        self.client_connections.set(i64::try_from(connections.open).unwrap_or(i64::MAX));
+        for (reason, count) in [("total", connections.refused_total), ("per_client", connections.refused_per_client)] {
+            catch_up(&self.connections_refused.with_label_values(&[reason]), count);
         }
-        self.mirror_group(pool, proxy.health());
-        if let Some(canary) = proxy.canary() {
+        self.mirror_group(&live.main.pool, &live.main.health);
+        if let Some(canary) = live.canary {
             // Backend names are unique across the two groups, so the series do not collide.
-            self.mirror_group(&canary.upstream.pool, &canary.upstream.health);
+            self.mirror_group(&canary.pool, &canary.health);
         }
         let stats: PickerStatsSnapshot = slot.lifetime_stats();
         catch_up(&self.picks, stats.picks);

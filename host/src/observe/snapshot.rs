@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::Metrics;
 use super::advisory::{Advisory, AdvisoryConfig};
 use crate::health::BackendHealth;
 use crate::plugin::{PickerHealth, PickerInfo, PickerSlot, PickerStatsSnapshot};
 use crate::pool::BackendSnapshot;
-use crate::proxy::Proxy;
+use crate::upstream::Upstream;
 
 /// Periodic dump settings.
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
@@ -87,10 +88,9 @@ pub fn picker_snapshot(slot: &PickerSlot) -> PickerSnapshot {
     }
 }
 
-/// Takes a snapshot of `proxy`.
-pub fn snapshot(proxy: &Proxy) -> Snapshot {
-    let metrics = proxy.metrics();
-    let slot = proxy.slot();
+/// Takes a snapshot of the counters in `metrics` and of the `main` group.
+pub fn snapshot(metrics: &Metrics, main: &Upstream) -> Snapshot {
+    let slot = &main.slot;
     let counts = &metrics.access_log_counts;
     Snapshot {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -102,8 +102,8 @@ pub fn snapshot(proxy: &Proxy) -> Snapshot {
             retry_budget_exhausted: metrics.retry_budget_exhausted.get(),
         },
         picker: picker_snapshot(slot),
-        backends: proxy.pool().all().iter().map(|b| b.snapshot()).collect(),
-        health: proxy.health().snapshot(),
+        backends: main.pool.all().iter().map(|b| b.snapshot()).collect(),
+        health: main.health.snapshot(),
         access_log: BTreeMap::from([
             ("written", counts.written.load(Ordering::Relaxed)),
             ("dropped", counts.dropped.load(Ordering::Relaxed)),
@@ -116,7 +116,8 @@ const ADVISORY_TICK: Duration = Duration::from_secs(1);
 
 /// Writes dumps and drives the latency advisory until `stop` completes.
 pub async fn periodic(
-    proxy: std::sync::Arc<Proxy>,
+    metrics: std::sync::Arc<Metrics>,
+    main: std::sync::Arc<Upstream>,
     dump: DumpConfig,
     advisory_config: AdvisoryConfig,
     stop: impl std::future::Future<Output = ()>,
@@ -134,14 +135,14 @@ pub async fn periodic(
             () = &mut stop => break,
         }
         let now = Instant::now();
-        let latencies: Vec<(String, f64)> = proxy
-            .pool()
+        let latencies: Vec<(String, f64)> = main
+            .pool
             .all()
             .iter()
             .map(|b| (b.spec.name.clone(), b.ewma_latency_us.load(Ordering::Relaxed) as f64))
             .collect();
         for change in advisory.tick(&advisory_config, now - last, &latencies) {
-            proxy.metrics().set_advisory(&change.backend, change.raised);
+            metrics.set_advisory(&change.backend, change.raised);
             if change.raised {
                 tracing::warn!(
                     backend = %change.backend,
@@ -156,7 +157,7 @@ pub async fn periodic(
         last = now;
         if let Some(path) = dump.path.as_ref().filter(|_| now >= next_dump) {
             next_dump = now + dump_every;
-            if let Err(error) = append_line(path, &snapshot(&proxy)) {
+            if let Err(error) = append_line(path, &snapshot(&metrics, &main)) {
                 tracing::warn!(path = %path.display(), %error, "metric dump failed");
             }
         }

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::fault::{ClientFault, classify_body_error};
+use crate::fault::{ClientFault, classify_body_error};
 
 /// What the body and the attempt loop share.
 #[derive(Debug, Default)]

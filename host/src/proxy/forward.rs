@@ -27,9 +27,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
 use super::client_body::{self, BodyLimits, BodyProgress, Payload};
-use super::fault::{BackendFault, ClientFault, Fault};
 use super::observed::RequestGuard;
 use super::{Clients, OutgoingBody, Proxy, ProxyBody};
+use crate::fault::{BackendFault, ClientFault, Fault};
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::plugin::{
     BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker,

@@ -5,7 +5,6 @@
 pub mod canary;
 mod client_body;
 mod conn;
-pub mod fault;
 mod forward;
 pub mod headers;
 pub mod limits;
@@ -41,8 +40,8 @@ use workers::Workers;
 
 use crate::admission::Admission;
 use crate::health::Health;
-use crate::observe::Metrics;
 use crate::observe::access_log::AccessLog;
+use crate::observe::{ConnectionCounts, Live, Metrics};
 use crate::plugin::PickerSlot;
 use crate::pool::{BackendProtocol, Pool};
 use crate::upstream::Upstream;
@@ -261,6 +260,21 @@ impl Proxy {
     /// Admission control.
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
+    }
+
+    /// What `/metrics` reads of the running proxy.
+    pub fn live(&self) -> Live<'_> {
+        let connections = &self.connections;
+        Live {
+            main: &self.main,
+            canary: self.canary.as_deref().map(|canary| &*canary.upstream),
+            admission: self.admission.snapshot(),
+            connections: ConnectionCounts {
+                open: connections.open(),
+                refused_total: connections.refused_total.load(std::sync::atomic::Ordering::Relaxed),
+                refused_per_client: connections.refused_per_client.load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
     }
 
     /// Starts the data-path workers and returns the future that serves

@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::ProxyBody;
 use super::conn::InFlight;
-use super::fault::{CLIENT_CLOSED_REQUEST, ClientFault, Fault};
+use crate::fault::{CLIENT_CLOSED_REQUEST, ClientFault, Fault};
 use crate::observe::Metrics;
 use crate::observe::access_log::{AccessLog, Record};
 use crate::plugin::Picker;
