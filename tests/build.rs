@@ -1,7 +1,7 @@
 //! Builds the Wasm plugins that only the tests load: the hostile plugin
 //! (`plugins/hostile`) and the example plugin (`examples/affinity-plugin`).
 
-#[path = "../host/build/wasm_plugins.rs"]
+#[path = "../host/plugin-runtime/build/wasm_plugins.rs"]
 mod wasm_plugins;
 
 use std::path::PathBuf;

@@ -10,7 +10,9 @@ pub mod hash;
 pub mod health;
 pub mod net;
 pub mod observe;
-pub mod plugin;
+/// The plugin runtime, its own crate (`host/plugin-runtime`); here under the
+/// name the rest of the host has always used.
+pub use veer_plugin_runtime as plugin;
 pub mod pool;
 pub mod proxy;
 pub mod rng;

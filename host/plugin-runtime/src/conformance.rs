@@ -20,7 +20,7 @@
 //!   state is refused or ignored, never a trap.
 //!
 //! ```no_run
-//! # use veer::plugin::{conformance, Limits, PluginRuntime, PluginSource};
+//! # use veer_plugin_runtime::{conformance, Limits, PluginRuntime, PluginSource};
 //! let runtime = PluginRuntime::new(Limits::default()).unwrap();
 //! let report = conformance::run(&runtime, &PluginSource::parse("builtin:least-conn"), &[]);
 //! print!("{report}");

@@ -1,5 +1,5 @@
 //! Compiles the built-in picker plugins to Wasm components so that `cargo build`
-//! alone produces a `veer` binary with all of them embedded (see `src/plugin/builtin.rs`).
+//! alone produces a `veer` binary with all of them embedded (see `src/builtin.rs`).
 
 #[path = "build/wasm_plugins.rs"]
 mod wasm_plugins;
@@ -18,7 +18,7 @@ const BUILTIN_PACKAGES: &[&str] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
+    let workspace = manifest_dir.ancestors().nth(2).expect("host/plugin-runtime/ lives in the workspace").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     wasm_plugins::rerun_if_changed(&workspace, &["wit", "sdk", "plugins", "Cargo.lock"]);
     wasm_plugins::build(&workspace, BUILTIN_PACKAGES, &out_dir);

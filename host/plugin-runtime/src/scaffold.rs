@@ -38,7 +38,7 @@ pub enum ScaffoldError {
 
 /// The `sdk/` directory of the source tree this binary was built from.
 pub fn default_sdk_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sdk")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
 /// What was generated.

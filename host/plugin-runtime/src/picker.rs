@@ -808,8 +808,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::plugin::bindings::veer::picker::types::Backend;
-    use crate::plugin::runtime::Limits;
+    use crate::bindings::veer::picker::types::Backend;
+    use crate::runtime::Limits;
 
     /// Runs `f` on a thread that picks as worker `index`.
     fn as_worker<T: Send>(index: usize, f: impl FnOnce() -> T + Send) -> T {

@@ -371,9 +371,12 @@ impl types::Host for StoreState {}
 
 impl host::Host for StoreState {
     fn random_u64(&mut self) -> u64 {
-        // splitmix64, as the SDK's fake host uses.
+        // SplitMix64 (as the SDK's fake host uses): the golden-ratio step, then its finaliser.
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        crate::hash::mix(self.rng)
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     fn now_us(&mut self) -> u64 {

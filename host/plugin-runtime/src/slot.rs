@@ -284,8 +284,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::plugin::bindings::veer::picker::types::{BackendId, Outcome};
-    use crate::plugin::{Limits, NativePicker, NativePolicy};
+    use crate::bindings::veer::picker::types::{BackendId, Outcome};
+    use crate::{Limits, NativePicker, NativePolicy};
 
     struct First;
 
