@@ -164,259 +164,178 @@ impl Metrics {
     /// All metrics, registered in a fresh registry.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests_vec = IntCounterVec::new(
-            Opts::new("veer_requests_total", "Client requests answered, by method and status class."),
+        let r = Registrar(&registry);
+        let requests = r.counter_vec(
+            "veer_requests_total",
+            "Client requests answered, by method and status class.",
             &["method", "status_class"],
-        )
-        .expect("valid metric");
-        let request_seconds_vec = HistogramVec::new(
-            HistogramOpts::new(
-                "veer_request_duration_seconds",
-                "Time from receiving a client request to the end of its response body.",
-            )
-            .buckets(duration_buckets()),
+        );
+        let request_seconds = r.histogram_vec(
+            "veer_request_duration_seconds",
+            "Time from receiving a client request to the end of its response body.",
             &["status_class"],
-        )
-        .expect("valid metric");
-        let failures_vec = IntCounterVec::new(
-            Opts::new(
-                "veer_failures_total",
-                "Failed attempts and requests by the side at fault (client, backend) and reason; \
-                 only the backend's feed health, breakers and the picker.",
-            ),
+            duration_buckets(),
+        );
+        let failures = r.counter_vec(
+            "veer_failures_total",
+            "Failed attempts and requests by the side at fault (client, backend) and reason; \
+             only the backend's feed health, breakers and the picker.",
             &["side", "reason"],
-        )
-        .expect("valid metric");
-        let metrics = Metrics {
+        );
+        r.gauge_vec("veer_build_info", "The running veer's version (value 1).", &["version"])
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let backend = ["backend"];
+        Metrics {
             requests: METHOD_CLASSES
                 .iter()
-                .map(|m| STATUS_CLASSES.map(|s| requests_vec.with_label_values(&[*m, s])))
+                .map(|m| STATUS_CLASSES.map(|s| requests.with_label_values(&[*m, s])))
                 .collect(),
-            request_seconds: STATUS_CLASSES.map(|s| request_seconds_vec.with_label_values(&[s])),
-            in_flight: IntGauge::new("veer_requests_in_flight", "Client requests being answered.").expect("valid"),
-            backend_attempts: IntCounterVec::new(
-                Opts::new(
-                    "veer_backend_attempts_total",
-                    "Attempts sent to each backend, by result: status class, or error when no response came.",
-                ),
+            request_seconds: STATUS_CLASSES.map(|s| request_seconds.with_label_values(&[s])),
+            in_flight: r.gauge("veer_requests_in_flight", "Client requests being answered."),
+            failures: Fault::ALL.map(|fault| failures.with_label_values(&[fault.side(), fault.reason()])),
+            request_refusals: r.counter_vec(
+                "veer_request_refusals_total",
+                "Client requests refused before forwarding because of a request limit, by status.",
+                &["status"],
+            ),
+            connections_refused: r.counter_vec(
+                "veer_connections_refused_total",
+                "Client connections closed at accept by a connection cap (total, per_client).",
+                &["reason"],
+            ),
+            client_connections: r.gauge("veer_client_connections", "Client connections open."),
+            retries: r.counter("veer_retries_total", "Attempts made after a request's first."),
+            retry_budget_exhausted: r
+                .counter("veer_retry_budget_exhausted_total", "Retries not made because the retry budget was spent."),
+            backend_attempts: r.counter_vec(
+                "veer_backend_attempts_total",
+                "Attempts sent to each backend, by result: status class, or error when no response came.",
                 &["backend", "result"],
-            )
-            .expect("valid metric"),
-            backend_response_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "veer_backend_response_duration_seconds",
-                    "Time from sending an attempt to a backend to its response headers (or failure).",
-                )
-                .buckets(duration_buckets()),
-                &["backend"],
-            )
-            .expect("valid metric"),
-            backend_in_flight: gauge_vec("veer_backend_in_flight", "Attempts awaiting response headers per backend."),
-            backend_ewma_seconds: GaugeVec::new(
-                Opts::new(
-                    "veer_backend_latency_ewma_seconds",
-                    "Moving average of each backend's time to response headers.",
-                ),
-                &["backend"],
-            )
-            .expect("valid metric"),
-            backend_weight: gauge_vec("veer_backend_weight", "Configured weight of each backend."),
-            backend_advisory: gauge_vec(
+            ),
+            backend_response_seconds: r.histogram_vec(
+                "veer_backend_response_duration_seconds",
+                "Time from sending an attempt to a backend to its response headers (or failure).",
+                &backend,
+                duration_buckets(),
+            ),
+            backend_in_flight: r.gauge_vec(
+                "veer_backend_in_flight",
+                "Attempts awaiting response headers per backend.",
+                &backend,
+            ),
+            backend_ewma_seconds: r.float_gauge_vec(
+                "veer_backend_latency_ewma_seconds",
+                "Moving average of each backend's time to response headers.",
+                &backend,
+            ),
+            backend_weight: r.gauge_vec("veer_backend_weight", "Configured weight of each backend.", &backend),
+            backend_advisory: r.gauge_vec(
                 "veer_backend_latency_advisory",
                 "1 while a backend's latency is above its baseline by more than the configured share.",
+                &backend,
             ),
-            backend_advisories: IntCounterVec::new(
-                Opts::new(
-                    "veer_backend_latency_advisories_total",
-                    "Times a backend's latency rose above its baseline by more than the configured share.",
-                ),
-                &["backend"],
-            )
-            .expect("valid metric"),
-            backend_eligible: gauge_vec("veer_backend_eligible", "1 while the picker may choose the backend."),
-            backend_healthy: gauge_vec(
+            backend_advisories: r.counter_vec(
+                "veer_backend_latency_advisories_total",
+                "Times a backend's latency rose above its baseline by more than the configured share.",
+                &backend,
+            ),
+            backend_eligible: r.gauge_vec(
+                "veer_backend_eligible",
+                "1 while the picker may choose the backend.",
+                &backend,
+            ),
+            backend_healthy: r.gauge_vec(
                 "veer_backend_healthy",
                 "Verdict of the active health checks (1 healthy, also when checks are off).",
+                &backend,
             ),
-            backend_effective_weight: gauge_vec(
+            backend_effective_weight: r.gauge_vec(
                 "veer_backend_effective_weight",
                 "Weight the picker sees, slow start applied (configured weight x 100 at full).",
+                &backend,
             ),
-            backend_breaker: IntGaugeVec::new(
-                Opts::new("veer_backend_breaker_state", "Circuit breaker state per backend (1 for the current state)."),
+            backend_breaker: r.gauge_vec(
+                "veer_backend_breaker_state",
+                "Circuit breaker state per backend (1 for the current state).",
                 &["backend", "state"],
-            )
-            .expect("valid metric"),
-            backend_breaker_opened: counter_vec("veer_backend_breaker_opened_total", "Times the breaker opened."),
-            backend_ejected: gauge_vec("veer_backend_ejected", "1 while the backend is ejected as an outlier."),
-            backend_ejections: counter_vec("veer_backend_ejections_total", "Outlier ejections of the backend."),
-            backend_checks_failed: counter_vec(
+            ),
+            backend_breaker_opened: r.counter_vec(
+                "veer_backend_breaker_opened_total",
+                "Times the breaker opened.",
+                &backend,
+            ),
+            backend_ejected: r.gauge_vec(
+                "veer_backend_ejected",
+                "1 while the backend is ejected as an outlier.",
+                &backend,
+            ),
+            backend_ejections: r.counter_vec(
+                "veer_backend_ejections_total",
+                "Outlier ejections of the backend.",
+                &backend,
+            ),
+            backend_checks_failed: r.counter_vec(
                 "veer_backend_health_checks_failed_total",
                 "Active health checks of the backend that failed.",
+                &backend,
             ),
-            backend_refusals: IntCounterVec::new(
-                Opts::new(
-                    "veer_backend_refusals_total",
-                    "Picks of the backend refused at admission, by reason (at_cap, breaker).",
-                ),
+            backend_refusals: r.counter_vec(
+                "veer_backend_refusals_total",
+                "Picks of the backend refused at admission, by reason (at_cap, breaker).",
                 &["backend", "reason"],
-            )
-            .expect("valid metric"),
-            failures: Fault::ALL.map(|fault| failures_vec.with_label_values(&[fault.side(), fault.reason()])),
-            request_refusals: IntCounterVec::new(
-                Opts::new(
-                    "veer_request_refusals_total",
-                    "Client requests refused before forwarding because of a request limit, by status.",
-                ),
-                &["status"],
-            )
-            .expect("valid metric"),
-            connections_refused: IntCounterVec::new(
-                Opts::new(
-                    "veer_connections_refused_total",
-                    "Client connections closed at accept by a connection cap (total, per_client).",
-                ),
-                &["reason"],
-            )
-            .expect("valid metric"),
-            client_connections: IntGauge::new("veer_client_connections", "Client connections open.").expect("valid"),
-            retries: IntCounter::new("veer_retries_total", "Attempts made after a request's first.").expect("valid"),
-            retry_budget_exhausted: IntCounter::new(
-                "veer_retry_budget_exhausted_total",
-                "Retries not made because the retry budget was spent.",
-            )
-            .expect("valid"),
-            pick_seconds: Histogram::with_opts(
-                HistogramOpts::new("veer_picker_call_duration_seconds", "Duration of pick calls, including fallbacks.")
-                    .buckets(vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2]),
-            )
-            .expect("valid"),
+            ),
+            pick_seconds: r.histogram(
+                "veer_picker_call_duration_seconds",
+                "Duration of pick calls, including fallbacks.",
+                vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2],
+            ),
             // Picker counters live in the picker slot and survive swaps; these mirror them.
-            picks: IntCounter::new("veer_picker_picks_total", "Picks answered by the picker or its fallback.")
-                .expect("valid"),
-            picker_faults: IntCounterVec::new(
-                Opts::new(
-                    "veer_picker_faults_total",
-                    "Picker faults by kind (trap, deadline, invalid answer, empty answer).",
-                ),
+            picks: r.counter("veer_picker_picks_total", "Picks answered by the picker or its fallback."),
+            picker_faults: r.counter_vec(
+                "veer_picker_faults_total",
+                "Picker faults by kind (trap, deadline, invalid answer, empty answer).",
                 &["kind"],
-            )
-            .expect("valid metric"),
-            picker_fallbacks: IntCounter::new(
+            ),
+            picker_fallbacks: r.counter(
                 "veer_picker_fallbacks_total",
                 "Picks the host's round robin answered because the plugin could not.",
-            )
-            .expect("valid"),
-            picker_rebuilds: IntCounter::new(
-                "veer_picker_rebuilds_total",
-                "Times a trapped plugin instance was replaced by a fresh one.",
-            )
-            .expect("valid"),
-            picker_swaps: IntCounter::new("veer_picker_swaps_total", "Successful live picker swaps.").expect("valid"),
-            picker_info: IntGaugeVec::new(
-                Opts::new("veer_picker_info", "The serving picker (value 1)."),
+            ),
+            picker_rebuilds: r
+                .counter("veer_picker_rebuilds_total", "Times a trapped plugin instance was replaced by a fresh one."),
+            picker_swaps: r.counter("veer_picker_swaps_total", "Successful live picker swaps."),
+            picker_info: r.gauge_vec(
+                "veer_picker_info",
+                "The serving picker (value 1).",
                 &["name", "version", "source"],
-            )
-            .expect("valid metric"),
-            access_log_written: IntCounter::new("veer_access_log_records_total", "Access log records written.")
-                .expect("valid"),
-            access_log_dropped: IntCounter::new(
-                "veer_access_log_dropped_total",
-                "Access log records dropped because the writer fell behind.",
-            )
-            .expect("valid"),
-            admission_in_flight: IntGauge::new(
-                "veer_admission_in_flight",
-                "Requests past admission and not yet answered (response headers).",
-            )
-            .expect("valid"),
-            admission_limit: IntGauge::new(
+            ),
+            access_log_written: r.counter("veer_access_log_records_total", "Access log records written."),
+            access_log_dropped: r
+                .counter("veer_access_log_dropped_total", "Access log records dropped because the writer fell behind."),
+            admission_in_flight: r
+                .gauge("veer_admission_in_flight", "Requests past admission and not yet answered (response headers)."),
+            admission_limit: r.gauge(
                 "veer_admission_limit",
                 "In-flight limit in force: the global cap or the adaptive limit, whichever is lower (0: none).",
-            )
-            .expect("valid"),
-            admission_adaptive_limit: IntGauge::new(
+            ),
+            admission_adaptive_limit: r.gauge(
                 "veer_admission_adaptive_limit",
                 "The AIMD controller's current limit (0 while adaptive concurrency is off).",
-            )
-            .expect("valid"),
-            admission_queue_waiting: IntGauge::new(
-                "veer_admission_queue_waiting",
-                "Requests waiting in the admission queue.",
-            )
-            .expect("valid"),
-            admission_tracked_clients: IntGauge::new(
-                "veer_admission_tracked_clients",
-                "Clients with a rate-limit bucket in memory.",
-            )
-            .expect("valid"),
-            admission_admitted: IntCounter::new("veer_admission_admitted_total", "Requests admitted.")
-                .expect("valid"),
-            admission_refusals: IntCounterVec::new(
-                Opts::new(
-                    "veer_admission_refusals_total",
-                    "Requests refused at admission, by reason (global_limit, adaptive_limit, queue_timeout, client_rate).",
-                ),
+            ),
+            admission_queue_waiting: r
+                .gauge("veer_admission_queue_waiting", "Requests waiting in the admission queue."),
+            admission_tracked_clients: r
+                .gauge("veer_admission_tracked_clients", "Clients with a rate-limit bucket in memory."),
+            admission_admitted: r.counter("veer_admission_admitted_total", "Requests admitted."),
+            admission_refusals: r.counter_vec(
+                "veer_admission_refusals_total",
+                "Requests refused at admission, by reason (global_limit, adaptive_limit, queue_timeout, client_rate).",
                 &["reason"],
-            )
-            .expect("valid metric"),
+            ),
             access_log_counts: AccessLogCounts::default(),
             render_lock: parking_lot::Mutex::new(()),
             registry,
-        };
-        let build_info =
-            IntGaugeVec::new(Opts::new("veer_build_info", "The running veer's version (value 1)."), &["version"])
-                .expect("valid metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let r = &metrics.registry;
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(requests_vec),
-            Box::new(request_seconds_vec),
-            Box::new(metrics.in_flight.clone()),
-            Box::new(metrics.backend_attempts.clone()),
-            Box::new(metrics.backend_response_seconds.clone()),
-            Box::new(metrics.backend_in_flight.clone()),
-            Box::new(metrics.backend_ewma_seconds.clone()),
-            Box::new(metrics.backend_weight.clone()),
-            Box::new(metrics.backend_advisory.clone()),
-            Box::new(metrics.backend_advisories.clone()),
-            Box::new(metrics.backend_eligible.clone()),
-            Box::new(metrics.backend_healthy.clone()),
-            Box::new(metrics.backend_effective_weight.clone()),
-            Box::new(metrics.backend_breaker.clone()),
-            Box::new(metrics.backend_breaker_opened.clone()),
-            Box::new(metrics.backend_ejected.clone()),
-            Box::new(metrics.backend_ejections.clone()),
-            Box::new(metrics.backend_checks_failed.clone()),
-            Box::new(metrics.backend_refusals.clone()),
-            Box::new(failures_vec),
-            Box::new(metrics.request_refusals.clone()),
-            Box::new(metrics.connections_refused.clone()),
-            Box::new(metrics.client_connections.clone()),
-            Box::new(metrics.retries.clone()),
-            Box::new(metrics.retry_budget_exhausted.clone()),
-            Box::new(metrics.pick_seconds.clone()),
-            Box::new(metrics.picks.clone()),
-            Box::new(metrics.picker_faults.clone()),
-            Box::new(metrics.picker_fallbacks.clone()),
-            Box::new(metrics.picker_rebuilds.clone()),
-            Box::new(metrics.picker_swaps.clone()),
-            Box::new(metrics.picker_info.clone()),
-            Box::new(metrics.access_log_written.clone()),
-            Box::new(metrics.access_log_dropped.clone()),
-            Box::new(metrics.admission_in_flight.clone()),
-            Box::new(metrics.admission_limit.clone()),
-            Box::new(metrics.admission_adaptive_limit.clone()),
-            Box::new(metrics.admission_queue_waiting.clone()),
-            Box::new(metrics.admission_tracked_clients.clone()),
-            Box::new(metrics.admission_admitted.clone()),
-            Box::new(metrics.admission_refusals.clone()),
-            Box::new(build_info),
-        ];
-        for collector in collectors {
-            r.register(collector).expect("metric names are unique");
         }
-        metrics
     }
 
     /// Drops every series of a backend that left the pool, so that
@@ -638,12 +557,45 @@ impl Default for Metrics {
     }
 }
 
-fn counter_vec(name: &str, help: &str) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), &["backend"]).expect("valid metric")
-}
+/// Makes each metric and registers it in the same step, so that none can be
+/// made and forgotten. Names, help and labels are constants of this file: a
+/// bad or repeated one is a programming error, caught by every test.
+struct Registrar<'r>(&'r Registry);
 
-fn gauge_vec(name: &str, help: &str) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), &["backend"]).expect("valid metric")
+impl Registrar<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.0.register(Box::new(collector.clone())).expect("metric names are valid and unique");
+        collector
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("a valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("a valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric"))
+    }
+
+    fn float_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.register(GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        self.register(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("a valid metric"))
+    }
+
+    fn histogram_vec(&self, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.register(HistogramVec::new(opts, labels).expect("a valid metric"))
+    }
 }
 
 /// Brings a counter that mirrors a monotonic count kept elsewhere up to it.
