@@ -221,8 +221,7 @@ impl Proxy {
             let client = clients.for_protocol(picked.backend.spec.protocol);
             let sent_at = Instant::now();
             let sent = self.send(client, outgoing, &exchange.progress, deadline).await;
-            let (choice, backend) = (picked.choice, picked.backend.clone());
-            self.record(&picker, picked, &sent, sent_at.elapsed(), route.guard);
+            let (choice, backend) = self.record(&picker, picked, &sent, sent_at.elapsed(), route.guard);
             exchange.exclude = Some(choice.backend);
             match sent {
                 Sent::Response(response) => {
@@ -326,7 +325,16 @@ impl Proxy {
     /// health and the picker. A client's fault records nothing about the
     /// backend: its admission slot is freed unrecorded, and a picker counting
     /// in-flight attempts hears it was not sent.
-    fn record(&self, picker: &Picker, picked: Picked<'_>, sent: &Sent, latency: Duration, guard: &mut RequestGuard) {
+    /// Hands the choice and the backend back: the retry decision and the
+    /// answer need them, and the backend's `Arc` is not cloned per attempt.
+    fn record(
+        &self,
+        picker: &Picker,
+        picked: Picked<'_>,
+        sent: &Sent,
+        latency: Duration,
+        guard: &mut RequestGuard,
+    ) -> (Choice, Arc<BackendState>) {
         let Picked { choice, backend, admitted } = picked;
         match sent {
             Sent::Response(response) => {
@@ -350,6 +358,7 @@ impl Proxy {
                 tracing::debug!(backend = %backend.spec.name, ?failure, "attempt failed");
             }
         }
+        (choice, backend)
     }
 
     /// Phase 6, the retry decision after an attempt that answered `status`
