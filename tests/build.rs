@@ -14,7 +14,7 @@ fn main() {
     // scripts, and cargo would otherwise rescan (and rebuild on) their node_modules.
     wasm_plugins::rerun_if_changed(
         &workspace,
-        &["wit", "sdk", "tests/plugins", "examples/affinity-plugin", "Cargo.lock"],
+        &["wit", "core", "sdk", "tests/plugins", "examples/affinity-plugin", "Cargo.lock"],
     );
     wasm_plugins::build(&workspace, &["veer-test-plugin-hostile", "veer-example-affinity"], &out_dir);
 }

@@ -20,6 +20,6 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.ancestors().nth(2).expect("host/plugin-runtime/ lives in the workspace").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    wasm_plugins::rerun_if_changed(&workspace, &["wit", "sdk", "plugins", "Cargo.lock"]);
+    wasm_plugins::rerun_if_changed(&workspace, &["wit", "core", "sdk", "plugins", "Cargo.lock"]);
     wasm_plugins::build(&workspace, BUILTIN_PACKAGES, &out_dir);
 }

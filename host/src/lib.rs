@@ -1,4 +1,6 @@
 //! veer: an HTTP load balancer whose routing policy is a WebAssembly component.
+pub use veer_core::{hash, rng};
+
 pub mod admin;
 pub mod admission;
 pub mod clock;
@@ -6,7 +8,6 @@ pub mod config;
 pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod hash;
 pub mod health;
 pub mod net;
 pub mod observe;
@@ -15,7 +16,6 @@ pub mod observe;
 pub use veer_plugin_runtime as plugin;
 pub mod pool;
 pub mod proxy;
-pub mod rng;
 pub mod scenario;
 pub mod server;
 pub mod sim;

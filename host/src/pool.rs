@@ -4,7 +4,6 @@
 //! attempt without a lock); live numbers are atomics inside each backend.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,35 +14,7 @@ use http::uri::Authority;
 use prometheus::{Histogram, HistogramOpts, IntCounter};
 
 use crate::plugin::{Backend as PluginBackend, BackendEvent, BackendId};
-
-/// Which HTTP version veer speaks to a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendProtocol {
-    /// HTTP/1.1 with keep-alive connection pooling.
-    #[default]
-    Http1,
-    /// HTTP/2 over cleartext with prior knowledge (h2c), multiplexed.
-    Http2,
-}
-
-/// What the operator says about a backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendSpec {
-    /// Unique name within the pool.
-    pub name: String,
-    /// Where it listens.
-    pub address: SocketAddr,
-    /// Relative weight, 1..=[`MAX_WEIGHT`].
-    pub weight: u32,
-    /// HTTP version to speak to it.
-    pub protocol: BackendProtocol,
-    /// Most attempts in flight at once; a pick that lands on a backend at its
-    /// cap is refused and the picker asked again. `None`: no cap.
-    pub max_concurrent: Option<u32>,
-    /// Free-form labels (zone, version...), passed to the picker as they are.
-    pub labels: std::collections::BTreeMap<String, String>,
-}
+pub use veer_core::{BackendProtocol, BackendSpec, MAX_WEIGHT};
 
 /// Where a pool gets each backend's attempt series, and says when a backend's
 /// series may go. `observe::Metrics` implements it, so that the pool depends
@@ -93,42 +64,6 @@ impl BackendMetrics {
     /// Attempts that got no response or a 5xx.
     pub fn failures(&self) -> u64 {
         self.attempts[4].get() + self.attempts[5].get()
-    }
-}
-
-/// Largest configured weight.
-pub const MAX_WEIGHT: u32 = 10_000;
-
-impl BackendSpec {
-    /// A backend at `address` with the defaults: weight 1, HTTP/1.1, no
-    /// concurrency cap, no labels.
-    pub fn new(name: impl Into<String>, address: SocketAddr) -> BackendSpec {
-        BackendSpec {
-            name: name.into(),
-            address,
-            weight: 1,
-            protocol: BackendProtocol::Http1,
-            max_concurrent: None,
-            labels: Default::default(),
-        }
-    }
-
-    /// What is wrong with this backend's settings, as (field, message)
-    /// pairs; empty when it is valid. The one check behind every way of
-    /// describing a backend (the config file, `--backend`, `POST /backends`),
-    /// each of which adds where the field was given.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut problems = Vec::new();
-        if self.name.trim().is_empty() {
-            problems.push(("name", "must not be empty".to_string()));
-        }
-        if !(1..=MAX_WEIGHT).contains(&self.weight) {
-            problems.push(("weight", format!("must be from 1 to {MAX_WEIGHT}, not {}", self.weight)));
-        }
-        if self.max_concurrent == Some(0) {
-            problems.push(("max_concurrent", "must be at least 1 (leave it out for no cap)".to_string()));
-        }
-        problems
     }
 }
 
@@ -350,7 +285,7 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, port: u16) -> BackendSpec {
-        BackendSpec::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
+        BackendSpec::new(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]

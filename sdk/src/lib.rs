@@ -36,6 +36,8 @@
 //! Build the component with `cargo build --release --target wasm32-wasip2` and load
 //! the `.wasm` file from `target/wasm32-wasip2/release/` with veer.
 
+#[doc(hidden)]
+pub mod conversions;
 mod params;
 mod pool;
 mod ranked;
@@ -57,14 +59,13 @@ pub mod bindings {
     });
 }
 
-pub use bindings::veer::picker::types::{
-    Backend, BackendEvent, BackendId, ErrorKind, Feedback, HttpMethod, LogLevel, Outcome, PickContext, PluginInfo,
-};
+pub use bindings::veer::picker::types::{Feedback, LogLevel, PluginInfo};
 pub use params::{ParamReader, Params};
 pub use pool::Pool;
 pub use ranked::Ranked;
 #[doc(hidden)]
 pub use runtime::Runtime;
+pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
 /// A routing policy: decides which backend serves each request attempt.
 ///
@@ -146,14 +147,16 @@ macro_rules! export_policy {
                 ) -> ::core::result::Result<(), ::std::string::String> {
                     RUNTIME.with_borrow_mut(|rt| rt.configure(params))
                 }
-                fn backends_changed(events: ::std::vec::Vec<$crate::BackendEvent>) {
-                    RUNTIME.with_borrow_mut(|rt| rt.backends_changed(events))
+                fn backends_changed(events: ::std::vec::Vec<$crate::bindings::veer::picker::types::BackendEvent>) {
+                    RUNTIME.with_borrow_mut(|rt| rt.backends_changed($crate::conversions::events(events)))
                 }
-                fn pick(ctx: $crate::PickContext) -> ::core::option::Option<$crate::BackendId> {
-                    RUNTIME.with_borrow_mut(|rt| rt.pick(&ctx))
+                fn pick(
+                    ctx: $crate::bindings::veer::picker::types::PickContext,
+                ) -> ::core::option::Option<$crate::BackendId> {
+                    RUNTIME.with_borrow_mut(|rt| rt.pick(&$crate::conversions::pick_context(ctx)))
                 }
-                fn observe(outcome: $crate::Outcome) {
-                    RUNTIME.with_borrow_mut(|rt| rt.observe(&outcome))
+                fn observe(outcome: $crate::bindings::veer::picker::types::Outcome) {
+                    RUNTIME.with_borrow_mut(|rt| rt.observe(&$crate::conversions::outcome(outcome)))
                 }
                 fn export_state() -> ::std::vec::Vec<u8> {
                     RUNTIME.with_borrow(|rt| rt.export_state())

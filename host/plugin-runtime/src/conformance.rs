@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
 
 use super::bindings::Picker as PickerWorld;
-use super::bindings::veer::picker::types::{
-    Backend, BackendEvent, BackendId, ErrorKind, Feedback, HttpMethod, Outcome, PickContext,
-};
-use super::membership::Membership;
+use super::bindings::veer::picker::types::Feedback;
+use super::conversions;
 use super::runtime::{Limits, PluginCode, PluginRuntime, RequestMeta, StoreState};
 use super::{PluginError, PluginSource};
+use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
 /// A parameter key no plugin knows; `configure` must refuse it.
 pub const UNKNOWN_KEY: &str = "veer-conformance-unknown-key";
@@ -497,7 +496,7 @@ impl<'a> Instance<'a> {
         self.control();
         self.world
             .veer_picker_policy()
-            .call_backends_changed(&mut self.store, events)
+            .call_backends_changed(&mut self.store, &conversions::events(events))
             .map_err(|e| format!("backends-changed {}", describe(&e)))
     }
 
@@ -512,7 +511,7 @@ impl<'a> Instance<'a> {
         self.store.data_mut().request = Some(request);
         let timeout = self.runtime.limits().call_timeout;
         self.runtime.arm_deadline(&mut self.store, timeout);
-        let answer = self.world.veer_picker_policy().call_pick(&mut self.store, ctx);
+        let answer = self.world.veer_picker_policy().call_pick(&mut self.store, conversions::pick_context(ctx));
         self.store.data_mut().request = None;
         let answer = answer.map_err(|e| format!("pick {}", describe(&e)))?;
         self.requests = self.requests.wrapping_add(1);
@@ -571,7 +570,7 @@ impl<'a> Instance<'a> {
         self.runtime.arm_deadline(&mut self.store, timeout);
         self.world
             .veer_picker_policy()
-            .call_observe(&mut self.store, outcome)
+            .call_observe(&mut self.store, conversions::outcome(outcome))
             .map_err(|e| format!("observe {}", describe(&e)))
     }
 

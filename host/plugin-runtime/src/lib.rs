@@ -14,7 +14,7 @@
 pub mod bindings;
 mod builtin;
 pub mod conformance;
-mod membership;
+mod conversions;
 mod native;
 mod picker;
 mod runtime;
@@ -24,17 +24,14 @@ mod slot;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use bindings::veer::picker::types::{
-    Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Outcome, PickContext,
-};
 pub use builtin::NAMES as BUILTIN_NAMES;
-pub use membership::Membership;
 pub use native::{NativePicker, NativePolicy};
 pub use picker::{
     Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot, set_worker_index,
 };
 pub use runtime::{Limits, PluginCode, PluginRuntime, RequestMeta};
 pub use slot::{PickerSlot, RequestPicker, SwapReport};
+pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
 /// Where a picker's code comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

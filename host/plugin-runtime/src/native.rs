@@ -5,8 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::bindings::veer::picker::types::{BackendId, Outcome};
-use super::membership::Membership;
+use veer_core::Membership;
+use veer_core::{BackendId, Outcome};
 
 /// A routing policy implemented in the host.
 ///

@@ -23,13 +23,12 @@ use parking_lot::Mutex;
 use wasmtime::{Store, Trap};
 
 use super::bindings::Picker as PickerWorld;
-use super::bindings::veer::picker::types::{
-    BackendEvent, BackendId, ErrorKind, Feedback, HttpMethod, Outcome, PickContext,
-};
-use super::membership::Membership;
+use super::bindings::veer::picker::types::Feedback;
+use super::conversions;
 use super::native::NativePicker;
 use super::runtime::{PluginCode, PluginRuntime, RequestMeta, StoreState};
 use super::{PluginError, PluginSource};
+use veer_core::{BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
 /// What a plugin says about itself (`policy.info`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -523,7 +522,7 @@ impl Picker {
     ) -> (wasmtime::Result<Option<BackendId>>, RequestMeta) {
         live.store.data_mut().request = Some(request);
         self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
-        let answer = live.world.veer_picker_policy().call_pick(&mut live.store, ctx);
+        let answer = live.world.veer_picker_policy().call_pick(&mut live.store, conversions::pick_context(ctx));
         let request = live.store.data_mut().request.take().expect("the request was lent to the store just above");
         (answer, request)
     }
@@ -547,7 +546,8 @@ impl Picker {
         let inner = &mut *guard;
         let Some(live) = &mut inner.live else { return };
         self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
-        if let Err(trap) = live.world.veer_picker_policy().call_observe(&mut live.store, outcome) {
+        if let Err(trap) = live.world.veer_picker_policy().call_observe(&mut live.store, conversions::outcome(outcome))
+        {
             self.record_fault(&instance.stats, inner, fault_kind(&trap), "observe", describe(&trap));
         }
     }
@@ -560,13 +560,14 @@ impl Picker {
     /// Applies backend events to this picker's view and the plugin's, on
     /// every instance.
     pub fn backends_changed(&self, events: &[BackendEvent]) {
+        let lowered = conversions::events(events);
         for instance in &self.instances {
             let mut guard = instance.inner.lock();
             let inner = &mut *guard;
             inner.membership.apply(events);
             let Some(live) = &mut inner.live else { continue };
             self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
-            if let Err(trap) = live.world.veer_picker_policy().call_backends_changed(&mut live.store, events) {
+            if let Err(trap) = live.world.veer_picker_policy().call_backends_changed(&mut live.store, &lowered) {
                 self.record_fault(&instance.stats, inner, fault_kind(&trap), "backends-changed", describe(&trap));
             }
         }
@@ -599,7 +600,7 @@ impl Picker {
             let outcome = Outcome { backend, picked: true, status: 0, latency_us: 0, error: Some(ErrorKind::NotSent) };
             self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
             // A fault here shows up on the next call, which handles it.
-            let _ = live.world.veer_picker_policy().call_observe(&mut live.store, outcome);
+            let _ = live.world.veer_picker_policy().call_observe(&mut live.store, conversions::outcome(outcome));
         }
     }
 
@@ -740,7 +741,9 @@ impl Live {
             .map_err(|e| trap("configure", e))?
             .map_err(|message| PluginError::Rejected { plugin: info.name.clone(), message })?;
         runtime.arm_deadline(&mut store, control);
-        policy.call_backends_changed(&mut store, &membership.replay()).map_err(|e| trap("backends-changed", e))?;
+        policy
+            .call_backends_changed(&mut store, &conversions::events(&membership.replay()))
+            .map_err(|e| trap("backends-changed", e))?;
         Ok((Live { store, world }, info))
     }
 }
@@ -808,8 +811,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::bindings::veer::picker::types::Backend;
     use crate::runtime::Limits;
+    use veer_core::Backend;
 
     /// Runs `f` on a thread that picks as worker `index`.
     fn as_worker<T: Send>(index: usize, f: impl FnOnce() -> T + Send) -> T {

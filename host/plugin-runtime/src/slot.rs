@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::bindings::veer::picker::types::BackendEvent;
-use super::membership::Membership;
 use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot, worker_index};
 use super::runtime::PluginRuntime;
 use super::{PluginError, PluginSource};
+use veer_core::BackendEvent;
+use veer_core::Membership;
 
 /// How often the control task looks for a faulted instance to replace.
 pub const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -284,8 +284,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::bindings::veer::picker::types::{BackendId, Outcome};
     use crate::{Limits, NativePicker, NativePolicy};
+    use veer_core::{BackendId, Outcome};
 
     struct First;
 

@@ -11,7 +11,7 @@ use crate::hash::mix;
 /// the same sequence, on every platform.
 ///
 /// ```
-/// use veer::rng::SplitMix64;
+/// use veer_core::rng::SplitMix64;
 ///
 /// let mut a = SplitMix64::new(7);
 /// let mut b = SplitMix64::new(7);

@@ -1,6 +1,6 @@
-//! The two small, stable hashes the host uses wherever it needs one: for
-//! seeds, request ids, the canary split and sticky keys. Stable means the same
-//! value in every process and release, which `std`'s `DefaultHasher` is not.
+//! The two small, stable hashes veer uses wherever it needs one: for seeds,
+//! request ids, the canary split and sticky keys. Stable means the same value
+//! in every process and release, which `std`'s `DefaultHasher` is not.
 
 /// SplitMix64's output function: a 64-bit finaliser that sends nearby inputs
 /// far apart.
