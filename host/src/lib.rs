@@ -1,22 +1,23 @@
 //! veer: an HTTP load balancer whose routing policy is a WebAssembly component.
-pub use veer_core::{hash, rng};
+//!
+//! This crate is the `veer` binary and a façade over the crates it is built
+//! from, under the module names the tests, benches and tools use. Each module
+//! lives in the crate of its concern (see `docs/ARCHITECTURE.md`):
+//!
+//! | crate | modules |
+//! |---|---|
+//! | `veer-core` | [`hash`], [`rng`], the shared types (through [`plugin`] and [`pool`]) |
+//! | `veer-plugin-runtime` | [`plugin`] |
+//! | `veer-data-plane` | [`admission`], [`clock`], [`fault`], [`health`], [`net`], [`observe`], [`pool`], [`proxy`], [`upstream`] |
+//! | `veer-control-plane` | [`admin`], [`config`], [`server`] |
+//! | `veer-sim` | [`sim`], [`scenario`] |
 
-pub mod admin;
-pub mod admission;
-pub mod clock;
-pub mod config;
-pub mod fault;
+pub use veer_control_plane::{admin, config, server};
+pub use veer_core::{hash, rng};
+pub use veer_data_plane::{admission, clock, fault, health, net, observe, pool, proxy, upstream};
+pub use veer_plugin_runtime as plugin;
+pub use veer_sim as sim;
+pub use veer_sim::scenario;
+
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod health;
-pub mod net;
-pub mod observe;
-/// The plugin runtime, its own crate (`host/plugin-runtime`); here under the
-/// name the rest of the host has always used.
-pub use veer_plugin_runtime as plugin;
-pub mod pool;
-pub mod proxy;
-pub mod scenario;
-pub mod server;
-pub mod sim;
-pub mod upstream;

@@ -1,0 +1,56 @@
+//! What veer is started with: the config file's (or the command line's)
+//! product, resolved and checked, and what `server::start` consumes.
+
+use std::net::SocketAddr;
+
+use super::ControlOptions;
+use veer_data_plane::admission::AdmissionConfig;
+use veer_data_plane::health::HealthConfig;
+use veer_data_plane::observe::ObserveConfig;
+use veer_data_plane::pool::BackendSpec;
+use veer_data_plane::proxy::ProxyConfig;
+use veer_data_plane::proxy::canary::CanarySplit;
+use veer_plugin_runtime::{Limits, PluginSource};
+
+/// Everything needed to start veer.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Where the admin API listens; `None` disables it.
+    pub admin: Option<SocketAddr>,
+    /// The backends.
+    pub backends: Vec<BackendSpec>,
+    /// The picker plugin.
+    pub picker: PluginSource,
+    /// Its parameters.
+    pub params: Vec<(String, String)>,
+    /// Timeouts and retries.
+    pub proxy: ProxyConfig,
+    /// Limits for plugin calls.
+    pub limits: Limits,
+    /// Admission control: global in-flight cap, per-client rate, adaptive limit.
+    pub admission: AdmissionConfig,
+    /// Active checks, breakers, outlier ejection and slow start of the backends.
+    pub health: HealthConfig,
+    /// Access log, metric dumps, latency advisory.
+    pub observe: ObserveConfig,
+    /// Config file for reloads, its watching, and the admin token.
+    pub control: ControlOptions,
+    /// A second backend group receiving a share of the traffic.
+    pub canary: Option<CanaryOptions>,
+}
+
+/// The canary group: its backends, picker and traffic split. It shares the
+/// main group's health settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryOptions {
+    /// The canary backends (names distinct from the main group's).
+    pub backends: Vec<BackendSpec>,
+    /// Its picker.
+    pub picker: PluginSource,
+    /// The picker's parameters.
+    pub params: Vec<(String, String)>,
+    /// Which requests go to it.
+    pub split: CanarySplit,
+}

@@ -1,0 +1,391 @@
+//! Hot reload: a new config is parsed, validated, its picker loaded and
+//! smoke-called, and only then applied; an invalid one changes nothing.
+//!
+//! What a reload changes live: the backend set (matched by name: unchanged
+//! backends keep their connections, latency average, breaker and health; a
+//! changed weight is updated in place; a changed address, protocol or cap
+//! replaces the backend) and the picker (swapped, with state handoff, only
+//! when its source or parameters changed). The picker is swapped first: it is
+//! the only step that can fail, so a failure leaves everything as it was.
+//!
+//! What needs a restart (listeners, timeouts and retries, health, observe,
+//! the admin token, file watching, state persistence): a reload that changes them applies the rest and lists
+//! each in [`ReloadReport::restart_required`] and the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::ServerOptions;
+use super::{AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig};
+use veer_data_plane::health::Health;
+use veer_data_plane::pool::{BackendSpec, Pool};
+use veer_data_plane::proxy::Proxy;
+use veer_data_plane::proxy::canary::CanarySplit;
+use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginSource, SwapReport};
+
+/// What a reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// What happened to the main group's backends.
+    #[serde(flatten)]
+    pub backends: BackendChanges,
+    /// The picker swap, if the picker or its parameters changed.
+    pub picker: Option<SwapReport>,
+    /// What happened to the canary group, if there is one.
+    pub canary: Option<CanaryReport>,
+    /// Changed settings that only take effect after a restart.
+    pub restart_required: Vec<String>,
+}
+
+/// What a reload did to one group's backends.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BackendChanges {
+    /// Backends added.
+    pub added: Vec<String>,
+    /// Backends removed.
+    pub removed: Vec<String>,
+    /// Backends whose address, protocol or cap changed: replaced by a new one
+    /// (fresh live state).
+    pub replaced: Vec<String>,
+    /// Backends whose weight changed in place.
+    pub reweighted: Vec<String>,
+    /// Backends left exactly as they were, live state included.
+    pub unchanged: Vec<String>,
+}
+
+/// What a reload did to the canary group.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CanaryReport {
+    /// Its backends.
+    pub backends: BackendChanges,
+    /// Its picker swap, if any.
+    pub picker: Option<SwapReport>,
+    /// The split now in effect.
+    pub split: CanarySplit,
+}
+
+/// Why a reload was refused; the running config stays in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// veer was started without a config file.
+    #[error("veer was started without --config, so there is no file to reload")]
+    NoConfigFile,
+    /// The new file is invalid.
+    #[error("the new config is invalid; the running one stays:\n{0}")]
+    Invalid(ConfigErrors),
+    /// The new picker could not be loaded, configured or smoke-tested.
+    #[error("the new picker failed to load; the running config stays: {0}")]
+    Picker(#[from] PluginError),
+    /// The blocking reload task died.
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+/// Applies configs to a running veer. One reload runs at a time.
+#[derive(Debug)]
+pub struct Reloader {
+    proxy: Arc<Proxy>,
+    /// What the process was started with: the settings that need a restart
+    /// are compared against it.
+    started: ServerOptions,
+    lock: tokio::sync::Mutex<()>,
+    reloads: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Reloader {
+    /// A reloader for the veer started with `started`, serving through `proxy`.
+    pub fn new(proxy: Arc<Proxy>, started: ServerOptions) -> Self {
+        Reloader {
+            proxy,
+            started,
+            lock: tokio::sync::Mutex::new(()),
+            reloads: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// The config file, if veer was started with one.
+    pub fn config_file(&self) -> Option<&PathBuf> {
+        self.started.control.config_file.as_ref()
+    }
+
+    /// Successful reloads so far.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Refused reloads so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Reads the config file again and applies it (see the module docs).
+    pub async fn reload_file(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
+        let Some(path) = self.config_file().cloned() else { return Err(ReloadError::NoConfigFile) };
+        let _one_at_a_time = self.lock.lock().await;
+        let this = self.clone();
+        // Validation may read plugin files and the swap compiles Wasm: off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            let loaded = super::load(&path).map_err(ReloadError::Invalid)?;
+            this.apply(&loaded.options)
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))
+        .and_then(|result| result);
+        match &result {
+            Ok(report) => {
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    added = ?report.backends.added, removed = ?report.backends.removed, replaced = ?report.backends.replaced,
+                    reweighted = ?report.backends.reweighted, picker_swapped = report.picker.is_some(), canary = ?report.canary.as_ref().map(|c| &c.split),
+                    "config reloaded"
+                );
+                for setting in &report.restart_required {
+                    tracing::warn!(%setting, "changed in the config file but needs a restart to take effect");
+                }
+            }
+            Err(error) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "config reload refused");
+            }
+        }
+        result
+    }
+
+    /// Applies `new` to the running veer. Blocking (may compile a plugin).
+    pub fn apply(&self, new: &ServerOptions) -> Result<ReloadReport, ReloadError> {
+        let main_slot = self.proxy.slot();
+        let canary = match (self.proxy.canary(), &new.canary) {
+            (Some(live), Some(wanted)) => Some((live, wanted)),
+            _ => None,
+        };
+        // Pickers first: they are the only steps that can fail.
+        let before = main_slot.current();
+        let picker = swap_if_changed(main_slot, &new.picker, &new.params)?;
+        let canary_picker = match canary {
+            Some((live, wanted)) => match swap_if_changed(&live.upstream.slot, &wanted.picker, &wanted.params) {
+                Ok(report) => report,
+                Err(error) => {
+                    if picker.is_some() {
+                        // Put the main picker back so that nothing changed (best effort).
+                        if let Err(undo) = main_slot.swap(before.source(), before.params().to_vec()) {
+                            tracing::error!(%undo, "restoring the main picker after a failed reload failed");
+                        }
+                    }
+                    return Err(error.into());
+                }
+            },
+            None => None,
+        };
+        let backends = diff_backends(self.proxy.health(), &new.backends);
+        let canary = canary.map(|(live, wanted)| {
+            live.set_split(wanted.split.clone());
+            CanaryReport {
+                backends: diff_backends(&live.upstream.health, &wanted.backends),
+                picker: canary_picker,
+                split: wanted.split.clone(),
+            }
+        });
+        Ok(ReloadReport { backends, picker, canary, restart_required: self.restart_required(new) })
+    }
+
+    fn restart_required(&self, new: &ServerOptions) -> Vec<String> {
+        let old = &self.started;
+        let mut changed = Vec::new();
+        let mut check = |name: &str, differs: bool| {
+            if differs {
+                changed.push(name.to_string());
+            }
+        };
+        check("listen", old.listen != new.listen);
+        check("admin.listen", old.admin != new.admin);
+        check("admin.token", old.control.admin_token != new.control.admin_token);
+        check("admin.plugin_dirs", old.control.plugin_dirs != new.control.plugin_dirs);
+        check("proxy", old.proxy != new.proxy);
+        check("health", old.health != new.health);
+        check("admission", old.admission != new.admission);
+        check("observe", old.observe != new.observe);
+        check("reload", old.control.watch != new.control.watch);
+        check("canary (adding or removing the group)", old.canary.is_some() != new.canary.is_some());
+        check(
+            "state",
+            old.control.state_dir != new.control.state_dir || old.control.state_interval != new.control.state_interval,
+        );
+        changed
+    }
+
+    /// The config in effect: the backends and picker as they are now (admin
+    /// changes included), the rest as started. The admin token is redacted.
+    pub fn effective(&self) -> Config {
+        let started = &self.started;
+        Config {
+            listen: started.listen.to_string(),
+            admin: AdminConfig {
+                listen: started.admin.map(|a| a.to_string()),
+                token: started.control.admin_token.as_ref().map(|_| "<redacted>".to_string()),
+                plugin_dirs: started.control.plugin_dirs.clone(),
+            },
+            backends: backend_configs(self.proxy.pool()),
+            picker: picker_config(self.proxy.slot()),
+            proxy: started.proxy.clone(),
+            health: started.health.clone(),
+            admission: started.admission.clone(),
+            observe: started.observe.clone(),
+            reload: ReloadConfig {
+                watch: started.control.watch.is_some(),
+                poll_interval: started.control.watch.unwrap_or(ReloadConfig::default().poll_interval),
+            },
+            state: StateConfig { dir: started.control.state_dir.clone(), interval: started.control.state_interval },
+            canary: self.proxy.canary().map(|canary| {
+                let split = canary.split();
+                CanaryConfig {
+                    percent: split.percent,
+                    header: split.header,
+                    backends: backend_configs(&canary.upstream.pool),
+                    picker: picker_config(&canary.upstream.slot),
+                }
+            }),
+        }
+    }
+
+    /// Polls the config file every `interval` and reloads when its content
+    /// changes, until `stop` completes. The content it compares against is
+    /// read now, not when the returned future first runs, so that a change
+    /// made right after start is not taken for the original.
+    pub fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> impl std::future::Future<Output = ()> {
+        let path = self.config_file().cloned();
+        let mut last = path.as_ref().and_then(fingerprint);
+        async move {
+            let Some(path) = path else { return };
+            tokio::pin!(stop);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    _ = ticker.tick() => {}
+                }
+                let now = fingerprint(&path);
+                // A file being rewritten can be briefly missing: wait for it to return.
+                if now.is_none() || now == last {
+                    continue;
+                }
+                last = now;
+                tracing::info!(path = %path.display(), "config file changed; reloading");
+                // The outcome is logged by reload_file.
+                let _ = self.reload_file().await;
+            }
+        }
+    }
+}
+
+/// A hash of the file's content, or `None` if it cannot be read.
+fn fingerprint(path: &PathBuf) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// A group's live backends in the config file's schema.
+fn backend_configs(pool: &Pool) -> Vec<BackendConfig> {
+    pool.all()
+        .iter()
+        .map(|b| BackendConfig {
+            name: b.spec.name.clone(),
+            address: b.spec.address.to_string(),
+            weight: b.weight(),
+            max_concurrent: b.spec.max_concurrent,
+            protocol: b.spec.protocol,
+            labels: b.spec.labels.clone(),
+        })
+        .collect()
+}
+
+/// A group's serving picker in the config file's schema.
+fn picker_config(slot: &PickerSlot) -> PickerConfig {
+    let picker = slot.current();
+    let params: BTreeMap<_, _> =
+        picker.params().iter().map(|(k, v)| (k.clone(), serde_norway::Value::String(v.clone()))).collect();
+    PickerConfig { source: picker.info().source.clone(), params }
+}
+
+/// Swaps `slot`'s picker if the source or parameters differ from the serving one.
+fn swap_if_changed(
+    slot: &PickerSlot,
+    source: &PluginSource,
+    params: &[(String, String)],
+) -> Result<Option<SwapReport>, PluginError> {
+    let current = slot.current();
+    let mut new_params = params.to_vec();
+    new_params.sort();
+    let mut old_params = current.params().to_vec();
+    old_params.sort();
+    if current.info().source == source.to_string() && old_params == new_params {
+        return Ok(None);
+    }
+    slot.swap(source, params.to_vec()).map(Some)
+}
+
+/// Makes the group of `health` hold exactly `wanted`, matching by name; the
+/// diff is made and applied as one membership change.
+fn diff_backends(health: &Health, wanted: &[BackendSpec]) -> BackendChanges {
+    health.change(|pool| decide_backends(pool, health, wanted))
+}
+
+fn decide_backends(
+    pool: &Pool,
+    health: &Health,
+    wanted: &[BackendSpec],
+) -> (Vec<BackendSpec>, Vec<BackendId>, BackendChanges) {
+    let mut report = BackendChanges::default();
+    let live: HashMap<String, _> = pool.all().into_iter().map(|b| (b.spec.name.clone(), b)).collect();
+    let mut to_add: Vec<BackendSpec> = Vec::new();
+    let mut to_remove = Vec::new();
+    for spec in wanted {
+        match live.get(&spec.name) {
+            None => {
+                report.added.push(spec.name.clone());
+                to_add.push(spec.clone());
+            }
+            Some(backend) if !same_identity(&backend.spec, spec) => {
+                report.replaced.push(spec.name.clone());
+                to_remove.push(backend.id);
+                to_add.push(spec.clone());
+            }
+            Some(backend) if backend.weight() != spec.weight => {
+                report.reweighted.push(spec.name.clone());
+                health.set_weight(&spec.name, spec.weight);
+            }
+            Some(_) => report.unchanged.push(spec.name.clone()),
+        }
+    }
+    for (name, backend) in &live {
+        if !wanted.iter().any(|spec| &spec.name == name) {
+            report.removed.push(name.clone());
+            to_remove.push(backend.id);
+        }
+    }
+    report.removed.sort();
+    // New backends first, then the old ones go: a replaced backend's
+    // successor is in the pool before it leaves, so the group never empties.
+    (to_add, to_remove, report)
+}
+
+/// Whether a live backend can stay as it is when the config now says `new`
+/// (everything but the weight, which changes in place).
+fn same_identity(old: &BackendSpec, new: &BackendSpec) -> bool {
+    old.address == new.address
+        && old.protocol == new.protocol
+        && old.max_concurrent == new.max_concurrent
+        && old.labels == new.labels
+}

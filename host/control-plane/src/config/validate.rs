@@ -1,0 +1,501 @@
+//! Turning config text into a [`Loaded`] config, or every problem with it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{
+    BackendConfig, Config, ConfigErrors, ControlOptions, Loaded, PickerConfig, Problem, admin_token, is_loopback,
+};
+use super::{CanaryOptions, ServerOptions};
+use veer_data_plane::pool::BackendSpec;
+use veer_data_plane::proxy::canary::CanarySplit;
+use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource};
+
+/// Parses the YAML into the schema; the parser stops at the first problem.
+pub(super) fn structure(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let deserializer = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = error.into_inner();
+        let location = inner.location();
+        let (line, column) = match location {
+            Some(location) => (Some(location.line()), Some(location.column())),
+            None => locate(text, &path).map_or((None, None), |(l, c)| (Some(l), Some(c))),
+        };
+        // The position is in the problem already; the parser repeats it at the end.
+        let mut message = inner.to_string();
+        if let (Some(line), Some(column)) = (line, column)
+            && let Some(cut) = message.rfind(&format!(" at line {line} column {column}"))
+        {
+            message.truncate(cut);
+        }
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_string();
+        }
+        ConfigErrors { problems: vec![Problem { file: file.to_string(), line, column, path, message }] }
+    })
+}
+
+/// Collects every semantic problem of a structurally valid config.
+struct Collector<'a> {
+    text: &'a str,
+    file: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, path: &str, message: impl Into<String>) {
+        let location = locate(self.text, path);
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            line: location.map(|l| l.0),
+            column: location.map(|l| l.1),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn address(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.push(path, format!("'{text}' is not IP:PORT (e.g. 127.0.0.1:9001; host names are not resolved)"));
+                None
+            }
+        }
+    }
+}
+
+/// Checks everything the parser cannot, reporting every problem at once.
+pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let mut c = Collector { text, file, problems: Vec::new() };
+    let listen = c.address("listen", &config.listen);
+    let token = admin_token(&config.admin);
+    let admin = match &config.admin.listen {
+        Some(text) => c.address("admin.listen", text),
+        None => None,
+    };
+    if let Some(admin) = admin
+        && !is_loopback(&admin)
+        && token.is_none()
+    {
+        c.push(
+            "admin.listen",
+            format!(
+                "{admin} is not a loopback address, so the admin API needs a token: set admin.token or the {} environment variable, or listen on 127.0.0.1",
+                super::ADMIN_TOKEN_ENV
+            ),
+        );
+    }
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let (specs, unparsed) = backends(&mut c, "backends", &config.backends, &mut names);
+    let (source, params) = picker(&mut c, "picker", &config.picker, base);
+    let mut canary = None;
+    if let Some(canary_config) = &config.canary {
+        let (canary_specs, _) = backends(&mut c, "canary.backends", &canary_config.backends, &mut names);
+        let (canary_source, canary_params) = picker(&mut c, "canary.picker", &canary_config.picker, base);
+        let split = CanarySplit { percent: canary_config.percent, header: canary_config.header.clone() };
+        for (path, problem) in split.problems("canary.") {
+            c.push(&path, problem);
+        }
+        canary = Some(CanaryOptions { backends: canary_specs, picker: canary_source, params: canary_params, split });
+    }
+    if let Err(e) = config.health.validate() {
+        // Each problem starts with the field it concerns, e.g. "check.rise must be…".
+        for problem in e.problems {
+            let field = problem.split_whitespace().next().unwrap_or_default().to_string();
+            c.push(&format!("health.{field}"), problem);
+        }
+    }
+    if let Err(e) = config.admission.validate() {
+        // Each problem starts with the field it concerns, e.g. "client_rate.per_second must be…".
+        for problem in e.problems {
+            let field = problem.split_whitespace().next().unwrap_or_default().to_string();
+            c.push(&format!("admission.{field}"), problem);
+        }
+    }
+    let proxy = &config.proxy;
+    for (key, value) in [
+        ("connect_timeout", proxy.connect_timeout),
+        ("response_header_timeout", proxy.response_header_timeout),
+        ("total_timeout", proxy.total_timeout),
+        ("client_idle_timeout", proxy.client_idle_timeout),
+        ("client_header_timeout", proxy.client_header_timeout),
+        ("client_body_timeout", proxy.client_body_timeout),
+        ("client_send_timeout", proxy.client_send_timeout),
+    ] {
+        if value.is_zero() {
+            c.push(&format!("proxy.{key}"), "must be longer than 0s");
+        }
+    }
+    if proxy.workers == 0 {
+        c.push("proxy.workers", "must be at least 1");
+    }
+    if proxy.retry.max_attempts == 0 {
+        c.push("proxy.retry.max_attempts", "must be at least 1 (1 turns retries off)");
+    }
+    if let Some(sticky) = &proxy.sticky
+        && (sticky.cookie.is_empty()
+            || !sticky.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+    {
+        c.push("proxy.sticky.cookie", "must be a non-empty name of letters, digits, '-', '_' or '.'");
+    }
+    if !(0.0..=1.0).contains(&proxy.retry.budget_ratio) {
+        c.push("proxy.retry.budget_ratio", "must be between 0.0 and 1.0");
+    }
+    if proxy.retry.backoff_max < proxy.retry.backoff_base {
+        c.push("proxy.retry.backoff_max", "must be at least backoff_base");
+    }
+    let limits = &proxy.limits;
+    for (key, value, min) in [
+        ("max_header_bytes", limits.max_header_bytes, 1024),
+        ("max_headers", limits.max_headers, 8),
+        ("max_uri_bytes", limits.max_uri_bytes, 64),
+        ("max_connections", limits.max_connections, 1),
+        ("max_connections_per_client", limits.max_connections_per_client, 1),
+    ] {
+        if value < min {
+            c.push(&format!("proxy.limits.{key}"), format!("must be at least {min}"));
+        }
+    }
+    let http2 = &proxy.http2;
+    if http2.max_concurrent_streams == 0 {
+        c.push("proxy.http2.max_concurrent_streams", "must be at least 1");
+    }
+    if !(16_384..=16_777_215).contains(&http2.max_frame_bytes) {
+        c.push("proxy.http2.max_frame_bytes", "must be between 16384 and 16777215 (RFC 9113 §6.5.2)");
+    }
+    for (key, value) in [
+        ("initial_stream_window_bytes", http2.initial_stream_window_bytes),
+        ("initial_connection_window_bytes", http2.initial_connection_window_bytes),
+    ] {
+        if value == 0 || value > 2_147_483_647 {
+            c.push(&format!("proxy.http2.{key}"), "must be between 1 and 2147483647 (RFC 9113 §6.9.1)");
+        }
+    }
+    if let Some(log) = &config.observe.access_log
+        && !(0.0..=1.0).contains(&log.sample)
+    {
+        c.push("observe.access_log.sample", "must be between 0.0 and 1.0");
+    }
+    if config.reload.watch && config.reload.poll_interval.is_zero() {
+        c.push("reload.poll_interval", "must be longer than 0s");
+    }
+    if config.state.dir.is_some() && config.state.interval.is_zero() {
+        c.push("state.interval", "must be longer than 0s");
+    }
+    let state_dir = config.state.dir.as_ref().map(|dir| match base {
+        Some(base) if dir.is_relative() => base.join(dir),
+        _ => dir.clone(),
+    });
+    if let Some(dir) = &state_dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        c.push("state.dir", format!("{} exists and is not a directory", dir.display()));
+    }
+    let plugin_dirs: Vec<_> = config
+        .admin
+        .plugin_dirs
+        .iter()
+        .map(|dir| match base {
+            Some(base) if dir.is_relative() => base.join(dir),
+            _ => dir.clone(),
+        })
+        .collect();
+    for (i, dir) in plugin_dirs.iter().enumerate() {
+        if !dir.is_dir() {
+            c.push(&format!("admin.plugin_dirs[{i}]"), format!("{} is not a directory", dir.display()));
+        }
+    }
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
+        return Err(ConfigErrors { problems: c.problems });
+    }
+    let (Some(listen), false) = (listen, unparsed) else {
+        unreachable!("every unparsed address was reported as a problem")
+    };
+    let options = ServerOptions {
+        listen,
+        admin,
+        backends: specs,
+        picker: source,
+        params,
+        proxy: config.proxy.clone(),
+        limits: Limits::default(),
+        health: config.health.clone(),
+        admission: config.admission.clone(),
+        observe: config.observe.clone(),
+        control: ControlOptions {
+            config_file: None,
+            watch: config.reload.watch.then_some(config.reload.poll_interval),
+            admin_token: token,
+            state_dir,
+            state_interval: config.state.interval,
+            plugin_dirs,
+        },
+        canary,
+    };
+    Ok(Loaded { config, options })
+}
+
+/// Checks a group's backends (names unique across `names`, which maps each
+/// name to where it was first given); returns the specs and whether any
+/// address failed to parse.
+fn backends<'a>(
+    c: &mut Collector<'_>,
+    prefix: &str,
+    list: &'a [BackendConfig],
+    names: &mut HashMap<&'a str, String>,
+) -> (Vec<BackendSpec>, bool) {
+    if list.is_empty() {
+        c.push(prefix, "needs at least one backend");
+    }
+    let mut specs = Vec::new();
+    let mut unparsed = false;
+    for (i, backend) in list.iter().enumerate() {
+        let at = |key: &str| format!("{prefix}[{i}].{key}");
+        if !backend.name.trim().is_empty()
+            && let Some(first) = names.insert(backend.name.as_str(), format!("{prefix}[{i}]"))
+        {
+            c.push(&at("name"), format!("'{}' is already the name of {first}; names must be unique", backend.name));
+        }
+        let address = c.address(&at("address"), &backend.address);
+        let spec = BackendSpec {
+            name: backend.name.clone(),
+            // Unparsable addresses were reported just above; the rest is still checked.
+            address: address.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            weight: backend.weight,
+            protocol: backend.protocol,
+            max_concurrent: backend.max_concurrent,
+            labels: backend.labels.clone(),
+        };
+        for (field, message) in spec.problems() {
+            c.push(&at(field), message);
+        }
+        match address {
+            Some(_) => specs.push(spec),
+            None => unparsed = true,
+        }
+    }
+    (specs, unparsed)
+}
+
+/// Checks a picker reference and its parameters.
+fn picker(
+    c: &mut Collector<'_>,
+    prefix: &str,
+    config: &PickerConfig,
+    base: Option<&Path>,
+) -> (PluginSource, Vec<(String, String)>) {
+    let source = picker_source(&config.source, base);
+    match &source {
+        PluginSource::Builtin(name) if !BUILTIN_NAMES.contains(&name.as_str()) => c.push(
+            &format!("{prefix}.source"),
+            format!("unknown built-in picker '{name}' (built-ins: {})", BUILTIN_NAMES.join(", ")),
+        ),
+        PluginSource::Path(path) if !path.is_file() => {
+            c.push(&format!("{prefix}.source"), format!("no plugin file at {}", path.display()))
+        }
+        _ => {}
+    }
+    let mut params = Vec::new();
+    for (key, value) in &config.params {
+        match scalar(value) {
+            Some(text) => params.push((key.clone(), text)),
+            None => c.push(&format!("{prefix}.params.{key}"), "must be a string, number or boolean"),
+        }
+    }
+    (source, params)
+}
+
+/// `source` as a plugin source; a relative path is taken relative to `base`.
+fn picker_source(source: &str, base: Option<&Path>) -> PluginSource {
+    match PluginSource::parse(source) {
+        PluginSource::Path(path) if path.is_relative() => {
+            PluginSource::Path(base.map_or_else(|| path.clone(), |base| base.join(&path)))
+        }
+        other => other,
+    }
+}
+
+/// A scalar YAML value as the text a plugin parameter carries.
+fn scalar(value: &serde_norway::Value) -> Option<String> {
+    match value {
+        serde_norway::Value::String(s) => Some(s.clone()),
+        serde_norway::Value::Number(n) => Some(n.to_string()),
+        serde_norway::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Finds the 1-based line and column of the key at `path` (`a.b[2].c`) in
+/// block-style YAML text, by indentation. Flow-style collections (`[a, b]`,
+/// `{a: 1}`) are not entered: the deepest block-style key found is returned.
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    // The current node: the range of lines it spans, the column its content
+    // starts after, and the position found so far.
+    let (mut start, mut end, mut parent_column) = (0usize, lines.len(), None::<usize>);
+    let mut found = None;
+    for segment in segments(path) {
+        match segment {
+            Segment::Key(key) => {
+                // Only the node's direct children: keys at its first key's column.
+                let Some(child_column) = (start..end)
+                    .filter_map(|n| key_start(lines[n]))
+                    .map(|(column, _)| column)
+                    .find(|column| parent_column.is_none_or(|p| *column > p))
+                else {
+                    return found;
+                };
+                let hit = (start..end).find(|&n| {
+                    key_start(lines[n]).is_some_and(|(column, content)| {
+                        column == child_column
+                            && content.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
+                    })
+                });
+                let Some(n) = hit else { return found };
+                let column = child_column;
+                found = Some((n + 1, column + 1));
+                start = n + 1;
+                end = block_end(&lines, start, end, column);
+                parent_column = Some(column);
+            }
+            Segment::Index(index) => {
+                let mut items = lines.iter().enumerate().take(end).skip(start).filter_map(|(n, line)| {
+                    let column = line.len() - line.trim_start().len();
+                    let dash = line.trim_start().starts_with("- ") || line.trim() == "-";
+                    (dash && parent_column.is_none_or(|p| column >= p)).then_some((n, column))
+                });
+                let Some((_, item_column)) = items.next() else { return found };
+                let mut same = lines.iter().enumerate().take(end).skip(start).filter(|(_, line)| {
+                    let column = line.len() - line.trim_start().len();
+                    column == item_column && line.trim_start().starts_with('-')
+                });
+                let Some((n, line)) = same.nth(index) else { return found };
+                let column = line.len() - line.trim_start().len();
+                found = Some((n + 1, column + 3));
+                // Keys of the item sit after "- ", so its block is everything
+                // indented past the dash until the next dash at this column.
+                let next = lines
+                    .iter()
+                    .enumerate()
+                    .take(end)
+                    .skip(n + 1)
+                    .find(|(_, l)| {
+                        let c = l.len() - l.trim_start().len();
+                        !is_blank(l) && c <= column
+                    })
+                    .map_or(end, |(k, _)| k);
+                start = n;
+                end = next;
+                parent_column = Some(column);
+            }
+        }
+    }
+    found
+}
+
+fn is_blank(line: &str) -> bool {
+    let t = line.trim();
+    t.is_empty() || t.starts_with('#')
+}
+
+/// Where a key starts on `line`: its column (after any `- ` prefixes) and the
+/// text from there.
+fn key_start(line: &str) -> Option<(usize, &str)> {
+    if is_blank(line) {
+        return None;
+    }
+    let mut column = line.len() - line.trim_start().len();
+    let mut rest = line.trim_start();
+    while let Some(after) = rest.strip_prefix("- ") {
+        let trimmed = after.trim_start();
+        column += rest.len() - trimmed.len();
+        rest = trimmed;
+    }
+    Some((column, rest))
+}
+
+/// The end (exclusive) of the block of the key at `column` that starts at `start`.
+fn block_end(lines: &[&str], start: usize, end: usize, column: usize) -> usize {
+    (start..end).find(|&n| key_start(lines[n]).is_some_and(|(c, _)| c <= column)).unwrap_or(end)
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn segments(path: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Segment::Key(key));
+        }
+        while let Some(close) = rest.find(']') {
+            if let Ok(index) = rest[1..close].parse() {
+                out.push(Segment::Index(index));
+            }
+            rest = &rest[close + 1..];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const TEXT: &str = "\
+listen: 127.0.0.1:8080
+# a comment
+backends:
+  - name: a
+    address: 127.0.0.1:1
+  - name: b
+    address: nowhere
+    weight: 0
+picker:
+  source: builtin:round-robin
+  params:
+    alpha: 0.5
+";
+
+    #[test]
+    fn keys_are_located_through_lists_and_maps() {
+        assert_eq!(locate(TEXT, "listen"), Some((1, 1)));
+        assert_eq!(locate(TEXT, "backends"), Some((3, 1)));
+        assert_eq!(locate(TEXT, "backends[0].name"), Some((4, 5)));
+        assert_eq!(locate(TEXT, "backends[1].address"), Some((7, 5)));
+        assert_eq!(locate(TEXT, "backends[1].weight"), Some((8, 5)));
+        assert_eq!(locate(TEXT, "backends[1]"), Some((6, 5)));
+        assert_eq!(locate(TEXT, "picker.params.alpha"), Some((12, 5)));
+        assert_eq!(locate(TEXT, "picker.nope"), Some((9, 1)));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once_with_its_line() {
+        let errors = super::super::parse(TEXT, "veer.yaml", None).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("veer.yaml:7:5: backends[1].address: 'nowhere' is not IP:PORT"), "{text}");
+        assert!(text.contains("veer.yaml:8:5: backends[1].weight: must be from 1 to 10000"), "{text}");
+        assert_eq!(errors.problems.len(), 2, "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_position() {
+        let errors = super::super::parse("backends: []\nlisten: 127.0.0.1:1\nlisen: x\n", "f.yaml", None).unwrap_err();
+        let problem = &errors.problems[0];
+        assert_eq!(problem.line, Some(3), "{problem}");
+        assert!(problem.message.contains("unknown field `lisen`"), "{problem}");
+    }
+}

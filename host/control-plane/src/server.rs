@@ -1,0 +1,204 @@
+//! Wires a running veer: plugin runtime, pool, picker, proxy listener and admin
+//! listener. `veer run`, `veer demo` and the end-to-end tests all start here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::reload::Reloader;
+use veer_data_plane::admission::{Admission, InvalidAdmissionConfig};
+// The options are the config's product; `server` is where callers look for them.
+pub use crate::config::{CanaryOptions, ServerOptions};
+use veer_data_plane::health::InvalidHealthConfig;
+use veer_data_plane::observe::access_log::AccessLog;
+use veer_data_plane::observe::{Metrics, snapshot};
+use veer_data_plane::proxy::Proxy;
+use veer_data_plane::proxy::canary::Canary;
+use veer_data_plane::upstream::{Upstream, UpstreamSpec};
+use veer_plugin_runtime::{HandoffResult, Limits, PluginError, PluginRuntime};
+
+/// Why veer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        reason: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    /// The data-path worker threads could not be started.
+    #[error("cannot start the data-path workers: {0}")]
+    Workers(std::io::Error),
+    /// The picker could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The admission settings are invalid.
+    #[error(transparent)]
+    Admission(#[from] InvalidAdmissionConfig),
+    /// The health settings do not make sense.
+    #[error(transparent)]
+    Health(#[from] InvalidHealthConfig),
+    /// The admin API would listen beyond loopback without a token.
+    #[error(
+        "the admin API on {0} would be reachable from other machines without a token: set admin.token or VEER_ADMIN_TOKEN, or listen on 127.0.0.1"
+    )]
+    AdminWithoutToken(SocketAddr),
+}
+
+/// A started veer. Dropping it does not stop it; call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound client address (useful with port 0).
+    pub proxy_addr: SocketAddr,
+    /// The bound admin address.
+    pub admin_addr: Option<SocketAddr>,
+    /// The proxy, for in-process inspection.
+    pub proxy: Arc<Proxy>,
+    /// Applies config reloads (SIGHUP, file changes, the admin API).
+    pub reloader: Arc<Reloader>,
+    /// What became of picker state saved by an earlier process, if any was found.
+    pub restored_state: Option<HandoffResult>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (up to the grace
+    /// period), and returns when everything has stopped.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+
+    /// A handle that asks the server to stop (send `true`), e.g. from a signal handler.
+    pub fn stop_handle(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// Waits until the server has stopped (after a stop was requested).
+    pub async fn wait(mut self) {
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address).await.map_err(|reason| StartError::Bind { address, reason })
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Starts veer: loads and smoke-tests the picker, binds the listeners, and
+/// serves until shut down.
+pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
+    options.health.validate()?;
+    let admission = Admission::new(options.admission.clone())?;
+    if let Some(admin) = options.admin
+        && !crate::config::is_loopback(&admin)
+        && options.control.admin_token.is_none()
+    {
+        return Err(StartError::AdminWithoutToken(admin));
+    }
+    // A picker instance per data-path worker (see `plugin::Picker`).
+    let limits = Limits { instances: options.proxy.workers.max(1), ..options.limits.clone() };
+    let runtime = PluginRuntime::new(limits)?;
+    let metrics = Arc::new(Metrics::new());
+    let access_log = match &options.observe.access_log {
+        Some(config) => Some(AccessLog::start(config, metrics.clone()).map_err(StartError::AccessLog)?),
+        None => None,
+    };
+    let main = UpstreamSpec {
+        backends: options.backends.clone(),
+        picker: options.picker.clone(),
+        params: options.params.clone(),
+        health: options.health.clone(),
+    };
+    let main = Upstream::start(runtime.clone(), main, metrics.clone()).await?;
+    let restored_state = match options.control.state_dir.clone() {
+        // Offered once the picker knows the backends: state may refer to them.
+        Some(dir) => {
+            let slot = main.slot.clone();
+            tokio::task::spawn_blocking(move || crate::config::state::restore(&dir, &slot))
+                .await
+                .map_err(|e| PluginError::Engine(format!("state restoring task failed: {e}")))?
+        }
+        None => None,
+    };
+    let canary = match &options.canary {
+        Some(canary) => {
+            let spec = UpstreamSpec {
+                backends: canary.backends.clone(),
+                picker: canary.picker.clone(),
+                params: canary.params.clone(),
+                health: options.health.clone(),
+            };
+            let upstream = Upstream::start(runtime.clone(), spec, metrics.clone()).await?;
+            Some(Arc::new(Canary::new(upstream, canary.split.clone())))
+        }
+        None => None,
+    };
+    let proxy = Proxy::new(main.clone(), canary.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
+    let listener = bind(options.listen).await?;
+    let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
+    let mut tasks = vec![
+        tokio::spawn(serving),
+        tokio::spawn(main.clone().run(stopped(stop_rx.clone()))),
+        tokio::spawn(admission.run(stopped(stop_rx.clone()))),
+    ];
+    if let Some(canary) = &canary {
+        tasks.push(tokio::spawn(canary.upstream.clone().run(stopped(stop_rx.clone()))));
+    }
+    tasks.push(tokio::spawn(snapshot::periodic(
+        proxy.metrics().clone(),
+        main.clone(),
+        options.observe.dump.clone(),
+        options.observe.advisory.clone(),
+        stopped(stop_rx.clone()),
+    )));
+    if let Some(dir) = options.control.state_dir.clone() {
+        let persist = crate::config::state::run(
+            proxy.slot().clone(),
+            dir,
+            options.control.state_interval,
+            stopped(stop_rx.clone()),
+        );
+        tasks.push(tokio::spawn(persist));
+    }
+    let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone()));
+    if let (Some(_), Some(interval)) = (&options.control.config_file, options.control.watch) {
+        tasks.push(tokio::spawn(reloader.clone().watch(interval, stopped(stop_rx.clone()))));
+    }
+    let admin_addr = match options.admin {
+        Some(address) => {
+            let listener = bind(address).await?;
+            let bound = listener.local_addr().map_err(|reason| StartError::Bind { address, reason })?;
+            let admin = crate::admin::Admin::new(
+                proxy.clone(),
+                reloader.clone(),
+                options.control.admin_token.clone(),
+                options.control.plugin_dirs.clone(),
+            );
+            tasks.push(tokio::spawn(admin.serve(listener, stopped(stop_rx))));
+            Some(bound)
+        }
+        None => None,
+    };
+    let picker = proxy.slot().current();
+    tracing::info!(%proxy_addr, ?admin_addr, picker = %picker.info().source, backends = options.backends.len(), "veer is serving");
+    Ok(RunningServer { proxy_addr, admin_addr, proxy, reloader, restored_state, stop, tasks })
+}

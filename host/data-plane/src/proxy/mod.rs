@@ -1,0 +1,506 @@
+//! The data path: accepts client requests, asks the picker for a backend per
+//! attempt, forwards with pooled connections, retries within a budget, and
+//! streams bodies both ways.
+
+pub mod canary;
+mod client_body;
+mod conn;
+mod forward;
+pub mod headers;
+pub mod limits;
+mod observed;
+mod retry;
+mod workers;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use client_body::ClientBody;
+use conn::{Activity, ConnectionTimeouts, TimedIo};
+pub use headers::{RequestIds, X_REQUEST_ID};
+use limits::Connections;
+pub use limits::{Http2Limits, RequestLimits};
+pub use observed::ObservedBody;
+use observed::RequestGuard;
+pub use retry::{RetryBudget, RetryPolicy};
+use workers::Workers;
+
+use crate::admission::Admission;
+use crate::health::Health;
+use crate::observe::access_log::AccessLog;
+use crate::observe::{ConnectionCounts, Live, Metrics};
+use crate::pool::{BackendProtocol, Pool};
+use crate::upstream::Upstream;
+use veer_plugin_runtime::PickerSlot;
+
+/// Timeouts and retry rules of the data path. In a config file durations are
+/// human-readable (`2s`, `500ms`); unset fields keep their defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Time to establish a TCP connection to a backend.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time from sending an attempt to receiving its response headers.
+    #[serde(with = "humantime_serde")]
+    pub response_header_timeout: Duration,
+    /// Time from receiving a request to sending response headers, all attempts included.
+    #[serde(with = "humantime_serde")]
+    pub total_timeout: Duration,
+    /// How long an unused pooled backend connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub backend_idle_timeout: Duration,
+    /// How long a client connection may sit idle between requests before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub client_idle_timeout: Duration,
+    /// How long a client may take to send a request head, from its first
+    /// byte (or from connecting); the connection is closed after it.
+    #[serde(with = "humantime_serde")]
+    pub client_header_timeout: Duration,
+    /// How long a client's request body may pause between two reads (408).
+    #[serde(with = "humantime_serde")]
+    pub client_body_timeout: Duration,
+    /// How long a write to a client may make no progress (the client stopped
+    /// reading) before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub client_send_timeout: Duration,
+    /// Limits on requests and client connections.
+    pub limits: RequestLimits,
+    /// HTTP/2 settings towards clients.
+    pub http2: Http2Limits,
+    /// How long graceful shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Data-path threads; each serves its share of client connections with
+    /// its own backend connection pools. Defaults to the number of cores.
+    pub workers: usize,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Cookie-based session affinity; `None` (the default) turns it off.
+    pub sticky: Option<StickyConfig>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(2),
+            response_header_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(60),
+            backend_idle_timeout: Duration::from_secs(90),
+            client_idle_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(30),
+            client_send_timeout: Duration::from_secs(60),
+            limits: RequestLimits::default(),
+            http2: Http2Limits::default(),
+            shutdown_grace: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            retry: RetryPolicy::default(),
+            sticky: None,
+        }
+    }
+}
+
+/// Cookie-based session affinity, kept by the host whatever the picker: a
+/// request carrying the cookie goes to the backend it names while that
+/// backend is eligible and admits it; otherwise the picker chooses, and the
+/// answer sets the cookie to the backend that served it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StickyConfig {
+    /// The cookie's name; its value is a hash of the backend's name (no
+    /// address or name is revealed to clients).
+    pub cookie: String,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig { cookie: "veer_sticky".to_string() }
+    }
+}
+
+/// What veer sends to a backend: the client's body streamed through, or the
+/// whole body from memory (empty, or kept by the replay buffer for retries).
+type OutgoingBody = Either<ClientBody, Full<Bytes>>;
+/// What veer answers a client with: the backend's body streamed through, or
+/// veer's own short error body.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The proxy: shared by every connection and request.
+pub struct Proxy {
+    canary: Option<Arc<canary::Canary>>,
+    main: Arc<Upstream>,
+    config: ProxyConfig,
+    metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
+    budget: RetryBudget,
+    request_ids: RequestIds,
+    admission: Arc<Admission>,
+    connections: Arc<Connections>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The client end of one connection, worked out once for all its requests.
+#[derive(Debug)]
+struct ClientInfo {
+    address: SocketAddr,
+    /// The address's IP as `X-Forwarded-For` carries it.
+    address_value: HeaderValue,
+}
+
+/// One data-path worker's pooled connections to backends.
+#[derive(Debug)]
+struct Clients {
+    http1: Client<HttpConnector, OutgoingBody>,
+    http2: Client<HttpConnector, OutgoingBody>,
+}
+
+impl Clients {
+    fn new(config: &ProxyConfig) -> Clients {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = |http2_only: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(config.backend_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(http2_only)
+                .build(connector.clone())
+        };
+        Clients { http1: client(false), http2: client(true) }
+    }
+
+    fn for_protocol(&self, protocol: BackendProtocol) -> &Client<HttpConnector, OutgoingBody> {
+        match protocol {
+            BackendProtocol::Http1 => &self.http1,
+            BackendProtocol::Http2 => &self.http2,
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy for the `main` group (and the `canary` group, if any), behind
+    /// `admission`, recording into `metrics` and, if given, `access_log`.
+    pub fn new(
+        main: Arc<Upstream>,
+        canary: Option<Arc<canary::Canary>>,
+        admission: Arc<Admission>,
+        config: ProxyConfig,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Arc<Self> {
+        Arc::new(Proxy {
+            canary,
+            metrics,
+            access_log: access_log.map(Arc::new),
+            budget: RetryBudget::new(&config.retry),
+            request_ids: RequestIds::default(),
+            admission,
+            connections: Arc::default(),
+            main,
+            config,
+        })
+    }
+
+    /// Open client connections and refusals at accept.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// The canary group, if one is configured.
+    pub fn canary(&self) -> Option<&Arc<canary::Canary>> {
+        self.canary.as_ref()
+    }
+
+    /// The main upstream group.
+    pub fn main(&self) -> &Arc<Upstream> {
+        &self.main
+    }
+
+    /// The main group's backends' health.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.main.health
+    }
+
+    /// The main group's backend pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.main.pool
+    }
+
+    /// The main group's picker slot.
+    pub fn slot(&self) -> &Arc<PickerSlot> {
+        &self.main.slot
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Admission control.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// What `/metrics` reads of the running proxy.
+    pub fn live(&self) -> Live<'_> {
+        let connections = &self.connections;
+        Live {
+            main: &self.main,
+            canary: self.canary.as_deref().map(|canary| &*canary.upstream),
+            admission: self.admission.snapshot(),
+            connections: ConnectionCounts {
+                open: connections.open(),
+                refused_total: connections.refused_total.load(std::sync::atomic::Ordering::Relaxed),
+                refused_per_client: connections.refused_per_client.load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Starts the data-path workers and returns the future that serves
+    /// clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
+    /// `shutdown` completes; then it stops accepting, lets in-flight requests
+    /// finish for up to `shutdown_grace`, stops the workers and returns.
+    pub fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<impl Future<Output = ()>> {
+        let workers = Workers::start(self.config.workers, || Clients::new(&self.config))?;
+        Ok(self.accept_loop(listener, shutdown, workers))
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, workers: Workers) {
+        let builder = Arc::new(self.connection_builder());
+        let timeouts = ConnectionTimeouts {
+            header: self.config.client_header_timeout,
+            idle: self.config.client_idle_timeout,
+            send: self.config.client_send_timeout,
+        };
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = crate::net::accept(&listener, "proxy") => accepted,
+                () = &mut shutdown => break,
+            };
+            let slot = match self.connections.admit(client.ip(), &self.config.limits) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    refuse_connection(stream, refusal);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            // The stream moves to a worker's runtime, which must register it there.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%client, %error, "could not hand the connection to a worker");
+                    continue;
+                }
+            };
+            let watcher = graceful.watcher();
+            let (proxy, builder) = (self.clone(), builder.clone());
+            workers.spawn_connection(move |clients| async move {
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(error) => return tracing::warn!(%client, %error, "could not register the connection"),
+                };
+                let info =
+                    Arc::new(ClientInfo { address: client, address_value: headers::client_address_value(client.ip()) });
+                let activity = Arc::new(Activity::default());
+                let io = TimedIo::new(stream, activity.clone(), timeouts);
+                let service = hyper::service::service_fn(move |request| {
+                    let (proxy, clients, info) = (proxy.clone(), clients.clone(), info.clone());
+                    let in_flight = activity.begin();
+                    async move { Ok::<_, Infallible>(proxy.handle(&clients, request, &info, in_flight).await) }
+                });
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%client, error = %error, "client connection ended with an error");
+                }
+                drop(slot);
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: no longer accepting, waiting for in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(self.config.shutdown_grace) => {
+                tracing::warn!(grace = ?self.config.shutdown_grace, "shutdown grace period over; closing the remaining connections");
+            }
+        }
+        workers.stop().await;
+        if let Some(log) = self.access_log.clone() {
+            // Joining the writer blocks for up to one write interval.
+            let _ = tokio::task::spawn_blocking(move || log.finish()).await;
+        }
+    }
+
+    /// The client connections' codec: HTTP/1.1 and HTTP/2 (prior knowledge),
+    /// with the limits of the config.
+    fn connection_builder(&self) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+        let (limits, http2) = (&self.config.limits, &self.config.http2);
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Header reads are timed by `TimedIo`, which tells a slow head from an idle connection.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_headers(limits.max_headers)
+            // The read buffer caps the request head: hyper answers 431 past it.
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(http2.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .initial_stream_window_size(http2.initial_stream_window_bytes)
+            .initial_connection_window_size(http2.initial_connection_window_bytes)
+            .max_frame_size(http2.max_frame_bytes)
+            .max_pending_accept_reset_streams(http2.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(http2.max_local_error_reset_streams)
+            .max_send_buf_size(http2.max_send_buffer_bytes);
+        builder
+    }
+
+    /// Handles one client request; never fails (errors become 4xx/5xx responses).
+    async fn handle(
+        &self,
+        clients: &Clients,
+        mut request: Request<Incoming>,
+        client: &ClientInfo,
+        in_flight: conn::InFlight,
+    ) -> Response<ObservedBody> {
+        let request_id = self.request_ids.ensure(request.headers_mut());
+        let mut guard = RequestGuard::start(
+            &self.metrics,
+            self.access_log.as_ref(),
+            request.method(),
+            request.uri().path_and_query(),
+            &request_id,
+            client.address,
+        );
+        guard.hold(in_flight);
+        if let Err(refused) = limits::check_request(&request, &self.config.limits) {
+            self.metrics.request_refused(refused.status);
+            let mut response = error_response(refused.status, refused.reason, &request_id);
+            // What follows a refused head (a body, a smuggled request) is never read.
+            close_after(&mut response, request.version());
+            if refused.status == StatusCode::METHOD_NOT_ALLOWED {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            }
+            response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+            guard.answered(refused.status);
+            return response.map(|body| ObservedBody::new(body, guard));
+        }
+        // Before anything else: a refused request must cost as little as possible.
+        let permit = match self.admission.admit(request.headers(), client.address.ip()).await {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let mut response = error_response(refusal.status, &refusal.message, &request_id);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_seconds()));
+                headers::append_via(response.headers_mut(), request.version());
+                response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+                guard.answered(refusal.status);
+                return response.map(|body| ObservedBody::new(body, guard));
+            }
+        };
+        let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let version = parts.version;
+        headers::rewrite_for_backend(&mut parts, &client.address_value);
+        let mut close = false;
+        let mut response =
+            match self.forward(clients, parts, body, client.address.ip(), client_upgrade, &mut guard).await {
+                Ok(response) => response,
+                Err(failure) => {
+                    close = failure.close;
+                    error_response(failure.status, &failure.reason, &request_id)
+                }
+            };
+        // Held until the response headers (see the admission module for why not the body).
+        permit.complete(response.status());
+        // The backend's HTTP version is a property of veer's connection to it, not the client's.
+        *response.version_mut() = version;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            headers::remove_hop_by_hop(response.headers_mut());
+        }
+        headers::append_via(response.headers_mut(), version);
+        if close {
+            close_after(&mut response, version);
+        }
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        guard.answered(status);
+        response.map(|body| ObservedBody::new(body, guard))
+    }
+}
+
+/// Closes a connection refused by a connection cap, first writing a short
+/// HTTP/1.1 answer if the socket takes it at once (never waiting on the
+/// client: a refused connection costs one accept and one write).
+fn refuse_connection(stream: tokio::net::TcpStream, refusal: limits::ConnectionRefusal) {
+    let answer: &[u8] = match refusal {
+        limits::ConnectionRefusal::Total => {
+            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 40\r\nretry-after: 1\r\n\r\nveer: 503: too many client connections\r\n"
+        }
+        limits::ConnectionRefusal::PerClient => {
+            b"HTTP/1.1 429 Too Many Requests\r\nconnection: close\r\ncontent-length: 50\r\nretry-after: 1\r\n\r\nveer: 429: too many connections from this client\r\n"
+        }
+    };
+    let _ = stream.try_write(answer);
+    tracing::debug!(?refusal, "client connection refused at accept");
+}
+
+/// Methods veer forwards (the `Allow` of a 405).
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
+
+/// Marks an HTTP/1 response as the connection's last (HTTP/2 has no such
+/// header: a stream ends alone).
+fn close_after<B>(response: &mut Response<B>, version: Version) {
+    if version < Version::HTTP_2 {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// veer's own answer: a short text body that says why, with the request id.
+pub fn error_response(status: StatusCode, reason: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let id = request_id.to_str().unwrap_or("-");
+    let text =
+        format!("veer: {} {}: {reason} (request id {id})\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Collects a body into bytes; for tests and the admin API, never the data path.
+pub async fn collect_body<B: Body>(body: B) -> Result<Bytes, B::Error> {
+    Ok(body.collect().await?.to_bytes())
+}

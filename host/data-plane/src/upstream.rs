@@ -1,0 +1,130 @@
+//! One upstream group as a unit: its backends ([`Pool`]), their health
+//! ([`Health`]) and the picker that chooses among them ([`PickerSlot`]),
+//! wired together and run by one task.
+//!
+//! Requests only read it: pick (the slot), admit and record (health and the
+//! pool's atomics). What changes it — membership, eligibility, the picker's
+//! control calls — is applied by its owner task ([`Upstream::run`]) or by the
+//! control plane (reload, the admin API), never on a request's thread. The
+//! main group and the canary are two instances of this type.
+
+use std::sync::Arc;
+
+use crate::health::{Health, HealthConfig};
+use crate::pool::{BackendSeries, BackendSpec, Pool};
+use veer_plugin_runtime::{PickerSlot, PluginError, PluginRuntime, PluginSource};
+
+/// What an upstream group is made from.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Its backends.
+    pub backends: Vec<BackendSpec>,
+    /// Its picker's code.
+    pub picker: PluginSource,
+    /// The picker's parameters.
+    pub params: Vec<(String, String)>,
+    /// Health checks, breakers, outlier ejection and slow start.
+    pub health: HealthConfig,
+}
+
+/// A running upstream group.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The backends.
+    pub pool: Arc<Pool>,
+    /// Eligibility and weights; the picker hears of every change.
+    pub health: Arc<Health>,
+    /// The serving picker.
+    pub slot: Arc<PickerSlot>,
+}
+
+impl Upstream {
+    /// Loads and smoke-tests the picker, registers the backends and tells the
+    /// picker about them. Compiles the picker's component on first use: call
+    /// it off the async workers (see [`Upstream::start`]).
+    pub fn new(
+        runtime: Arc<PluginRuntime>,
+        spec: UpstreamSpec,
+        series: Arc<dyn BackendSeries>,
+    ) -> Result<Upstream, PluginError> {
+        let slot = Arc::new(PickerSlot::new(runtime, &spec.picker, spec.params)?);
+        let (pool, events) = Pool::new(spec.backends, series);
+        slot.apply(&events);
+        let pool = Arc::new(pool);
+        let publish = slot.clone();
+        let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
+        Ok(Upstream { pool, health, slot })
+    }
+
+    /// [`Upstream::new`] on a blocking thread.
+    pub async fn start(
+        runtime: Arc<PluginRuntime>,
+        spec: UpstreamSpec,
+        series: Arc<dyn BackendSeries>,
+    ) -> Result<Arc<Upstream>, PluginError> {
+        tokio::task::spawn_blocking(move || Upstream::new(runtime, spec, series))
+            .await
+            .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))?
+            .map(Arc::new)
+    }
+
+    /// The group's owner task: health checks and timers, and the picker's
+    /// control calls (events published by health, repairs after a fault),
+    /// until `stop`.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let never = std::future::pending::<()>;
+        tokio::select! {
+            () = stop => {}
+            () = self.health.clone().run(never()) => {}
+            () = self.slot.clone().run(never()) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use veer_plugin_runtime::Limits;
+
+    fn spec(name: &str, port: u16) -> BackendSpec {
+        BackendSpec::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// A change health decides (a drain) reaches the picker through the
+    /// group's owner task, not through the thread that made it.
+    #[tokio::test]
+    async fn the_owner_task_tells_the_picker_what_health_decided() {
+        let mut health = HealthConfig::default();
+        health.check.enabled = false;
+        let spec = UpstreamSpec {
+            backends: vec![spec("a", 1), spec("b", 2)],
+            picker: PluginSource::NativeRoundRobin,
+            params: vec![],
+            health,
+        };
+        let runtime = PluginRuntime::new(Limits::default()).unwrap();
+        let upstream = Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap();
+        assert_eq!(upstream.slot.current().membership().eligible().len(), 2, "the picker starts with both");
+        let a = upstream.pool.by_name("a").unwrap().id;
+
+        upstream.health.set_drained("a", true).unwrap();
+        assert!(upstream.slot.current().membership().is_eligible(a), "published, not yet applied");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(upstream.clone().run(async move {
+            let _ = stopped.await;
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while upstream.slot.current().membership().is_eligible(a) {
+            assert!(tokio::time::Instant::now() < deadline, "the owner task never applied the drain");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(upstream.slot.current().membership().eligible().len(), 1);
+        stop.send(()).unwrap();
+        run.await.unwrap();
+    }
+}
