@@ -1,0 +1,38 @@
+//! `veer bench …`: the routing scenarios.
+
+/// `veer bench …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Runs routing scenarios (YAML files) against each strategy and writes
+    /// CSV, SVG plots and a summary table (see the README's "Routing scenarios").
+    Scenarios {
+        /// Directory of scenario files.
+        #[arg(long, default_value = "scenarios")]
+        dir: std::path::PathBuf,
+        /// Run only this scenario; repeat for several.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Strategies to compare: `oracle`, or `SOURCE[,key=value...]` with SOURCE
+        /// `builtin:NAME`, `native:round-robin` or a component path. Default: every
+        /// built-in and the oracle.
+        #[arg(long, num_args = 1..)]
+        strategies: Vec<veer::scenario::Strategy>,
+        /// Where results go.
+        #[arg(long, default_value = "target/scenarios")]
+        out: std::path::PathBuf,
+        /// Multiplies each scenario's length and phase times (0.1 for a quick look).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+/// `veer bench SUBCOMMAND`.
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    let Bench::Scenarios { dir, only, strategies, out, scale } = bench;
+    let strategies = if strategies.is_empty() { veer::scenario::Strategy::defaults() } else { strategies };
+    let options = veer::scenario::BenchOptions { dir, only, strategies, out: out.clone(), scale };
+    let reports = super::tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
+    println!("\n{}", veer::scenario::report::markdown(&reports));
+    println!("results in {}", out.display());
+    Ok(())
+}
