@@ -24,4 +24,5 @@ pub mod net;
 pub mod observe;
 pub mod pool;
 pub mod proxy;
+pub mod series;
 pub mod upstream;

@@ -11,14 +11,17 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::StatusCode;
 use http::uri::Authority;
-use prometheus::{Histogram, HistogramOpts, IntCounter};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
+
+use crate::series::{Registrar, duration_buckets};
 
 pub use veer_core::{BackendProtocol, BackendSpec, MAX_WEIGHT};
 use veer_plugin_runtime::{Backend as PluginBackend, BackendEvent, BackendId};
 
 /// Where a pool gets each backend's attempt series, and says when a backend's
-/// series may go. `observe::Metrics` implements it, so that the pool depends
-/// on no exporter: observe reads the pool, never the other way round.
+/// series may go. `observe::Metrics` implements it (with [`PoolSeries`], and
+/// forgetting the backend's series of every component), so that the pool
+/// needs no registry of its own.
 pub trait BackendSeries: std::fmt::Debug + Send + Sync {
     /// The series of a backend joining the pool.
     fn backend(&self, name: &str) -> BackendMetrics;
@@ -64,6 +67,83 @@ impl BackendMetrics {
     /// Attempts that got no response or a 5xx.
     pub fn failures(&self) -> u64 {
         self.attempts[4].get() + self.attempts[5].get()
+    }
+}
+
+/// Results of a backend attempt as a label: a status class, or no response.
+const ATTEMPT_RESULTS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// The pool's series: each backend's attempts and response times (resolved
+/// per backend as it joins, see [`PoolSeries::backend`]), and its in-flight
+/// count, latency average and weight, read from the pool at scrape time.
+#[derive(Debug)]
+pub struct PoolSeries {
+    attempts: IntCounterVec,
+    response_seconds: HistogramVec,
+    in_flight: IntGaugeVec,
+    ewma_seconds: GaugeVec,
+    weight: IntGaugeVec,
+}
+
+impl PoolSeries {
+    /// The series, registered.
+    pub fn register(r: Registrar<'_>) -> Self {
+        let backend = ["backend"];
+        PoolSeries {
+            attempts: r.counter_vec(
+                "veer_backend_attempts_total",
+                "Attempts sent to each backend, by result: status class, or error when no response came.",
+                &["backend", "result"],
+            ),
+            response_seconds: r.histogram_vec(
+                "veer_backend_response_duration_seconds",
+                "Time from sending an attempt to a backend to its response headers (or failure).",
+                &backend,
+                duration_buckets(),
+            ),
+            in_flight: r.gauge_vec(
+                "veer_backend_in_flight",
+                "Attempts awaiting response headers per backend.",
+                &backend,
+            ),
+            ewma_seconds: r.float_gauge_vec(
+                "veer_backend_latency_ewma_seconds",
+                "Moving average of each backend's time to response headers.",
+                &backend,
+            ),
+            weight: r.gauge_vec("veer_backend_weight", "Configured weight of each backend.", &backend),
+        }
+    }
+
+    /// The attempt series of a backend joining a pool.
+    pub fn backend(&self, name: &str) -> BackendMetrics {
+        BackendMetrics {
+            attempts: ATTEMPT_RESULTS.map(|r| self.attempts.with_label_values(&[name, r])),
+            response_seconds: self.response_seconds.with_label_values(&[name]),
+        }
+    }
+
+    /// Reads a pool's live numbers into the series.
+    pub fn mirror(&self, pool: &Pool) {
+        for backend in pool.all() {
+            let name = [backend.spec.name.as_str()];
+            self.in_flight.with_label_values(&name).set(i64::from(backend.in_flight.load(Ordering::Relaxed)));
+            self.ewma_seconds
+                .with_label_values(&name)
+                .set(backend.ewma_latency_us.load(Ordering::Relaxed) as f64 / 1e6);
+            self.weight.with_label_values(&name).set(i64::from(backend.weight()));
+        }
+    }
+
+    /// Drops every series of a backend that left.
+    pub fn forget(&self, name: &str) {
+        for result in ATTEMPT_RESULTS {
+            let _ = self.attempts.remove_label_values(&[name, result]);
+        }
+        let _ = self.response_seconds.remove_label_values(&[name]);
+        let _ = self.ewma_seconds.remove_label_values(&[name]);
+        let _ = self.in_flight.remove_label_values(&[name]);
+        let _ = self.weight.remove_label_values(&[name]);
     }
 }
 

@@ -10,8 +10,11 @@
 
 use std::sync::Arc;
 
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
+
 use crate::health::{Health, HealthConfig};
 use crate::pool::{BackendSeries, BackendSpec, Pool};
+use crate::series::{Registrar, catch_up};
 use veer_plugin_runtime::{PickerSlot, PluginError, PluginRuntime, PluginSource};
 
 /// What an upstream group is made from.
@@ -78,6 +81,69 @@ impl Upstream {
             () = self.health.clone().run(never()) => {}
             () = self.slot.clone().run(never()) => {}
         }
+    }
+}
+
+/// The serving picker's series: picks, faults, fallbacks, rebuilds and swaps
+/// (counted by the slot, across swaps, and mirrored at scrape time), which
+/// picker serves, and how long picks take (recorded by the proxy).
+#[derive(Debug)]
+pub struct PickerSeries {
+    /// Duration of `pick` calls, plugin and fallback alike.
+    pub pick_seconds: Histogram,
+    picks: IntCounter,
+    faults: IntCounterVec,
+    fallbacks: IntCounter,
+    rebuilds: IntCounter,
+    swaps: IntCounter,
+    info: IntGaugeVec,
+}
+
+impl PickerSeries {
+    /// The series, registered.
+    pub fn register(r: Registrar<'_>) -> Self {
+        PickerSeries {
+            pick_seconds: r.histogram(
+                "veer_picker_call_duration_seconds",
+                "Duration of pick calls, including fallbacks.",
+                vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2],
+            ),
+            picks: r.counter("veer_picker_picks_total", "Picks answered by the picker or its fallback."),
+            faults: r.counter_vec(
+                "veer_picker_faults_total",
+                "Picker faults by kind (trap, deadline, invalid answer, empty answer).",
+                &["kind"],
+            ),
+            fallbacks: r.counter(
+                "veer_picker_fallbacks_total",
+                "Picks the host's round robin answered because the plugin could not.",
+            ),
+            rebuilds: r
+                .counter("veer_picker_rebuilds_total", "Times a trapped plugin instance was replaced by a fresh one."),
+            swaps: r.counter("veer_picker_swaps_total", "Successful live picker swaps."),
+            info: r.gauge_vec("veer_picker_info", "The serving picker (value 1).", &["name", "version", "source"]),
+        }
+    }
+
+    /// Reads a picker slot's counts and its serving picker into the series.
+    pub fn mirror(&self, slot: &PickerSlot) {
+        let stats = slot.lifetime_stats();
+        catch_up(&self.picks, stats.picks);
+        catch_up(&self.fallbacks, stats.fallbacks);
+        catch_up(&self.rebuilds, stats.rebuilds);
+        for (kind, count) in [
+            ("trap", stats.traps),
+            ("deadline", stats.deadlines),
+            ("invalid_answer", stats.invalid_answers),
+            ("empty_answer", stats.empty_answers),
+        ] {
+            catch_up(&self.faults.with_label_values(&[kind]), count);
+        }
+        catch_up(&self.swaps, slot.swaps());
+        let picker = slot.current();
+        let info = picker.info();
+        self.info.reset();
+        self.info.with_label_values(&[info.name.as_str(), info.version.as_str(), info.source.as_str()]).set(1);
     }
 }
 

@@ -31,6 +31,7 @@ pub mod aimd;
 pub mod client_bucket;
 mod config;
 pub mod inflight;
+mod series;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -46,6 +47,7 @@ use crate::clock;
 pub use config::{
     AdaptiveConfig, AdmissionArgs, AdmissionConfig, ClientRateConfig, DEFAULT_MAX_IN_FLIGHT, InvalidAdmissionConfig,
 };
+pub use series::AdmissionSeries;
 
 use aimd::{AimdController, AimdSamples, Decision, SharedLimit};
 use client_bucket::{BucketPolicy, ClientBuckets, KeyRule};

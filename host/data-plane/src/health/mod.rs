@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod check;
 mod config;
 pub mod outlier;
+mod series;
 pub mod slow_start;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use parking_lot::Mutex;
 pub use breaker::{Breaker, BreakerPhase, BreakerRefusal};
 pub use config::{BreakerConfig, CheckConfig, HealthConfig, InvalidHealthConfig, OutlierConfig, SlowStartConfig};
 pub use outlier::{EjectionReason, IntervalStats, Outlier};
+pub use series::HealthSeries;
 
 use crate::clock;
 use crate::pool::{BackendSpec, BackendState, Pool};

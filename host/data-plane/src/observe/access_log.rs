@@ -14,9 +14,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::series::Registrar;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, StatusCode};
+use prometheus::IntCounter;
 
 use super::Metrics;
 use crate::pool::BackendState;
@@ -68,6 +71,26 @@ impl Default for AccessLogConfig {
             level: LogLevel::All,
             sample: 1.0,
             queue: 65_536,
+        }
+    }
+}
+
+/// The access log's series, counted as records are written or dropped.
+#[derive(Debug)]
+pub struct AccessLogSeries {
+    /// Records written.
+    pub written: IntCounter,
+    /// Records dropped because the writer fell behind (or a write failed).
+    pub dropped: IntCounter,
+}
+
+impl AccessLogSeries {
+    /// The series, registered.
+    pub fn register(r: Registrar<'_>) -> Self {
+        AccessLogSeries {
+            written: r.counter("veer_access_log_records_total", "Access log records written."),
+            dropped: r
+                .counter("veer_access_log_dropped_total", "Access log records dropped because the writer fell behind."),
         }
     }
 }
@@ -173,7 +196,7 @@ impl AccessLog {
             records.push(record);
         } else {
             drop(records);
-            self.metrics.access_log_counts.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.access_log.dropped.inc();
         }
     }
 }
@@ -219,8 +242,8 @@ fn write_lines(queue: &Queue, mut out: impl Write, format: LogFormat, metrics: &
             if let Err(error) = out.flush() {
                 tracing::warn!(%error, "access log flush failed");
             }
-            metrics.access_log_counts.written.fetch_add(written, Ordering::Relaxed);
-            metrics.access_log_counts.dropped.fetch_add(failed, Ordering::Relaxed);
+            metrics.access_log.written.inc_by(written);
+            metrics.access_log.dropped.inc_by(failed);
         }
         if closing {
             return;
@@ -431,13 +454,13 @@ mod tests {
             log.submit(record(200));
         }
         drop(log);
-        let counts = &metrics.access_log_counts;
+        let counts = &metrics.access_log;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while counts.written.load(Ordering::Relaxed) + counts.dropped.load(Ordering::Relaxed) < 10_000 {
+        while counts.written.get() + counts.dropped.get() < 10_000 {
             assert!(std::time::Instant::now() < deadline, "the writer never caught up");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let written = counts.written.load(Ordering::Relaxed);
+        let written = counts.written.get();
         assert!(written >= 1);
         // The writer flushes once its queue is empty, which it is for good now.
         while std::fs::read_to_string(&path).unwrap().lines().count() as u64 != written {

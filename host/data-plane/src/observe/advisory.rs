@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use prometheus::{IntCounterVec, IntGaugeVec};
+
+use crate::series::Registrar;
+
 /// Advisory settings.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +92,47 @@ impl Advisory {
             }
         }
         changes
+    }
+}
+
+/// The advisory's series: whether each backend's advisory is raised, and
+/// how often it was.
+#[derive(Debug)]
+pub struct AdvisorySeries {
+    raised: IntGaugeVec,
+    raisings: IntCounterVec,
+}
+
+impl AdvisorySeries {
+    /// The series, registered.
+    pub fn register(r: Registrar<'_>) -> Self {
+        AdvisorySeries {
+            raised: r.gauge_vec(
+                "veer_backend_latency_advisory",
+                "1 while a backend's latency is above its baseline by more than the configured share.",
+                &["backend"],
+            ),
+            raisings: r.counter_vec(
+                "veer_backend_latency_advisories_total",
+                "Times a backend's latency rose above its baseline by more than the configured share.",
+                &["backend"],
+            ),
+        }
+    }
+
+    /// Sets or clears a backend's advisory.
+    pub fn set(&self, backend: &str, raised: bool) {
+        let gauge = self.raised.with_label_values(&[backend]);
+        if raised && gauge.get() == 0 {
+            self.raisings.with_label_values(&[backend]).inc();
+        }
+        gauge.set(i64::from(raised));
+    }
+
+    /// Drops the series of a backend that left.
+    pub fn forget(&self, name: &str) {
+        let _ = self.raised.remove_label_values(&[name]);
+        let _ = self.raisings.remove_label_values(&[name]);
     }
 }
 

@@ -91,7 +91,6 @@ pub fn picker_snapshot(slot: &PickerSlot) -> PickerSnapshot {
 /// Takes a snapshot of the counters in `metrics` and of the `main` group.
 pub fn snapshot(metrics: &Metrics, main: &Upstream) -> Snapshot {
     let slot = &main.slot;
-    let counts = &metrics.access_log_counts;
     Snapshot {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         requests: RequestCounts {
@@ -105,8 +104,8 @@ pub fn snapshot(metrics: &Metrics, main: &Upstream) -> Snapshot {
         backends: main.pool.all().iter().map(|b| b.snapshot()).collect(),
         health: main.health.snapshot(),
         access_log: BTreeMap::from([
-            ("written", counts.written.load(Ordering::Relaxed)),
-            ("dropped", counts.dropped.load(Ordering::Relaxed)),
+            ("written", metrics.access_log.written.get()),
+            ("dropped", metrics.access_log.dropped.get()),
         ]),
     }
 }
@@ -142,7 +141,7 @@ pub async fn periodic(
             .map(|b| (b.spec.name.clone(), b.ewma_latency_us.load(Ordering::Relaxed) as f64))
             .collect();
         for change in advisory.tick(&advisory_config, now - last, &latencies) {
-            metrics.set_advisory(&change.backend, change.raised);
+            metrics.advisory.set(&change.backend, change.raised);
             if change.raised {
                 tracing::warn!(
                     backend = %change.backend,

@@ -472,7 +472,7 @@ impl Proxy {
         for _ in 0..MAX_PICKS_PER_ATTEMPT {
             let picking = Instant::now();
             let (choice, returned) = picker.pick(meta, ctx);
-            self.metrics.pick_seconds.observe(picking.elapsed().as_secs_f64());
+            self.metrics.picker.pick_seconds.observe(picking.elapsed().as_secs_f64());
             meta = returned;
             let Some(choice) = choice else { break };
             let Some(backend) = pool.get(choice.backend) else {
