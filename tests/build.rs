@@ -1,5 +1,6 @@
 //! Builds the Wasm plugins that only the tests load: the hostile plugin
-//! (`plugins/hostile`) and the example plugin (`examples/affinity-plugin`).
+//! (`plugins/hostile`), a plugin built against the released 0.1.0 contract
+//! (`plugins/contract-0.1.0`) and the example plugin (`examples/affinity-plugin`).
 
 #[path = "../host/plugin-runtime/build/wasm_plugins.rs"]
 mod wasm_plugins;
@@ -16,5 +17,9 @@ fn main() {
         &workspace,
         &["wit", "core", "sdk", "tests/plugins", "examples/affinity-plugin", "Cargo.lock"],
     );
-    wasm_plugins::build(&workspace, &["veer-test-plugin-hostile", "veer-example-affinity"], &out_dir);
+    wasm_plugins::build(
+        &workspace,
+        &["veer-test-plugin-hostile", "veer-test-plugin-contract-0-1-0", "veer-example-affinity"],
+        &out_dir,
+    );
 }

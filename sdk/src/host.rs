@@ -1,4 +1,5 @@
-//! Services the host provides: randomness, a monotonic clock and logging.
+//! Services the host provides: randomness, a monotonic clock, logging and the
+//! host's in-flight counts.
 //!
 //! In a component these call the `veer:picker/host` imports; in a native build
 //! (tests, benchmarks) they use the fake host of [`crate::testing`].
@@ -37,6 +38,26 @@ pub fn now_us() -> u64 {
     #[cfg(not(target_arch = "wasm32"))]
     {
         crate::testing::with_env(|env| env.now_us)
+    }
+}
+
+/// Attempts in flight to `backend` across all of the host's workers (0 for an
+/// unknown id). The host runs an instance of the policy per worker, so a count
+/// kept from the policy's own picks sees only its worker's share; this one
+/// sees every attempt. An import call each (~130 ns): read it for the few
+/// candidates a pick compares, not for the whole pool.
+///
+/// In a native build the fake host counts the harness's picks whose outcome
+/// has not been reported, plus what [`crate::testing::Harness::set_in_flight`]
+/// sets (another worker's load).
+pub fn in_flight(backend: crate::BackendId) -> u32 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        crate::bindings::veer::picker::host::in_flight(backend)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::with_env(|env| env.in_flight.get(&backend).copied().unwrap_or(0))
     }
 }
 

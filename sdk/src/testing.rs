@@ -70,11 +70,19 @@ pub(crate) struct Env {
     pub(crate) now_us: u64,
     pub(crate) logs: Vec<(LogLevel, String)>,
     pub(crate) request: FakeRequest,
+    /// What `host::in_flight` answers: picks not yet completed, per backend.
+    pub(crate) in_flight: HashMap<BackendId, u32>,
 }
 
 impl Env {
     fn new(seed: u64) -> Self {
-        Env { rng: seed, now_us: 1_000_000, logs: Vec::new(), request: FakeRequest::default() }
+        Env {
+            rng: seed,
+            now_us: 1_000_000,
+            logs: Vec::new(),
+            request: FakeRequest::default(),
+            in_flight: HashMap::new(),
+        }
     }
 
     /// splitmix64: tiny, fast and good enough for load balancing decisions.
@@ -277,12 +285,22 @@ impl<P: Policy> Harness<P> {
         if let Some(id) = choice {
             assert!(self.runtime.pool().is_eligible(id), "{} picked ineligible backend {id}", P::NAME);
             assert_ne!(Some(id), ctx.exclude, "{} picked the excluded backend", P::NAME);
+            with_env(|env| *env.in_flight.entry(id).or_default() += 1);
         }
         choice
     }
 
-    /// Delivers an outcome, if the policy subscribes (as the host does).
+    /// Delivers an outcome, if the policy subscribes (as the host does). The
+    /// fake host's in-flight count of a picked backend drops first, whether
+    /// the policy subscribes or not, as the real host's does.
     pub fn observe(&mut self, outcome: Outcome) {
+        if outcome.picked {
+            with_env(|env| {
+                if let Some(count) = env.in_flight.get_mut(&outcome.backend) {
+                    *count = count.saturating_sub(1);
+                }
+            });
+        }
         if P::WANTS_OUTCOMES {
             self.runtime.observe(&outcome);
         }
@@ -309,6 +327,13 @@ impl<P: Policy> Harness<P> {
             }
         }
         counts
+    }
+
+    /// Sets what `host::in_flight` answers for `backend`, as if other
+    /// workers had that many attempts outstanding there; later picks and
+    /// outcomes count from it.
+    pub fn set_in_flight(&mut self, backend: BackendId, count: u32) {
+        with_env(|env| env.in_flight.insert(backend, count));
     }
 
     /// Moves the fake clock forward.

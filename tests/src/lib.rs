@@ -3,6 +3,11 @@
 /// The hostile test plugin's component bytes (see `plugins/hostile`).
 pub const HOSTILE_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer_test_plugin_hostile.wasm"));
 
+/// A round robin built against the released `veer:picker@0.1.0` contract
+/// (see `plugins/contract-0.1.0`): proof that newer hosts keep loading it.
+pub const CONTRACT_0_1_0_PLUGIN: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/veer_test_plugin_contract_0_1_0.wasm"));
+
 /// The example affinity plugin's component bytes (see `examples/affinity-plugin`).
 pub const AFFINITY_EXAMPLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer_example_affinity.wasm"));
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use veer::plugin::conformance::{self, Report};
 
 use veer::plugin::{BUILTIN_NAMES, Limits, PluginRuntime, PluginSource};
-use veer_tests::{AFFINITY_EXAMPLE, hostile_plugin_file, js_example, python_example, runtime_with};
+use veer_tests::{
+    AFFINITY_EXAMPLE, CONTRACT_0_1_0_PLUGIN, hostile_plugin_file, js_example, python_example, runtime_with,
+};
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -69,6 +71,22 @@ fn the_rust_example_conforms() {
     std::fs::write(&path, AFFINITY_EXAMPLE).unwrap();
     assert_conforms(&run(PluginSource::Path(path.clone()), &[]));
     assert_conforms(&run(PluginSource::Path(path), &[("header", "x-user")]));
+}
+
+/// A component built against an earlier release of the contract (0.1.0, whose
+/// `host` interface has no `in-flight`) loads into this host, which speaks a
+/// later 0.1 release, and passes the whole suite: a patch release only adds.
+#[test]
+fn a_component_built_against_contract_0_1_0_still_conforms() {
+    let wit = include_str!("../plugins/contract-0.1.0/wit/picker.wit");
+    assert!(wit.contains("package veer:picker@0.1.0;") && !wit.contains("in-flight: func"), "the frozen copy is 0.1.0");
+    let current = include_str!("../../wit/picker.wit");
+    assert!(!current.contains("package veer:picker@0.1.0;"), "the host speaks a later release than the plugin");
+    let path = std::env::temp_dir().join(format!("veer-contract-0.1.0-{}.wasm", std::process::id()));
+    std::fs::write(&path, CONTRACT_0_1_0_PLUGIN).unwrap();
+    let report = run(PluginSource::Path(path), &[]);
+    assert_conforms(&report);
+    assert_eq!(report.plugin.as_deref(), Some("contract-0.1.0 0.1.0"));
 }
 
 #[test]

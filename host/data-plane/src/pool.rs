@@ -16,7 +16,7 @@ use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, I
 use crate::series::{Registrar, duration_buckets};
 
 pub use veer_core::{BackendProtocol, BackendSpec, MAX_WEIGHT};
-use veer_plugin_runtime::{Backend as PluginBackend, BackendEvent, BackendId};
+use veer_plugin_runtime::{Backend as PluginBackend, BackendEvent, BackendId, BackendLoad};
 
 /// Where a pool gets each backend's attempt series, and says when a backend's
 /// series may go. `observe::Metrics` implements it (with [`PoolSeries`], and
@@ -357,6 +357,14 @@ impl Pool {
         let mut all: Vec<_> = self.backends.load().values().cloned().collect();
         all.sort_by_key(|b| b.id);
         all
+    }
+}
+
+/// What a group's pickers read through `host.in-flight`: the count every
+/// admitted attempt raises and its end lowers, across all workers.
+impl BackendLoad for Pool {
+    fn in_flight(&self, backend: BackendId) -> u32 {
+        self.backends.load().get(&backend).map_or(0, |b| b.in_flight.load(Ordering::Relaxed))
     }
 }
 

@@ -50,10 +50,10 @@ impl Upstream {
         spec: UpstreamSpec,
         series: Arc<dyn BackendSeries>,
     ) -> Result<Upstream, PluginError> {
-        let slot = Arc::new(PickerSlot::new(runtime, &spec.picker, spec.params)?);
         let (pool, events) = Pool::new(spec.backends, series);
-        slot.apply(&events);
         let pool = Arc::new(pool);
+        let slot = Arc::new(PickerSlot::with_load(runtime, &spec.picker, spec.params, pool.clone())?);
+        slot.apply(&events);
         let publish = slot.clone();
         let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
         Ok(Upstream { pool, health, slot })
@@ -155,26 +155,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use veer_plugin_runtime::Limits;
+    use veer_plugin_runtime::{HttpMethod, Limits, PickContext, RequestMeta};
 
-    fn spec(name: &str, port: u16) -> BackendSpec {
-        BackendSpec::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
+    /// A started group of `backends` (on unused ports, never checked) picked by `picker`.
+    async fn started(picker: PluginSource, backends: &[&str]) -> Arc<Upstream> {
+        let mut health = HealthConfig::default();
+        health.check.enabled = false;
+        let backends = (1..)
+            .zip(backends)
+            .map(|(port, name)| BackendSpec::new(*name, SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect();
+        let spec = UpstreamSpec { backends, picker, params: vec![], health };
+        let runtime = PluginRuntime::new(Limits::default()).unwrap();
+        Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap()
     }
 
     /// A change health decides (a drain) reaches the picker through the
     /// group's owner task, not through the thread that made it.
     #[tokio::test]
     async fn the_owner_task_tells_the_picker_what_health_decided() {
-        let mut health = HealthConfig::default();
-        health.check.enabled = false;
-        let spec = UpstreamSpec {
-            backends: vec![spec("a", 1), spec("b", 2)],
-            picker: PluginSource::NativeRoundRobin,
-            params: vec![],
-            health,
-        };
-        let runtime = PluginRuntime::new(Limits::default()).unwrap();
-        let upstream = Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap();
+        let upstream = started(PluginSource::NativeRoundRobin, &["a", "b"]).await;
         assert_eq!(upstream.slot.current().membership().eligible().len(), 2, "the picker starts with both");
         let a = upstream.pool.by_name("a").unwrap().id;
 
@@ -192,5 +192,29 @@ mod tests {
         assert_eq!(upstream.slot.current().membership().eligible().len(), 1);
         stop.send(()).unwrap();
         run.await.unwrap();
+    }
+
+    /// A Wasm picker reads the pool's in-flight counts (`host.in-flight`),
+    /// which every worker's attempts raise: p2c-ewma, the real component,
+    /// steers away from a backend whose load it did not put there.
+    #[tokio::test]
+    async fn a_wasm_picker_reads_the_pools_in_flight_counts() {
+        let upstream = started(PluginSource::Builtin("p2c-ewma".into()), &["busy", "idle"]).await;
+        let busy = upstream.pool.by_name("busy").unwrap();
+        let idle = upstream.pool.by_name("idle").unwrap().id;
+        let pick = || {
+            let ctx = PickContext { attempt: 0, exclude: None, method: HttpMethod::Get };
+            let request = RequestMeta::get("/", std::net::Ipv4Addr::LOCALHOST.into());
+            upstream.slot.for_request().pick(request, ctx).0.unwrap()
+        };
+
+        busy.in_flight.store(50, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..50 {
+            let choice = pick();
+            assert!(choice.by_plugin, "the plugin answered");
+            assert_eq!(choice.backend, idle, "50 attempts in flight elsewhere make `busy` the dearer one");
+        }
+        busy.in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert!((0..50).any(|_| pick().backend == busy.id), "once drained, `busy` is picked again");
     }
 }

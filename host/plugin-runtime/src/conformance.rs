@@ -467,7 +467,7 @@ struct Instance<'a> {
 impl<'a> Instance<'a> {
     fn new(runtime: &'a PluginRuntime, code: &PluginCode) -> Result<Self, String> {
         let limits: &Limits = runtime.limits();
-        let mut store = runtime.new_store(&code.source);
+        let mut store = runtime.new_store(&code.source, std::sync::Arc::new(crate::NoLoad));
         // Instantiation runs guest initialisers, so it gets the control deadline.
         runtime.arm_deadline(&mut store, limits.control_timeout);
         let world = code.pre.instantiate(&mut store).map_err(|e| format!("instantiation {}", describe(&e)))?;

@@ -26,7 +26,7 @@ use super::bindings::Picker as PickerWorld;
 use super::bindings::veer::picker::types::Feedback;
 use super::conversions;
 use super::native::NativePicker;
-use super::runtime::{PluginCode, PluginRuntime, RequestMeta, StoreState};
+use super::runtime::{BackendLoad, NoLoad, PluginCode, PluginRuntime, RequestMeta, StoreState};
 use super::{PluginError, PluginSource};
 use veer_core::{BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
@@ -227,6 +227,8 @@ struct Inner {
 /// that routed it.
 pub struct Picker {
     runtime: Arc<PluginRuntime>,
+    /// What `host.in-flight` reads, for every instance (repairs included).
+    load: Arc<dyn BackendLoad>,
     /// `None` for a picker that runs in the host (`native:round-robin`, [`NativePicker`]).
     code: Option<Arc<PluginCode>>,
     /// The host-side policy of a [`NativePicker`]; `None` means round robin (or Wasm).
@@ -287,7 +289,9 @@ impl Picker {
     /// times), configures each instance with `params`, tells it about
     /// `membership`, offers it `handoff` state when it is the same policy at
     /// the same or a newer version, and smoke-tests a pick on each. Any
-    /// failure is returned and nothing is left running.
+    /// failure is returned and nothing is left running. Its `host.in-flight`
+    /// reads [`NoLoad`]: for a picker with no pool behind it (tests, benches);
+    /// a group's picker starts with [`Picker::start_with_load`].
     pub fn start(
         runtime: Arc<PluginRuntime>,
         code: Arc<PluginCode>,
@@ -295,12 +299,25 @@ impl Picker {
         membership: Membership,
         handoff: Option<&Handoff>,
     ) -> Result<(Picker, HandoffResult), PluginError> {
+        Picker::start_with_load(runtime, code, params, membership, handoff, Arc::new(NoLoad))
+    }
+
+    /// [`Picker::start`] for a picker whose `host.in-flight` reads `load`
+    /// (the group's pool).
+    pub fn start_with_load(
+        runtime: Arc<PluginRuntime>,
+        code: Arc<PluginCode>,
+        params: Vec<(String, String)>,
+        membership: Membership,
+        handoff: Option<&Handoff>,
+        load: Arc<dyn BackendLoad>,
+    ) -> Result<(Picker, HandoffResult), PluginError> {
         let count = runtime.limits().instances.max(1);
         let mut instances = Vec::with_capacity(count);
         let mut handoff_result = HandoffResult::None;
         let mut info = None;
         for _ in 0..count {
-            let (mut live, started) = Live::start(&runtime, &code, &params, &membership)?;
+            let (mut live, started) = Live::start(&runtime, &load, &code, &params, &membership)?;
             // Every instance is told the same state, so they agree on what was learned.
             handoff_result = import(&runtime, &mut live, &started, handoff)?;
             instances.push(Instance::new(Some(live), membership.clone()));
@@ -308,6 +325,7 @@ impl Picker {
         }
         let picker = Picker {
             runtime,
+            load,
             source: PluginSource::parse(&code.source),
             code: Some(code),
             native: None,
@@ -357,6 +375,7 @@ impl Picker {
     ) -> Picker {
         Picker {
             runtime,
+            load: Arc::new(NoLoad),
             source,
             code: None,
             native,
@@ -685,12 +704,12 @@ impl Picker {
             (code.clone(), inner.membership.clone())
         };
         // Built outside the lock, so picks (served by the fallback) go on meanwhile.
-        let started = Live::start(&self.runtime, &code, &self.params, &membership);
+        let started = Live::start(&self.runtime, &self.load, &code, &self.params, &membership);
         let mut inner = instance.inner.lock();
         let started = match started {
             // Events applied while it was built: build again from the current set.
             Ok(_) if inner.membership.generation() != membership.generation() => {
-                Live::start(&self.runtime, &code, &self.params, &inner.membership)
+                Live::start(&self.runtime, &self.load, &code, &self.params, &inner.membership)
             }
             started => started,
         };
@@ -711,12 +730,13 @@ impl Live {
     /// Instantiates and configures a plugin and replays `membership` into it.
     fn start(
         runtime: &PluginRuntime,
+        load: &Arc<dyn BackendLoad>,
         code: &PluginCode,
         params: &[(String, String)],
         membership: &Membership,
     ) -> Result<(Live, PickerInfo), PluginError> {
         let control = runtime.limits().control_timeout;
-        let mut store = runtime.new_store(&code.source);
+        let mut store = runtime.new_store(&code.source, load.clone());
         let instantiate = |reason: String| PluginError::Instantiate { origin: code.source.clone(), reason };
         // Instantiation runs guest code too (initialisers), so it gets a deadline.
         runtime.arm_deadline(&mut store, control);

@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::veer::picker::{host, request, types};
 use super::bindings::{Picker as PickerWorld, PickerPre};
-use super::{PluginError, PluginSource, builtin};
+use super::{BackendId, PluginError, PluginSource, builtin};
 
 /// Limits every plugin call runs under.
 #[derive(Debug, Clone)]
@@ -220,8 +220,9 @@ impl PluginRuntime {
         self.cache.lock().entries.len()
     }
 
-    /// A fresh sandboxed store for one instance of `plugin`.
-    pub(crate) fn new_store(&self, plugin: &str) -> Store<StoreState> {
+    /// A fresh sandboxed store for one instance of `plugin`, whose
+    /// `host.in-flight` reads `load`.
+    pub(crate) fn new_store(&self, plugin: &str, load: Arc<dyn BackendLoad>) -> Store<StoreState> {
         let seed = self.next_seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
@@ -238,6 +239,7 @@ impl PluginRuntime {
             log_refilled: Instant::now(),
             logs_dropped: 0,
             deadline: Deadline::default(),
+            load,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -359,6 +361,28 @@ pub struct StoreState {
     log_refilled: Instant,
     pub(crate) logs_dropped: u64,
     deadline: Deadline,
+    load: Arc<dyn BackendLoad>,
+}
+
+/// The host's live load on each backend of a group, which plugins read
+/// through `host.in-flight`. A picker runs one instance per data-path worker,
+/// so numbers that must be global (how many attempts a backend is serving)
+/// are kept by the host, not by each instance. The data plane's pool
+/// implements it; [`NoLoad`] stands in where no pool is behind the picker.
+pub trait BackendLoad: std::fmt::Debug + Send + Sync {
+    /// Attempts in flight to `backend` across every worker; 0 if unknown.
+    fn in_flight(&self, backend: BackendId) -> u32;
+}
+
+/// No pool behind the picker (tests, benches, `veer plugin test`): every
+/// backend has nothing in flight.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLoad;
+
+impl BackendLoad for NoLoad {
+    fn in_flight(&self, _backend: BackendId) -> u32 {
+        0
+    }
 }
 
 impl WasiView for StoreState {
@@ -381,6 +405,10 @@ impl host::Host for StoreState {
 
     fn now_us(&mut self) -> u64 {
         self.origin.elapsed().as_micros() as u64
+    }
+
+    fn in_flight(&mut self, backend: BackendId) -> u32 {
+        self.load.in_flight(backend)
     }
 
     fn log(&mut self, level: types::LogLevel, message: String) {

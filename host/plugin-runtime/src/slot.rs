@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot, worker_index};
-use super::runtime::PluginRuntime;
+use super::runtime::{BackendLoad, NoLoad, PluginRuntime};
 use super::{PluginError, PluginSource};
 use veer_core::BackendEvent;
 use veer_core::Membership;
@@ -73,6 +73,8 @@ impl std::fmt::Debug for RequestPicker {
 /// ([`PickerSlot::run`]), so a slow plugin call stalls no request.
 pub struct PickerSlot {
     runtime: Arc<PluginRuntime>,
+    /// What every picker this slot starts reads through `host.in-flight`.
+    load: Arc<dyn BackendLoad>,
     current: ArcSwap<Picker>,
     /// The same picker, once per worker (see [`RequestPicker`]).
     per_worker: Box<[ArcSwap<WorkerRef>]>,
@@ -92,17 +94,31 @@ impl std::fmt::Debug for PickerSlot {
 }
 
 impl PickerSlot {
-    /// Loads, configures and smoke-tests the first picker, for an empty group.
+    /// Loads, configures and smoke-tests the first picker, for an empty group
+    /// with no pool behind it: `host.in-flight` reads [`NoLoad`]. A group's
+    /// slot is made with [`PickerSlot::with_load`].
     pub fn new(
         runtime: Arc<PluginRuntime>,
         source: &PluginSource,
         params: Vec<(String, String)>,
     ) -> Result<Self, PluginError> {
-        let picker = Arc::new(Self::build(&runtime, source, params, Membership::default(), None)?.0);
+        Self::with_load(runtime, source, params, Arc::new(NoLoad))
+    }
+
+    /// [`PickerSlot::new`] for a group whose pool keeps the in-flight counts
+    /// its pickers read (`load`).
+    pub fn with_load(
+        runtime: Arc<PluginRuntime>,
+        source: &PluginSource,
+        params: Vec<(String, String)>,
+        load: Arc<dyn BackendLoad>,
+    ) -> Result<Self, PluginError> {
+        let picker = Arc::new(Self::build(&runtime, &load, source, params, Membership::default(), None)?.0);
         let workers = runtime.limits().instances.max(1);
         Ok(PickerSlot {
             per_worker: (0..workers).map(|_| ArcSwap::from_pointee(WorkerRef(picker.clone()))).collect(),
             runtime,
+            load,
             current: ArcSwap::new(picker),
             membership: Mutex::new(Membership::default()),
             pending: Mutex::new(Vec::new()),
@@ -229,7 +245,8 @@ impl PickerSlot {
                 }
             },
         };
-        let (picker, handoff) = Self::build(&self.runtime, source, params, membership.clone(), handoff.as_ref())?;
+        let (picker, handoff) =
+            Self::build(&self.runtime, &self.load, source, params, membership.clone(), handoff.as_ref())?;
         let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };
         let picker = Arc::new(picker);
         self.current.store(picker.clone());
@@ -248,6 +265,7 @@ impl PickerSlot {
 
     fn build(
         runtime: &Arc<PluginRuntime>,
+        load: &Arc<dyn BackendLoad>,
         source: &PluginSource,
         params: Vec<(String, String)>,
         membership: Membership,
@@ -264,7 +282,7 @@ impl PickerSlot {
         }
         // Cached after the first load, so this is cheap when `swap` loaded it already.
         let code = runtime.load(source)?;
-        Picker::start(runtime.clone(), code, params, membership, handoff)
+        Picker::start_with_load(runtime.clone(), code, params, membership, handoff, load.clone())
     }
 
     /// The counters of every picker this slot has served with, current included.

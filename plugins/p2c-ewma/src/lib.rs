@@ -3,8 +3,8 @@
 //!
 //! # Algorithm
 //!
-//! Per backend the plugin keeps a latency estimate `ewma` (µs), the time of its
-//! last sample, and the requests in flight that it sent there.
+//! Per backend the plugin keeps a latency estimate `ewma` (µs) and the time of
+//! its last sample; the requests in flight there are the host's count.
 //!
 //! * **Estimate.** Between samples the estimate decays towards zero:
 //!   `value(t) = ewma × exp(−(t − t_last) / τ)`, `τ = decay_ms`, but never below
@@ -31,8 +31,11 @@
 //! * **Cost.** `cost = value(now) × (in_flight + 1) / weight`: the expected wait
 //!   for this request if the backend serves its queue at the estimated latency,
 //!   scaled down by the backend's weight (its relative capacity; weight 1 for
-//!   all leaves the cost as linkerd computes it). In-flight counts are kept as in
-//!   `least-conn`: +1 per pick, −1 per outcome of a pick.
+//!   all leaves the cost as linkerd computes it). `in_flight` is the host's
+//!   count (`host::in_flight`): every attempt to the backend from every
+//!   data-path worker. The host runs an instance of this policy per worker, so
+//!   a count kept from its own picks would see only one worker's share of the
+//!   load; reading the host's costs one import call per candidate.
 //! * **Pick.** Two distinct eligible candidates other than `ctx.exclude`: one
 //!   drawn uniformly (O(1): a random index into the pool's dense eligible
 //!   list), the other the previous pick's winner (*memory*, below) or, when it
@@ -84,7 +87,6 @@ struct Stats {
     stamp_us: u64,
     /// Whether `ewma_us` comes from a sample (else it is the initial guess).
     sampled: bool,
-    in_flight: u32,
     weight: f64,
 }
 
@@ -112,9 +114,10 @@ impl P2cEwma {
         self.stats.get(&id).map(|s| self.value(s, now))
     }
 
-    /// Requests this plugin sent to `id` whose outcome has not arrived yet.
+    /// Attempts in flight to `id` as the cost counts them (the host's count,
+    /// across every worker); `None` for a backend the policy does not know.
     pub fn in_flight(&self, id: BackendId) -> Option<u32> {
-        self.stats.get(&id).map(|s| s.in_flight)
+        self.stats.get(&id).map(|_| host::in_flight(id))
     }
 
     fn value(&self, stats: &Stats, now: u64) -> f64 {
@@ -127,7 +130,9 @@ impl P2cEwma {
     }
 
     fn cost(&self, id: BackendId, now: u64) -> f64 {
-        self.stats.get(&id).map_or(f64::INFINITY, |s| self.value(s, now) * f64::from(s.in_flight + 1) / s.weight)
+        self.stats
+            .get(&id)
+            .map_or(f64::INFINITY, |s| self.value(s, now) * f64::from(host::in_flight(id).saturating_add(1)) / s.weight)
     }
 
     fn sync(&mut self, pool: &Pool, id: BackendId, now: u64) {
@@ -137,10 +142,8 @@ impl P2cEwma {
             }
             Some(backend) => {
                 let weight = f64::from(backend.weight.max(1));
-                self.stats
-                    .entry(id)
-                    .or_insert(Stats { ewma_us: 0.0, stamp_us: now, sampled: false, in_flight: 0, weight })
-                    .weight = weight;
+                self.stats.entry(id).or_insert(Stats { ewma_us: 0.0, stamp_us: now, sampled: false, weight }).weight =
+                    weight;
             }
         }
     }
@@ -261,19 +264,11 @@ impl Policy for P2cEwma {
             if self.cost(b, now) < self.cost(a, now) { b } else { a }
         };
         self.last = Some(chosen);
-        if let Some(stats) = self.stats.get_mut(&chosen) {
-            stats.in_flight = stats.in_flight.saturating_add(1);
-        }
         Some(chosen)
     }
 
     fn observe(&mut self, _pool: &Pool, outcome: &Outcome) {
         let id = outcome.backend;
-        if outcome.picked
-            && let Some(stats) = self.stats.get_mut(&id)
-        {
-            stats.in_flight = stats.in_flight.saturating_sub(1);
-        }
         let latency_us = outcome.latency_us as f64;
         let now = host::now_us();
         match outcome.error {
@@ -475,6 +470,20 @@ mod tests {
         assert_eq!(h.pick(), Some(only));
         h.set_eligible(only, false);
         assert_eq!(h.pick(), None);
+    }
+
+    /// The host runs an instance per worker: load another worker put on a
+    /// backend (the host's count) steers this instance's picks away from it.
+    #[test]
+    fn other_workers_load_counts_in_the_cost() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(2);
+        h.set_in_flight(ids[0], 50);
+        let counts = h.picks(200);
+        assert_eq!(counts.get(&ids[0]), None, "a backend 50 deep elsewhere is never cheaper: {counts:?}");
+        h.set_in_flight(ids[0], 0);
+        let counts = h.picks(200);
+        assert!(counts.get(&ids[0]).copied().unwrap_or(0) > 50, "shared again once it drains: {counts:?}");
     }
 
     #[test]
