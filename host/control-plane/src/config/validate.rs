@@ -133,20 +133,14 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     if proxy.workers == 0 {
         c.push("proxy.workers", "must be at least 1");
     }
-    if proxy.retry.max_attempts == 0 {
-        c.push("proxy.retry.max_attempts", "must be at least 1 (1 turns retries off)");
+    for (key, message) in proxy.retry.problems() {
+        c.push(&format!("proxy.retry.{key}"), message);
     }
     if let Some(sticky) = &proxy.sticky
         && (sticky.cookie.is_empty()
             || !sticky.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
     {
         c.push("proxy.sticky.cookie", "must be a non-empty name of letters, digits, '-', '_' or '.'");
-    }
-    if !(0.0..=1.0).contains(&proxy.retry.budget_ratio) {
-        c.push("proxy.retry.budget_ratio", "must be between 0.0 and 1.0");
-    }
-    if proxy.retry.backoff_max < proxy.retry.backoff_base {
-        c.push("proxy.retry.backoff_max", "must be at least backoff_base");
     }
     let limits = &proxy.limits;
     for (key, value, min) in [

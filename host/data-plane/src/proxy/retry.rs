@@ -49,6 +49,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// What is wrong with the policy: `(key, message)`, each key relative to
+    /// the policy (`max_attempts`).
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems = Vec::new();
+        if self.max_attempts == 0 {
+            problems.push(("max_attempts", "must be at least 1 (1 turns retries off)"));
+        }
+        if !(0.0..=1.0).contains(&self.budget_ratio) {
+            problems.push(("budget_ratio", "must be between 0.0 and 1.0"));
+        }
+        if self.backoff_max < self.backoff_base {
+            problems.push(("backoff_max", "must be at least backoff_base"));
+        }
+        problems
+    }
+
     /// Whether the policy allows another attempt after attempt `attempt`
     /// (0 for the first) of `max_attempts`, which answered `status` (`None`:
     /// failed without a response). The budget and the deadline decide next.
