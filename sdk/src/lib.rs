@@ -75,7 +75,7 @@ pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Mem
 /// default.
 ///
 /// Invariants the host relies on: `pick` returns an id from
-/// [`Pool::eligible`] that is not `ctx.exclude`, or `None` when there is none.
+/// [`Membership::eligible`] (the pool's eligible backends) that is not `ctx.exclude`, or `None` when there is none.
 /// Any other answer, a panic, or running past the host's deadline is a fault: the
 /// host serves the request with its own fallback choice and counts the fault.
 pub trait Policy: Sized + 'static {

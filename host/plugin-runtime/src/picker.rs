@@ -110,7 +110,7 @@ pub struct PickerStats {
     rebuilds: AtomicU64,
 }
 
-/// A point-in-time copy of [`PickerStats`].
+/// A point-in-time copy of a picker's counters (see [`Picker::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PickerStatsSnapshot {
     /// Picks answered (by the plugin or the fallback).

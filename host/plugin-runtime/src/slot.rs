@@ -179,7 +179,7 @@ impl PickerSlot {
     }
 
     /// The group's control task: applies published events as they come and
-    /// repairs a faulted instance within [`REPAIR_INTERVAL`], until `stop`.
+    /// repairs a faulted instance within `REPAIR_INTERVAL` (50 ms), until `stop`.
     /// Plugin calls run on a blocking thread, off the async workers.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);

@@ -6,7 +6,7 @@
 //!
 //! - host names by hash: an exact name is one lookup, a `*.suffix` wildcard
 //!   one lookup per label of the request's host;
-//! - paths by a radix tree ([`radix`]): `exact` and `prefix` conditions cost
+//! - paths by a radix tree: `exact` and `prefix` conditions cost
 //!   one walk down the request's path;
 //! - everything else (path regexes, methods, headers, query parameters) is
 //!   checked only on the routes the two indexes leave.
