@@ -14,7 +14,7 @@
 // Built with `jco componentize` (see build.sh); this module's `policy` export
 // implements the `veer:picker/policy` interface of wit/picker.wit.
 
-import { log } from "veer:picker/host@0.1.1";
+import { log } from "veer:picker/host@0.1.2";
 
 /** id -> { id, weight, eligible, inFlight } for every backend in the pool. */
 const backends = new Map();

@@ -18,20 +18,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use veer::routing::{MatchSpec, PathMatchSpec, RequestHead, RouteSpec, RouteTable};
 
 fn route(name: String, hosts: Vec<String>, path: Option<PathMatchSpec>) -> RouteSpec {
-    RouteSpec {
-        name,
-        matches: MatchSpec { hosts, path, ..MatchSpec::default() },
-        forward: Some("app".into()),
-        split: vec![],
-        redirect: None,
-        respond: None,
-        mirror: None,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        rewrite_prefix: None,
-        timeout: None,
-        retry: None,
-    }
+    let matches = MatchSpec { hosts, path, ..MatchSpec::default() };
+    RouteSpec { matches, forward: Some("app".into()), ..RouteSpec::new(name) }
 }
 
 /// The table of `kind` with `n` routes, and requests (host, path) for it.

@@ -43,6 +43,14 @@ request_fn!(
     /// The host's hash of the request's affinity key (the client IP by default).
     affinity_hash() -> u64
 );
+request_fn!(
+    /// The name of the route that took the request (contract 0.1.2).
+    route() -> Option<String>
+);
+request_fn!(
+    /// The name of the upstream group being picked for (contract 0.1.2).
+    upstream() -> Option<String>
+);
 
 /// The first value of header `name` (case-insensitive), if present.
 pub fn header(name: &str) -> Option<String> {

@@ -47,6 +47,10 @@ pub struct FakeRequest {
     pub affinity_hash: u64,
     /// Headers, name and value.
     pub headers: Vec<(String, String)>,
+    /// The route that took the request.
+    pub route: Option<String>,
+    /// The upstream group being picked for.
+    pub upstream: Option<String>,
 }
 
 impl Default for FakeRequest {
@@ -59,6 +63,8 @@ impl Default for FakeRequest {
             client_ip: "127.0.0.1".into(),
             affinity_hash: 0,
             headers: Vec::new(),
+            route: Some("default".into()),
+            upstream: Some("default".into()),
         }
     }
 }

@@ -125,6 +125,8 @@ pub fn veer_options(
         observe: veer::observe::ObserveConfig::default(),
         control: veer::config::ControlOptions::default(),
         canary: None,
+        upstreams: Vec::new(),
+        routes: None,
     }
 }
 
@@ -417,5 +419,74 @@ pub mod echo {
         }
         seen.complete_bodies.fetch_add(1, Ordering::SeqCst);
         Ok(http::Response::new(Full::new(Bytes::from(format!("received {received} bytes")))))
+    }
+}
+
+/// Config files, running servers and the admin API, for the tests that
+/// drive veer the way an operator does.
+pub mod operator {
+    use std::path::PathBuf;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use veer::server::RunningServer;
+    use veer::sim::{BackendProfile, SimBackend, SimBackendSpec};
+
+    use super::{Answer, send};
+
+    /// A simulated backend named `name` that answers at once, on 127.0.0.1.
+    pub async fn sim(name: &str) -> SimBackend {
+        let spec = SimBackendSpec {
+            name: name.to_string(),
+            profile: BackendProfile::fixed(std::time::Duration::ZERO),
+            phases: vec![],
+            seed: 1,
+        };
+        SimBackend::start(spec, "127.0.0.1:0".parse().expect("a valid address")).await.expect("the backend starts")
+    }
+
+    /// A config file in the temp dir, unique per test file, process and tag;
+    /// removed when dropped.
+    #[derive(Debug)]
+    pub struct ConfigFile(pub PathBuf);
+
+    impl ConfigFile {
+        /// A file for the test tagged `tag` of the test file `suite`.
+        pub fn new(suite: &str, tag: &str) -> Self {
+            ConfigFile(std::env::temp_dir().join(format!("veer-{suite}-{}-{tag}.yaml", std::process::id())))
+        }
+
+        /// Writes `text` into it.
+        pub fn write(&self, text: &str) {
+            std::fs::write(&self.0, text).expect("the temp dir is writable");
+        }
+    }
+
+    impl Drop for ConfigFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// veer started from `file`, which reloads read.
+    pub async fn start_from(file: &ConfigFile) -> RunningServer {
+        let mut options = veer::config::load(&file.0).unwrap_or_else(|e| panic!("{e}")).options;
+        options.control.config_file = Some(file.0.clone());
+        veer::server::start(options).await.expect("veer starts")
+    }
+
+    /// Sends `method path` with `body` to the admin API.
+    pub async fn admin(server: &RunningServer, method: &str, path: &str, body: &str) -> Answer {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a valid request");
+        send(server.admin_addr.expect("the admin API is on"), request).await
+    }
+
+    /// The answer's body as JSON.
+    pub fn json(answer: &Answer) -> serde_json::Value {
+        serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.body))
     }
 }

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -15,37 +14,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use veer::server::RunningServer;
-use veer::sim::{BackendProfile, SimBackend, SimBackendSpec};
+use veer_tests::operator::{ConfigFile, admin, json, sim, start_from};
 use veer_tests::{Answer, get, send};
-
-async fn sim(name: &str) -> SimBackend {
-    let spec = SimBackendSpec {
-        name: name.to_string(),
-        profile: BackendProfile::fixed(std::time::Duration::ZERO),
-        phases: vec![],
-        seed: 1,
-    };
-    SimBackend::start(spec, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
-/// A config file in the temp dir, unique per test.
-struct ConfigFile(PathBuf);
-
-impl ConfigFile {
-    fn new(tag: &str) -> Self {
-        ConfigFile(std::env::temp_dir().join(format!("veer-control-{}-{tag}.yaml", std::process::id())))
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.0, text).unwrap();
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Config text for `backends` (name, address), routed by `picker`. Health
 /// checks are off so that only the config decides the backend set.
@@ -59,21 +29,6 @@ fn config(backends: &[(&str, SocketAddr)], picker: &str) -> String {
     text
 }
 
-async fn start_from(file: &ConfigFile) -> RunningServer {
-    let mut options = veer::config::load(&file.0).unwrap().options;
-    options.control.config_file = Some(file.0.clone());
-    veer::server::start(options).await.unwrap()
-}
-
-async fn admin(server: &RunningServer, method: &str, path: &str, body: &str) -> Answer {
-    let request = Request::builder().method(method).uri(path).body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    send(server.admin_addr.unwrap(), request).await
-}
-
-fn json(answer: &Answer) -> serde_json::Value {
-    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.body))
-}
-
 fn backend_names(server: &RunningServer) -> Vec<String> {
     server.proxy.pool().all().iter().map(|b| b.spec.name.clone()).collect()
 }
@@ -81,7 +36,7 @@ fn backend_names(server: &RunningServer) -> Vec<String> {
 #[tokio::test]
 async fn a_broken_config_is_refused_with_every_problem_and_the_running_one_keeps_serving() {
     let (a, b) = (sim("a").await, sim("b").await);
-    let file = ConfigFile::new("broken");
+    let file = ConfigFile::new("control", "broken");
     file.write(&config(&[("a", a.addr())], "builtin:round-robin"));
     let server = start_from(&file).await;
     assert_eq!(get(server.proxy_addr, "/").await.status, StatusCode::OK);
@@ -114,7 +69,7 @@ async fn a_broken_config_is_refused_with_every_problem_and_the_running_one_keeps
 #[tokio::test]
 async fn a_reload_keeps_unchanged_backends_live_state_and_applies_the_rest() {
     let (a, b, c) = (sim("a").await, sim("b").await, sim("c").await);
-    let file = ConfigFile::new("diff");
+    let file = ConfigFile::new("control", "diff");
     file.write(&config(&[("a", a.addr()), ("b", b.addr())], "builtin:round-robin"));
     let server = start_from(&file).await;
     for _ in 0..10 {
@@ -232,7 +187,7 @@ async fn the_admin_api_refuses_non_loopback_without_a_token_and_checks_the_token
 #[tokio::test]
 async fn the_config_file_is_reloaded_when_it_changes() {
     let (a, b) = (sim("a").await, sim("b").await);
-    let file = ConfigFile::new("watch");
+    let file = ConfigFile::new("control", "watch");
     let text =
         config(&[("a", a.addr())], "builtin:round-robin").replace("watch: false", "watch: true\n  poll_interval: 20ms");
     file.write(&text);
@@ -255,7 +210,7 @@ async fn the_config_file_is_reloaded_when_it_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_swaps_and_a_hundred_reloads_under_load_fail_no_request() {
     let (a, b, c) = (sim("a").await, sim("b").await, sim("c").await);
-    let file = ConfigFile::new("load");
+    let file = ConfigFile::new("control", "load");
     let two = config(&[("a", a.addr()), ("b", b.addr())], "builtin:round-robin");
     let three = format!("{two}  - name: c\n    address: {}\n", c.addr());
     file.write(&two);
@@ -427,7 +382,7 @@ async fn the_consistent_hash_builtin_keeps_a_header_on_its_backend_when_another_
 #[tokio::test]
 async fn a_canary_gets_its_share_of_traffic_only_for_matching_requests_and_follows_the_admin_api() {
     let (a, b, next) = (sim("a").await, sim("b").await, sim("next").await);
-    let file = ConfigFile::new("canary");
+    let file = ConfigFile::new("control", "canary");
     file.write(&format!(
         "{}canary:\n  percent: 20\n  header:\n    name: x-canary\n    value: \"yes\"\n  backends:\n    - name: next\n      address: {}\n  picker:\n    source: builtin:least-conn\n",
         config(&[("a", a.addr()), ("b", b.addr())], "builtin:round-robin"),

@@ -51,7 +51,8 @@ use veer_data_plane::health::BackendHealth;
 use veer_data_plane::observe::snapshot::{PickerSnapshot, picker_snapshot, snapshot};
 use veer_data_plane::pool::{BackendProtocol, BackendSnapshot, BackendSpec, MAX_WEIGHT};
 use veer_data_plane::proxy::Proxy;
-use veer_data_plane::proxy::canary::{Canary, CanarySplit};
+use veer_data_plane::routing::canary::CanarySplit;
+use veer_data_plane::upstream::Upstream;
 use veer_plugin_runtime::{PickerHealth, PluginSource};
 
 /// Largest admin request body accepted.
@@ -259,7 +260,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     match (&method, path.as_str()) {
         (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
-        (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy.metrics(), proxy.main())),
+        (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy.metrics(), &proxy.main())),
         (&Method::GET, "/metrics") => metrics(proxy),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
         (&Method::GET, "/readyz") => readyz(proxy),
@@ -272,34 +273,47 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/config") => json(StatusCode::OK, &admin.reloader.effective()),
         (&Method::POST, "/reload") => reload(admin).await,
         (&Method::POST, "/selftest") => self_test(proxy).await,
-        (&Method::GET, "/picker") => json(StatusCode::OK, &picker_snapshot(proxy.slot())),
-        (&Method::PUT, "/picker") => swap_picker(admin, request).await,
+        (&Method::GET, "/picker") => json(StatusCode::OK, &picker_snapshot(&proxy.slot())),
+        (&Method::PUT, "/picker") => swap_picker(admin, proxy.main(), request).await,
+        (&Method::GET, "/upstreams") => {
+            let routes = proxy.routes();
+            json(StatusCode::OK, &routes.upstreams().iter().map(|group| group_view(group)).collect::<Vec<_>>())
+        }
+        (&Method::GET, "/routes") => json(StatusCode::OK, &proxy.routes().specs()),
+        (method, path) if path.starts_with("/upstreams/") => {
+            let rest = &path["/upstreams/".len()..];
+            let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+            match proxy.routes().upstream(name).cloned() {
+                Some(group) => upstream(admin, group, method, action, request).await,
+                None => error(StatusCode::NOT_FOUND, &format!("no upstream named {name:?}; try GET /upstreams")),
+            }
+        }
         (&Method::GET, "/canary") => match proxy.canary() {
-            Some(canary) => canary_view(canary),
+            Some((group, split)) => canary_view(&group, &split),
             None => no_canary(),
         },
         (&Method::PUT, "/canary") => match proxy.canary() {
-            Some(canary) => set_canary_split(canary, request).await,
+            Some(_) => set_canary_split(proxy, request).await,
             None => no_canary(),
         },
         (&Method::DELETE, "/canary") => match proxy.canary() {
-            Some(canary) => {
-                canary.set_split(CanarySplit { percent: 0.0, ..canary.split() });
-                json(StatusCode::OK, &canary.split())
-            }
+            Some((_, split)) => match proxy.set_canary_split(CanarySplit { percent: 0.0, ..split }) {
+                Some(split) => json(StatusCode::OK, &split),
+                None => no_canary(),
+            },
             None => no_canary(),
         },
         (&Method::GET, "/backends") => json(StatusCode::OK, &status(proxy).backends),
-        (&Method::POST, "/backends") => add_backend(proxy, request).await,
+        (&Method::POST, "/backends") => add_backend(proxy, &proxy.main(), request).await,
         (method, path) if path.starts_with("/backends/") => {
             let rest = &path["/backends/".len()..];
             let (name, action) = rest.rsplit_once('/').unwrap_or((rest, ""));
-            change_backend(proxy, method, name, action, request).await
+            change_backend(&proxy.main(), method, name, action, request).await
         }
         (
             _,
             "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker" | "/backends"
-            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary",
+            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary" | "/upstreams" | "/routes",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }
@@ -350,8 +364,51 @@ async fn self_test(proxy: &Proxy) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "ok": problems.is_empty(), "problems": problems }))
 }
 
-/// `PUT /picker`: a live swap to a built-in or a component in a plugin directory.
-async fn swap_picker(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `/upstreams/{name}/…`: one group's view, picker and backends.
+async fn upstream(
+    admin: &Admin,
+    group: Arc<Upstream>,
+    method: &Method,
+    action: &str,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match (method, action) {
+        (&Method::GET, "") => json(StatusCode::OK, &group_view(&group)),
+        (&Method::GET, "picker") => json(StatusCode::OK, &picker_snapshot(&group.slot)),
+        (&Method::PUT, "picker") => swap_picker(admin, group, request).await,
+        (&Method::GET, "backends") => json(StatusCode::OK, &group_view(&group).backends),
+        (&Method::POST, "backends") => add_backend(&admin.proxy, &group, request).await,
+        (method, action) if action.starts_with("backends/") => {
+            let rest = &action["backends/".len()..];
+            let (name, action) = rest.rsplit_once('/').unwrap_or((rest, ""));
+            change_backend(&group, method, name, action, request).await
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "expected GET /upstreams/{name}, GET or PUT /upstreams/{name}/picker, GET or POST /upstreams/{name}/backends, or /upstreams/{name}/backends/{backend}[/weight|/drain|/undrain]",
+        ),
+    }
+}
+
+/// One upstream group: its name, picker and backends.
+#[derive(serde::Serialize)]
+struct GroupView {
+    name: String,
+    picker: PickerSnapshot,
+    backends: Vec<BackendView>,
+}
+
+fn group_view(group: &Upstream) -> GroupView {
+    let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
+    let backends =
+        group.pool.all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
+    GroupView { name: group.name.to_string(), picker: picker_snapshot(&group.slot), backends }
+}
+
+/// `PUT /picker` (the default group) and `PUT /upstreams/{name}/picker`: a
+/// live swap of that group's picker only, to a built-in or a component in a
+/// plugin directory.
+async fn swap_picker(admin: &Admin, group: Arc<Upstream>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let swap: SwapRequest = match body(request, "{\"source\": \"...\", \"params\": {...}}").await {
         Ok(swap) => swap,
         Err(response) => return response,
@@ -360,7 +417,7 @@ async fn swap_picker(admin: &Admin, request: Request<Incoming>) -> Response<Full
     if let Err(reason) = admin.may_load(&source) {
         return error(StatusCode::FORBIDDEN, &reason);
     }
-    let slot = admin.proxy.slot().clone();
+    let slot = group.slot.clone();
     // Loading compiles Wasm: keep it off the async workers.
     match tokio::task::spawn_blocking(move || slot.swap(&source, swap.params.into_iter().collect())).await {
         Ok(Ok(report)) => json(StatusCode::OK, &report),
@@ -374,17 +431,16 @@ fn no_canary() -> Response<Full<Bytes>> {
 }
 
 /// `GET /canary`: the split, the canary's picker and its backends.
-fn canary_view(canary: &Canary) -> Response<Full<Bytes>> {
-    let group = &canary.upstream;
+fn canary_view(group: &Upstream, split: &CanarySplit) -> Response<Full<Bytes>> {
     let mut health: BTreeMap<_, _> = group.health.snapshot().into_iter().map(|h| (h.id, h)).collect();
     let backends: Vec<_> =
         group.pool.all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
     let picker = group.slot.current();
-    json(StatusCode::OK, &serde_json::json!({ "split": canary.split(), "picker": picker.info(), "backends": backends }))
+    json(StatusCode::OK, &serde_json::json!({ "split": split, "picker": picker.info(), "backends": backends }))
 }
 
 /// `PUT /canary`: a new split, checked first.
-async fn set_canary_split(canary: &Canary, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn set_canary_split(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let shape = "{\"percent\": 10, \"header\": {\"name\": \"...\", \"value\": \"...\"}}";
     let split: CanarySplit = match body(request, shape).await {
         Ok(split) => split,
@@ -395,12 +451,15 @@ async fn set_canary_split(canary: &Canary, request: Request<Incoming>) -> Respon
         let text: Vec<_> = problems.iter().map(|(path, problem)| format!("{path}: {problem}")).collect();
         return error(StatusCode::BAD_REQUEST, &text.join("; "));
     }
-    canary.set_split(split);
-    json(StatusCode::OK, &canary.split())
+    match proxy.set_canary_split(split) {
+        Some(split) => json(StatusCode::OK, &split),
+        None => no_canary(),
+    }
 }
 
-/// `POST /backends`: a new backend of the main group (slow start applies).
-async fn add_backend(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `POST /backends` (the default group) and `POST /upstreams/{name}/backends`:
+/// a new backend of that group (slow start applies).
+async fn add_backend(proxy: &Proxy, group: &Upstream, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let add: AddBackend = match body(request, "{\"name\": \"...\", \"address\": \"IP:PORT\", \"weight\": N}").await {
         Ok(add) => add,
         Err(response) => return response,
@@ -411,9 +470,10 @@ async fn add_backend(proxy: &Proxy, request: Request<Incoming>) -> Response<Full
     };
     let name = spec.name.clone();
     // Checked and added as one change: two adds of one name cannot both pass.
-    let added = proxy.health().change(|pool| {
-        let in_canary = proxy.canary().is_some_and(|canary| canary.upstream.pool.by_name(&spec.name).is_some());
-        if pool.by_name(&spec.name).is_some() || in_canary {
+    let added = group.health.change(|pool| {
+        // Backend names are unique across every group (metrics and the admin API name them).
+        let elsewhere = proxy.routes().upstreams().iter().any(|group| group.pool.by_name(&spec.name).is_some());
+        if pool.by_name(&spec.name).is_some() || elsewhere {
             (vec![], vec![], false)
         } else {
             (vec![spec], vec![], true)
@@ -422,16 +482,17 @@ async fn add_backend(proxy: &Proxy, request: Request<Incoming>) -> Response<Full
     if !added {
         return error(StatusCode::CONFLICT, &format!("a backend named {name:?} exists already"));
     }
-    match proxy.health().backend(&name) {
+    match group.health.backend(&name) {
         Some(health) => json(StatusCode::CREATED, &health),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "the backend was added and is gone already"),
     }
 }
 
 /// `DELETE /backends/{name}`, `PUT /backends/{name}/weight`,
-/// `POST /backends/{name}/drain` and `/undrain`.
+/// `POST /backends/{name}/drain` and `/undrain`, on the default group or (under
+/// `/upstreams/{upstream}/`) on the named one.
 async fn change_backend(
-    proxy: &Proxy,
+    group: &Upstream,
     method: &Method,
     name: &str,
     action: &str,
@@ -439,7 +500,7 @@ async fn change_backend(
 ) -> Response<Full<Bytes>> {
     let unknown = || error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}"));
     match (method, action) {
-        (&Method::DELETE, "") => match proxy.health().remove(&[name]).as_slice() {
+        (&Method::DELETE, "") => match group.health.remove(&[name]).as_slice() {
             [] => unknown(),
             _ => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
         },
@@ -451,12 +512,12 @@ async fn change_backend(
             if !(1..=MAX_WEIGHT).contains(&set.weight) {
                 return error(StatusCode::BAD_REQUEST, &format!("weight must be from 1 to {MAX_WEIGHT}"));
             }
-            match proxy.health().set_weight(name, set.weight) {
+            match group.health.set_weight(name, set.weight) {
                 Some(health) => json(StatusCode::OK, &health),
                 None => unknown(),
             }
         }
-        (&Method::POST, "drain" | "undrain") => match proxy.health().set_drained(name, action == "drain") {
+        (&Method::POST, "drain" | "undrain") => match group.health.set_drained(name, action == "drain") {
             Some(health) => json(StatusCode::OK, &health),
             None => unknown(),
         },
@@ -468,10 +529,8 @@ async fn change_backend(
 }
 
 fn status(proxy: &Proxy) -> StatusView {
-    let mut health: BTreeMap<_, _> = proxy.health().snapshot().into_iter().map(|h| (h.id, h)).collect();
-    let backends =
-        proxy.pool().all().iter().map(|b| BackendView { live: b.snapshot(), health: health.remove(&b.id) }).collect();
-    StatusView { picker: picker_snapshot(proxy.slot()), admission: proxy.admission().snapshot(), backends }
+    let GroupView { picker, backends, .. } = group_view(&proxy.main());
+    StatusView { picker, admission: proxy.admission().snapshot(), backends }
 }
 
 /// The problem when no backend of the main group can be picked.

@@ -16,8 +16,8 @@ use veer_data_plane::health::InvalidHealthConfig;
 use veer_data_plane::observe::access_log::AccessLog;
 use veer_data_plane::observe::{Metrics, snapshot};
 use veer_data_plane::proxy::Proxy;
-use veer_data_plane::proxy::canary::Canary;
-use veer_data_plane::upstream::{Upstream, UpstreamSpec};
+use veer_data_plane::routing::{RouteProblem, Routes};
+use veer_data_plane::upstream::Upstream;
 use veer_plugin_runtime::{HandoffResult, Limits, PluginError, PluginRuntime};
 
 /// Why veer could not start.
@@ -46,6 +46,9 @@ pub enum StartError {
     /// The health settings do not make sense.
     #[error(transparent)]
     Health(#[from] InvalidHealthConfig),
+    /// The routes do not compile over the upstream groups.
+    #[error("invalid routes: {}", .0.iter().map(|p| format!("routes{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
+    Routes(Vec<RouteProblem>),
     /// The admin API would listen beyond loopback without a token.
     #[error(
         "the admin API on {0} would be reachable from other machines without a token: set admin.token or VEER_ADMIN_TOKEN, or listen on 127.0.0.1"
@@ -120,13 +123,16 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         Some(config) => Some(AccessLog::start(config, metrics.clone()).map_err(StartError::AccessLog)?),
         None => None,
     };
-    let main = UpstreamSpec {
-        backends: options.backends.clone(),
-        picker: options.picker.clone(),
-        params: options.params.clone(),
-        health: options.health.clone(),
-    };
-    let main = Upstream::start(runtime.clone(), main, metrics.clone()).await?;
+    let mut upstreams = Vec::new();
+    for spec in options.upstream_specs() {
+        upstreams.push(Upstream::start(runtime.clone(), spec, metrics.clone()).await?);
+    }
+    let routes = match &options.routes {
+        Some(specs) => Routes::new(upstreams, specs.clone()),
+        None => Routes::derived(upstreams, options.canary.as_ref().map(|canary| canary.split.clone())),
+    }
+    .map_err(StartError::Routes)?;
+    let main = routes.default_upstream().clone();
     let restored_state = match options.control.state_dir.clone() {
         // Offered once the picker knows the backends: state may refer to them.
         Some(dir) => {
@@ -137,31 +143,15 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         }
         None => None,
     };
-    let canary = match &options.canary {
-        Some(canary) => {
-            let spec = UpstreamSpec {
-                backends: canary.backends.clone(),
-                picker: canary.picker.clone(),
-                params: canary.params.clone(),
-                health: options.health.clone(),
-            };
-            let upstream = Upstream::start(runtime.clone(), spec, metrics.clone()).await?;
-            Some(Arc::new(Canary::new(upstream, canary.split.clone())))
-        }
-        None => None,
-    };
-    let proxy = Proxy::new(main.clone(), canary.clone(), admission.clone(), options.proxy.clone(), metrics, access_log);
+    let groups = routes.upstreams().to_vec();
+    let proxy = Proxy::new(routes, admission.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
-    let mut tasks = vec![
-        tokio::spawn(serving),
-        tokio::spawn(main.clone().run(stopped(stop_rx.clone()))),
-        tokio::spawn(admission.run(stopped(stop_rx.clone()))),
-    ];
-    if let Some(canary) = &canary {
-        tasks.push(tokio::spawn(canary.upstream.clone().run(stopped(stop_rx.clone()))));
+    let mut tasks = vec![tokio::spawn(serving), tokio::spawn(admission.run(stopped(stop_rx.clone())))];
+    for group in groups {
+        tasks.push(tokio::spawn(group.run(stopped(stop_rx.clone()))));
     }
     tasks.push(tokio::spawn(snapshot::periodic(
         proxy.metrics().clone(),
@@ -179,7 +169,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         );
         tasks.push(tokio::spawn(persist));
     }
-    let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone()));
+    let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone(), runtime.clone(), stop_rx.clone()));
     if let (Some(_), Some(interval)) = (&options.control.config_file, options.control.watch) {
         tasks.push(tokio::spawn(reloader.clone().watch(interval, stopped(stop_rx.clone()))));
     }

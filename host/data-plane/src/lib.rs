@@ -3,6 +3,8 @@
 //!
 //! - [`proxy`]: the listener workers, the client connection and its limits, and
 //!   the forward path in phases (route, pick and admit, send, classify, retry).
+//! - [`retry`]: when a request may be tried again, and the budget that keeps
+//!   retries from storming a failing fleet.
 //! - [`routing`]: a listener's routes compiled into a table that finds a
 //!   request's route (host by hash, path by radix tree) and says what to do.
 //! - [`upstream`]: one backend group as a unit (pool, health, picker slot) with
@@ -26,6 +28,7 @@ pub mod net;
 pub mod observe;
 pub mod pool;
 pub mod proxy;
+pub mod retry;
 pub mod routing;
 pub mod series;
 pub mod upstream;

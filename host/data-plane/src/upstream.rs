@@ -5,8 +5,8 @@
 //! Requests only read it: pick (the slot), admit and record (health and the
 //! pool's atomics). What changes it — membership, eligibility, the picker's
 //! control calls — is applied by its owner task ([`Upstream::run`]) or by the
-//! control plane (reload, the admin API), never on a request's thread. The
-//! main group and the canary are two instances of this type.
+//! control plane (reload, the admin API), never on a request's thread. Every
+//! upstream a listener's routes name is one instance of this type.
 
 use std::sync::Arc;
 
@@ -18,8 +18,10 @@ use crate::series::{Registrar, catch_up};
 use veer_plugin_runtime::{PickerSlot, PluginError, PluginRuntime, PluginSource};
 
 /// What an upstream group is made from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
+    /// Its name, unique among the upstreams; routes refer to it.
+    pub name: String,
     /// Its backends.
     pub backends: Vec<BackendSpec>,
     /// Its picker's code.
@@ -33,12 +35,16 @@ pub struct UpstreamSpec {
 /// A running upstream group.
 #[derive(Debug)]
 pub struct Upstream {
+    /// Its name.
+    pub name: Arc<str>,
     /// The backends.
     pub pool: Arc<Pool>,
     /// Eligibility and weights; the picker hears of every change.
     pub health: Arc<Health>,
     /// The serving picker.
     pub slot: Arc<PickerSlot>,
+    /// Set when a reload removed the group: its owner task ends.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl Upstream {
@@ -56,7 +62,8 @@ impl Upstream {
         slot.apply(&events);
         let publish = slot.clone();
         let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
-        Ok(Upstream { pool, health, slot })
+        let (retired, _) = tokio::sync::watch::channel(false);
+        Ok(Upstream { name: spec.name.into(), pool, health, slot, retired })
     }
 
     /// [`Upstream::new`] on a blocking thread.
@@ -73,14 +80,23 @@ impl Upstream {
 
     /// The group's owner task: health checks and timers, and the picker's
     /// control calls (events published by health, repairs after a fault),
-    /// until `stop`.
+    /// until `stop` or [`Upstream::retire`].
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let never = std::future::pending::<()>;
+        let mut retired = self.retired.subscribe();
         tokio::select! {
             () = stop => {}
+            _ = retired.wait_for(|retired| *retired) => {}
             () = self.health.clone().run(never()) => {}
             () = self.slot.clone().run(never()) => {}
         }
+    }
+
+    /// Ends the owner task of a group no route uses any more. Requests that
+    /// already hold the group finish on it; its backends are no longer
+    /// checked.
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
     }
 }
 
@@ -165,7 +181,7 @@ mod tests {
             .zip(backends)
             .map(|(port, name)| BackendSpec::new(*name, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
-        let spec = UpstreamSpec { backends, picker, params: vec![], health };
+        let spec = UpstreamSpec { name: "test".into(), backends, picker, params: vec![], health };
         let runtime = PluginRuntime::new(Limits::default()).unwrap();
         Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap()
     }

@@ -326,6 +326,17 @@ pub struct RequestMeta {
     pub client_ip: IpAddr,
     /// Hash of the configured affinity key; `None` hashes the client IP.
     pub affinity_hash: Option<u64>,
+    /// The route that took the request, and the upstream group picked for.
+    pub route: Option<RouteNames>,
+}
+
+/// The names `request.route` and `request.upstream` answer with.
+#[derive(Debug, Clone)]
+pub struct RouteNames {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// The upstream group's name.
+    pub upstream: Arc<str>,
 }
 
 impl RequestMeta {
@@ -333,7 +344,7 @@ impl RequestMeta {
     pub fn get(path: &str, client_ip: IpAddr) -> Self {
         let mut parts = http::Request::new(()).into_parts().0;
         parts.uri = path.parse().unwrap_or_default();
-        RequestMeta { parts, client_ip, affinity_hash: None }
+        RequestMeta { parts, client_ip, affinity_hash: None, route: None }
     }
 
     /// The affinity hash `request.affinity-hash` answers with.
@@ -465,6 +476,14 @@ impl request::Host for StoreState {
 
     fn affinity_hash(&mut self) -> u64 {
         self.request.as_ref().map_or(0, RequestMeta::affinity_hash)
+    }
+
+    fn route(&mut self) -> Option<String> {
+        Some(self.request.as_ref()?.route.as_ref()?.route.to_string())
+    }
+
+    fn upstream(&mut self) -> Option<String> {
+        Some(self.request.as_ref()?.route.as_ref()?.upstream.to_string())
     }
 }
 

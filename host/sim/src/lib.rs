@@ -58,8 +58,8 @@ use serde::{Deserialize, Serialize};
 pub use cli::{CliSpecError, SimBackendCli, run_cli, run_cli_until};
 pub use profile::{BackendProfile, FailureKind, InvalidProfile, Latency, MAX_LATENCY, Phase};
 pub use server::{
-    BACKEND_HEADER, ECHO_HEADERS_HEADER, REQUEST_BYTES_HEADER, RESPONSE_BYTES_HEADER, SHUTDOWN_GRACE, SimBackend,
-    SimStats,
+    BACKEND_HEADER, ECHO_HEADERS_HEADER, PATH_HEADER, REQUEST_BYTES_HEADER, RESPONSE_BYTES_HEADER, SHUTDOWN_GRACE,
+    SimBackend, SimStats,
 };
 pub use veer_core::rng::SplitMix64;
 

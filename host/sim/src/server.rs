@@ -37,6 +37,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const BACKEND_HEADER: &str = "x-sim-backend";
 /// Response header: how many request-body bytes the backend read.
 pub const REQUEST_BYTES_HEADER: &str = "x-sim-request-bytes";
+/// Response header: the request target (path and query) the backend received.
+pub const PATH_HEADER: &str = "x-sim-path";
 /// Request header: answer with this many body bytes (streamed) instead of the name.
 pub const RESPONSE_BYTES_HEADER: &str = "x-sim-response-bytes";
 /// Request header: with value `1`, answer with the request's headers as a JSON object.
@@ -68,7 +70,8 @@ static CHUNK: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
 ///   - [`RESPONSE_BYTES_HEADER`]`: N`: `N` bytes of body, streamed in 64 KiB chunks;
 ///   - otherwise `"{name}\n"`.
 ///
-///   Every modelled answer carries [`BACKEND_HEADER`] and [`REQUEST_BYTES_HEADER`].
+///   Every modelled answer carries [`BACKEND_HEADER`], [`REQUEST_BYTES_HEADER`]
+///   and [`PATH_HEADER`].
 ///
 /// Randomness is seeded per backend and per request (the `n`-th modelled request
 /// always draws the same failure and latency), so a run is reproducible apart
@@ -542,6 +545,9 @@ async fn modelled(
     let headers = response.headers_mut();
     headers.insert(BACKEND_HEADER, shared.name_header.clone());
     headers.insert(REQUEST_BYTES_HEADER, HeaderValue::from(request_bytes));
+    if let Some(target) = parts.uri.path_and_query().and_then(|target| HeaderValue::from_str(target.as_str()).ok()) {
+        headers.insert(PATH_HEADER, target);
+    }
     drop(in_flight);
     Ok(response)
 }

@@ -14,6 +14,7 @@ use veer::observe::snapshot::DumpConfig;
 use veer::plugin::{Limits, PickerSlot, PluginRuntime, PluginSource};
 use veer::pool::{BackendProtocol, BackendSpec, MAX_WEIGHT};
 use veer::proxy::ProxyConfig;
+use veer::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM};
 use veer::server::{self, ServerOptions};
 
 use super::{parse_params, tokio_runtime};
@@ -305,6 +306,8 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
             ..ControlOptions::default()
         },
         canary: None,
+        upstreams: Vec::new(),
+        routes: None,
     })
 }
 
@@ -312,18 +315,35 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
 pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let options = load_config(file)?.options;
     let runtime = PluginRuntime::new(Limits::default())?;
-    let slot = PickerSlot::new(runtime, &options.picker, options.params.clone())
-        .with_context(|| format!("{}: picker.source: the picker failed to load", file.display()))?;
-    let info = slot.current().info().clone();
-    println!(
-        "ok: {}: listen {}, {} backends, picker {} {} ({})",
-        file.display(),
-        options.listen,
-        options.backends.len(),
-        info.name,
-        info.version,
-        info.source
-    );
+    let mut groups = Vec::new();
+    for spec in options.upstream_specs() {
+        let key = match spec.name.as_str() {
+            DEFAULT_UPSTREAM if options.upstreams.iter().all(|u| u.name != DEFAULT_UPSTREAM) => "picker".to_string(),
+            CANARY_UPSTREAM if options.canary.is_some() => "canary.picker".to_string(),
+            name => format!("upstreams.{name}.picker"),
+        };
+        let slot = PickerSlot::new(runtime.clone(), &spec.picker, spec.params.clone())
+            .with_context(|| format!("{}: {key}.source: the picker failed to load", file.display()))?;
+        groups.push((spec, slot.current().info().clone()));
+    }
+    if let [(spec, info)] = groups.as_slice() {
+        println!(
+            "ok: {}: listen {}, {} backends, picker {} {} ({})",
+            file.display(),
+            options.listen,
+            spec.backends.len(),
+            info.name,
+            info.version,
+            info.source
+        );
+        return Ok(());
+    }
+    let routes = options.routes.as_ref().map_or("derived".to_string(), |routes| routes.len().to_string());
+    println!("ok: {}: listen {}, {} upstreams, routes: {routes}", file.display(), options.listen, groups.len());
+    for (spec, info) in groups {
+        let count = spec.backends.len();
+        println!("  upstream {}: {count} backends, picker {} {} ({})", spec.name, info.name, info.version, info.source);
+    }
     Ok(())
 }
 
@@ -395,6 +415,8 @@ async fn serve_demo(
         admission: AdmissionConfig::default(),
         control: ControlOptions::default(),
         canary: None,
+        upstreams: Vec::new(),
+        routes: None,
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");
@@ -466,6 +488,26 @@ mod tests {
     struct Run {
         #[command(flatten)]
         args: RunArgs,
+    }
+
+    /// `veer check` loads every upstream's picker, not just the default one.
+    #[test]
+    fn check_loads_the_picker_of_every_upstream() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        check(&examples.join("veer.yaml")).unwrap();
+        check(&examples.join("multi-service.yaml")).unwrap();
+        let broken = std::env::temp_dir().join(format!("veer-check-{}.yaml", std::process::id()));
+        let component = std::env::temp_dir().join(format!("veer-check-{}.wasm", std::process::id()));
+        std::fs::write(&component, b"not a component").unwrap();
+        let text = format!(
+            "upstreams:\n  - name: api\n    backends: [{{name: a, address: 127.0.0.1:1}}]\n  - name: odd\n    picker: {{source: {}}}\n    backends: [{{name: b, address: 127.0.0.1:2}}]\n",
+            component.display()
+        );
+        std::fs::write(&broken, text).unwrap();
+        let error = format!("{:#}", check(&broken).unwrap_err());
+        assert!(error.contains("upstreams.odd.picker.source: the picker failed to load"), "{error}");
+        let _ = std::fs::remove_file(broken);
+        let _ = std::fs::remove_file(component);
     }
 
     fn health_of(args: &[&str]) -> anyhow::Result<HealthConfig> {

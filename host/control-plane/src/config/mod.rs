@@ -34,7 +34,8 @@ use veer_data_plane::health::HealthConfig;
 use veer_data_plane::observe::ObserveConfig;
 use veer_data_plane::pool::BackendProtocol;
 use veer_data_plane::proxy::ProxyConfig;
-pub use veer_data_plane::proxy::canary::HeaderMatch;
+pub use veer_data_plane::routing::RouteSpec;
+pub use veer_data_plane::routing::canary::HeaderMatch;
 
 /// Environment variable that holds the admin token when the file does not.
 pub const ADMIN_TOKEN_ENV: &str = "VEER_ADMIN_TOKEN";
@@ -49,7 +50,10 @@ pub struct Config {
     /// The admin API's listener and access.
     #[serde(default)]
     pub admin: AdminConfig,
-    /// The backends of the group. Names must be unique.
+    /// The backends of the default group (the upstream named `default`).
+    /// Names must be unique across every group. May be left out when
+    /// `upstreams` name every group.
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
     /// The routing policy.
     #[serde(default)]
@@ -80,6 +84,33 @@ pub struct Config {
     /// whole group needs a restart.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
+    /// Named upstream groups besides the default one, each with its own
+    /// backends, picker and health settings; routes forward to them by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The listener's routes, tried in order (see `docs/routes.md`); unset:
+    /// every request to the default group (and the canary's share to the
+    /// canary). Replaces `canary`: write a canary as a `split` route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteSpec>>,
+}
+
+/// A named upstream group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique among the upstreams (`default` and `canary` are taken by the
+    /// groups the top-level `backends` and `canary` make).
+    pub name: String,
+    /// Its backends; names unique across every group.
+    pub backends: Vec<BackendConfig>,
+    /// Its picker.
+    #[serde(default)]
+    pub picker: PickerConfig,
+    /// Its health checks, breakers, outlier ejection and slow start; unset:
+    /// the top-level `health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
 }
 
 /// The canary group.
@@ -360,6 +391,35 @@ mod tests {
             }
         });
         assert!(missing.is_empty(), "keys missing from examples/veer.yaml: {missing:?}");
+    }
+
+    #[test]
+    fn the_multi_service_example_parses_and_shows_every_route_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/multi-service.yaml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        let loaded = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<_> = loaded.options.upstream_specs().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["api", "api-next", "static", "shadow"], "no default group without top-level backends");
+        let routes = loaded.options.routes.as_ref().unwrap();
+        assert_eq!(routes.len(), 5);
+        let static_health = &loaded.options.upstreams[2].health;
+        assert_eq!(static_health.check.interval, Duration::from_secs(5), "an upstream's own health settings");
+        assert_eq!(loaded.options.upstreams[0].health, loaded.config.health, "the top-level ones otherwise");
+        // Every key a route can have is shown somewhere in the example.
+        let value = serde_json::to_value(routes).unwrap();
+        let mut missing = Vec::new();
+        for route in value.as_array().unwrap() {
+            collect_keys(route, "", &mut |_, key| {
+                if !example.contains(&format!("{key}:")) {
+                    missing.push(key.to_string());
+                }
+            });
+        }
+        assert!(missing.is_empty(), "route keys missing from examples/multi-service.yaml: {missing:?}");
+        for key in ["hosts", "path", "methods", "headers", "query", "forward", "split", "mirror", "redirect", "respond"]
+        {
+            assert!(example.contains(&format!("{key}:")), "{key}");
+        }
     }
 
     fn collect_keys(value: &serde_json::Value, prefix: &str, visit: &mut dyn FnMut(&str, &str)) {

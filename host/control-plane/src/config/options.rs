@@ -9,7 +9,9 @@ use veer_data_plane::health::HealthConfig;
 use veer_data_plane::observe::ObserveConfig;
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::proxy::ProxyConfig;
-use veer_data_plane::proxy::canary::CanarySplit;
+use veer_data_plane::routing::canary::CanarySplit;
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RouteSpec};
+use veer_data_plane::upstream::UpstreamSpec;
 use veer_plugin_runtime::{Limits, PluginSource};
 
 /// Everything needed to start veer.
@@ -39,6 +41,40 @@ pub struct ServerOptions {
     pub control: ControlOptions,
     /// A second backend group receiving a share of the traffic.
     pub canary: Option<CanaryOptions>,
+    /// Named upstream groups besides the default one.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// The listener's routes; `None`: every request to the default group
+    /// (and the canary's share to the canary).
+    pub routes: Option<Vec<RouteSpec>>,
+}
+
+impl ServerOptions {
+    /// Every upstream group these options describe, in order: the default
+    /// group (from `backends`, unless they are empty and named upstreams
+    /// stand in for it), the canary, then the named ones.
+    pub fn upstream_specs(&self) -> Vec<UpstreamSpec> {
+        let mut specs = Vec::new();
+        if !self.backends.is_empty() || self.upstreams.is_empty() {
+            specs.push(UpstreamSpec {
+                name: DEFAULT_UPSTREAM.to_string(),
+                backends: self.backends.clone(),
+                picker: self.picker.clone(),
+                params: self.params.clone(),
+                health: self.health.clone(),
+            });
+        }
+        if let Some(canary) = &self.canary {
+            specs.push(UpstreamSpec {
+                name: CANARY_UPSTREAM.to_string(),
+                backends: canary.backends.clone(),
+                picker: canary.picker.clone(),
+                params: canary.params.clone(),
+                health: self.health.clone(),
+            });
+        }
+        specs.extend(self.upstreams.iter().cloned());
+        specs
+    }
 }
 
 /// The canary group: its backends, picker and traffic split. It shares the

@@ -1,16 +1,25 @@
 //! Hot reload: a new config is parsed, validated, its picker loaded and
 //! smoke-called, and only then applied; an invalid one changes nothing.
 //!
-//! What a reload changes live: the backend set (matched by name: unchanged
-//! backends keep their connections, latency average, breaker and health; a
-//! changed weight is updated in place; a changed address, protocol or cap
-//! replaces the backend) and the picker (swapped, with state handoff, only
-//! when its source or parameters changed). The picker is swapped first: it is
-//! the only step that can fail, so a failure leaves everything as it was.
+//! What a reload changes live, diffed by name:
+//! - the upstream groups: a new one starts (its picker loaded, its backends
+//!   checked), a removed one stops once no route uses it, and an unchanged one
+//!   keeps everything it has learned;
+//! - each kept group's backend set (unchanged backends keep their
+//!   connections, latency average, breaker and health; a changed weight is
+//!   updated in place; a changed address, protocol or cap replaces the
+//!   backend) and its picker (swapped, with state handoff, only when its
+//!   source or parameters changed);
+//! - the routes (and the canary's split), swapped in one step with the groups
+//!   they name.
 //!
-//! What needs a restart (listeners, timeouts and retries, health, observe,
-//! the admin token, file watching, state persistence): a reload that changes them applies the rest and lists
-//! each in [`ReloadReport::restart_required`] and the log.
+//! Pickers are swapped and new groups started first: they are the only steps
+//! that can fail, so a failure leaves everything as it was.
+//!
+//! What needs a restart (listeners, timeouts and retries, a kept group's
+//! health settings, observe, the admin token, file watching, state
+//! persistence): a reload that changes them applies the rest and lists each
+//! in [`ReloadReport::restart_required`] and the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,12 +28,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::ServerOptions;
-use super::{AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig};
+use super::{
+    AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig,
+    UpstreamConfig,
+};
 use veer_data_plane::health::Health;
 use veer_data_plane::pool::{BackendSpec, Pool};
 use veer_data_plane::proxy::Proxy;
-use veer_data_plane::proxy::canary::CanarySplit;
-use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginSource, SwapReport};
+use veer_data_plane::routing::canary::CanarySplit;
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, Routes};
+use veer_data_plane::upstream::Upstream;
+use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport};
 
 /// What a reload did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +50,11 @@ pub struct ReloadReport {
     pub picker: Option<SwapReport>,
     /// What happened to the canary group, if there is one.
     pub canary: Option<CanaryReport>,
+    /// What happened to every group, by name (the default and the canary
+    /// group included).
+    pub upstreams: BTreeMap<String, UpstreamReport>,
+    /// The routes in effect, by name, in order.
+    pub routes: Vec<String>,
     /// Changed settings that only take effect after a restart.
     pub restart_required: Vec<String>,
 }
@@ -54,6 +73,17 @@ pub struct BackendChanges {
     pub reweighted: Vec<String>,
     /// Backends left exactly as they were, live state included.
     pub unchanged: Vec<String>,
+}
+
+/// What a reload did to one upstream group.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamReport {
+    /// `added`, `kept` or `removed`.
+    pub status: &'static str,
+    /// What happened to its backends (all added for a new group).
+    pub backends: BackendChanges,
+    /// Its picker swap, if any.
+    pub picker: Option<SwapReport>,
 }
 
 /// What a reload did to the canary group.
@@ -79,6 +109,10 @@ pub enum ReloadError {
     /// The new picker could not be loaded, configured or smoke-tested.
     #[error("the new picker failed to load; the running config stays: {0}")]
     Picker(#[from] PluginError),
+    /// The routes do not compile over the new groups (validation should
+    /// have caught it: a bug).
+    #[error("the new routes do not compile; the running config stays: {0}")]
+    Routes(String),
     /// The blocking reload task died.
     #[error("the reload task failed: {0}")]
     Task(String),
@@ -88,19 +122,38 @@ pub enum ReloadError {
 #[derive(Debug)]
 pub struct Reloader {
     proxy: Arc<Proxy>,
+    /// Loads the pickers of groups a reload adds.
+    runtime: Arc<PluginRuntime>,
+    /// Where the owner tasks of added groups run, and when they stop.
+    tasks: tokio::runtime::Handle,
+    stop: tokio::sync::watch::Receiver<bool>,
     /// What the process was started with: the settings that need a restart
     /// are compared against it.
     started: ServerOptions,
+    /// The options of the last reload applied (or `started`).
+    applied: parking_lot::Mutex<ServerOptions>,
     lock: tokio::sync::Mutex<()>,
     reloads: AtomicU64,
     rejected: AtomicU64,
 }
 
 impl Reloader {
-    /// A reloader for the veer started with `started`, serving through `proxy`.
-    pub fn new(proxy: Arc<Proxy>, started: ServerOptions) -> Self {
+    /// A reloader for the veer started with `started`, serving through
+    /// `proxy`, loading new groups' pickers with `runtime`, and running their
+    /// owner tasks on the calling runtime until `stop` turns true. Call it
+    /// from within a tokio runtime.
+    pub fn new(
+        proxy: Arc<Proxy>,
+        started: ServerOptions,
+        runtime: Arc<PluginRuntime>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Reloader {
             proxy,
+            runtime,
+            tasks: tokio::runtime::Handle::current(),
+            stop,
+            applied: parking_lot::Mutex::new(started.clone()),
             started,
             lock: tokio::sync::Mutex::new(()),
             reloads: AtomicU64::new(0),
@@ -158,39 +211,109 @@ impl Reloader {
 
     /// Applies `new` to the running veer. Blocking (may compile a plugin).
     pub fn apply(&self, new: &ServerOptions) -> Result<ReloadReport, ReloadError> {
-        let main_slot = self.proxy.slot();
-        let canary = match (self.proxy.canary(), &new.canary) {
-            (Some(live), Some(wanted)) => Some((live, wanted)),
-            _ => None,
+        let live = self.proxy.routes();
+        let wanted = new.upstream_specs();
+        // Pickers first, and new groups started: the only steps that can fail.
+        let mut swapped: Vec<(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)> = Vec::new();
+        let undo = |swapped: &[(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)]| {
+            for (group, before) in swapped {
+                if let Err(error) = group.slot.swap(before.source(), before.params().to_vec()) {
+                    tracing::error!(upstream = %group.name, %error, "restoring a picker after a failed reload failed");
+                }
+            }
         };
-        // Pickers first: they are the only steps that can fail.
-        let before = main_slot.current();
-        let picker = swap_if_changed(main_slot, &new.picker, &new.params)?;
-        let canary_picker = match canary {
-            Some((live, wanted)) => match swap_if_changed(&live.upstream.slot, &wanted.picker, &wanted.params) {
-                Ok(report) => report,
-                Err(error) => {
-                    if picker.is_some() {
-                        // Put the main picker back so that nothing changed (best effort).
-                        if let Err(undo) = main_slot.swap(before.source(), before.params().to_vec()) {
-                            tracing::error!(%undo, "restoring the main picker after a failed reload failed");
+        let mut groups = Vec::with_capacity(wanted.len());
+        let mut reports = BTreeMap::new();
+        for spec in &wanted {
+            match live.upstream(&spec.name) {
+                Some(group) => {
+                    let before = group.slot.current();
+                    match swap_if_changed(&group.slot, &spec.picker, &spec.params) {
+                        Ok(picker) => {
+                            if picker.is_some() {
+                                swapped.push((group.clone(), before));
+                            }
+                            let report = UpstreamReport { status: "kept", backends: BackendChanges::default(), picker };
+                            reports.insert(spec.name.clone(), report);
+                            groups.push(group.clone());
+                        }
+                        Err(error) => {
+                            undo(&swapped);
+                            return Err(error.into());
                         }
                     }
-                    return Err(error.into());
                 }
-            },
-            None => None,
-        };
-        let backends = diff_backends(self.proxy.health(), &new.backends);
-        let canary = canary.map(|(live, wanted)| {
-            live.set_split(wanted.split.clone());
-            CanaryReport {
-                backends: diff_backends(&live.upstream.health, &wanted.backends),
-                picker: canary_picker,
-                split: wanted.split.clone(),
+                None => match Upstream::new(self.runtime.clone(), spec.clone(), self.proxy.metrics().clone()) {
+                    Ok(group) => {
+                        let backends = BackendChanges {
+                            added: spec.backends.iter().map(|b| b.name.clone()).collect(),
+                            ..BackendChanges::default()
+                        };
+                        reports.insert(spec.name.clone(), UpstreamReport { status: "added", backends, picker: None });
+                        groups.push(Arc::new(group));
+                    }
+                    Err(error) => {
+                        undo(&swapped);
+                        return Err(error.into());
+                    }
+                },
             }
-        });
-        Ok(ReloadReport { backends, picker, canary, restart_required: self.restart_required(new) })
+        }
+        let routes = match &new.routes {
+            Some(specs) => Routes::new(groups.clone(), specs.clone()),
+            None => Routes::derived(groups.clone(), new.canary.as_ref().map(|canary| canary.split.clone())),
+        };
+        let routes = match routes {
+            Ok(routes) => routes,
+            Err(problems) => {
+                undo(&swapped);
+                let problems: Vec<String> =
+                    problems.iter().map(|p| format!("routes{}: {}", p.path, p.message)).collect();
+                return Err(ReloadError::Routes(problems.join("; ")));
+            }
+        };
+        // Nothing can fail from here on.
+        for spec in &wanted {
+            if let (Some(report), Some(group)) = (reports.get_mut(&spec.name), live.upstream(&spec.name)) {
+                report.backends = diff_backends(&group.health, &spec.backends);
+            }
+        }
+        for group in groups.iter().filter(|group| live.upstream(&group.name).is_none()) {
+            let stop = self.stop.clone();
+            self.tasks.spawn(group.clone().run(async move {
+                let mut stop = stop;
+                let _ = stop.wait_for(|stop| *stop).await;
+            }));
+        }
+        let route_names = routes.specs().iter().map(|route| route.name.clone()).collect();
+        self.proxy.set_routes(routes);
+        for group in live.upstreams().iter().filter(|group| !wanted.iter().any(|spec| *spec.name == *group.name)) {
+            group.retire();
+            let backends = BackendChanges {
+                removed: group.pool.all().iter().map(|b| b.spec.name.clone()).collect(),
+                ..BackendChanges::default()
+            };
+            reports.insert(group.name.to_string(), UpstreamReport { status: "removed", backends, picker: None });
+        }
+        let default = reports.get(DEFAULT_UPSTREAM).or_else(|| reports.values().next());
+        let (backends, picker) = default.map(|r| (r.backends.clone(), r.picker.clone())).unwrap_or_default();
+        let canary = match (&new.canary, reports.get(CANARY_UPSTREAM)) {
+            (Some(wanted), Some(report)) => Some(CanaryReport {
+                backends: report.backends.clone(),
+                picker: report.picker.clone(),
+                split: wanted.split.clone(),
+            }),
+            _ => None,
+        };
+        *self.applied.lock() = new.clone();
+        Ok(ReloadReport {
+            backends,
+            picker,
+            canary,
+            upstreams: reports,
+            routes: route_names,
+            restart_required: self.restart_required(new),
+        })
     }
 
     fn restart_required(&self, new: &ServerOptions) -> Vec<String> {
@@ -210,7 +333,14 @@ impl Reloader {
         check("admission", old.admission != new.admission);
         check("observe", old.observe != new.observe);
         check("reload", old.control.watch != new.control.watch);
-        check("canary (adding or removing the group)", old.canary.is_some() != new.canary.is_some());
+        // The default and canary groups follow the top-level `health`, checked above.
+        for upstream in &new.upstreams {
+            let before = old.upstreams.iter().find(|old| old.name == upstream.name);
+            check(
+                &format!("upstreams.{}.health", upstream.name),
+                before.is_some_and(|old| old.health != upstream.health),
+            );
+        }
         check(
             "state",
             old.control.state_dir != new.control.state_dir || old.control.state_interval != new.control.state_interval,
@@ -222,6 +352,9 @@ impl Reloader {
     /// changes included), the rest as started. The admin token is redacted.
     pub fn effective(&self) -> Config {
         let started = &self.started;
+        let applied = self.applied.lock().clone();
+        let routes = self.proxy.routes();
+        let default = routes.upstream(DEFAULT_UPSTREAM);
         Config {
             listen: started.listen.to_string(),
             admin: AdminConfig {
@@ -229,8 +362,8 @@ impl Reloader {
                 token: started.control.admin_token.as_ref().map(|_| "<redacted>".to_string()),
                 plugin_dirs: started.control.plugin_dirs.clone(),
             },
-            backends: backend_configs(self.proxy.pool()),
-            picker: picker_config(self.proxy.slot()),
+            backends: default.map(|group| backend_configs(&group.pool)).unwrap_or_default(),
+            picker: default.map(|group| picker_config(&group.slot)).unwrap_or_default(),
             proxy: started.proxy.clone(),
             health: started.health.clone(),
             admission: started.admission.clone(),
@@ -240,15 +373,24 @@ impl Reloader {
                 poll_interval: started.control.watch.unwrap_or(ReloadConfig::default().poll_interval),
             },
             state: StateConfig { dir: started.control.state_dir.clone(), interval: started.control.state_interval },
-            canary: self.proxy.canary().map(|canary| {
-                let split = canary.split();
-                CanaryConfig {
-                    percent: split.percent,
-                    header: split.header,
-                    backends: backend_configs(&canary.upstream.pool),
-                    picker: picker_config(&canary.upstream.slot),
-                }
+            canary: routes.canary().map(|(canary, split)| CanaryConfig {
+                percent: split.percent,
+                header: split.header.clone(),
+                backends: backend_configs(&canary.pool),
+                picker: picker_config(&canary.slot),
             }),
+            upstreams: routes
+                .upstreams()
+                .iter()
+                .filter(|group| !matches!(&*group.name, DEFAULT_UPSTREAM | CANARY_UPSTREAM))
+                .map(|group| UpstreamConfig {
+                    name: group.name.to_string(),
+                    backends: backend_configs(&group.pool),
+                    picker: picker_config(&group.slot),
+                    health: applied.upstreams.iter().find(|u| *u.name == *group.name).map(|u| u.health.clone()),
+                })
+                .collect(),
+            routes: applied.routes.clone(),
         }
     }
 

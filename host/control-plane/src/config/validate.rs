@@ -9,7 +9,9 @@ use super::{
 };
 use super::{CanaryOptions, ServerOptions};
 use veer_data_plane::pool::BackendSpec;
-use veer_data_plane::proxy::canary::CanarySplit;
+use veer_data_plane::routing::canary::CanarySplit;
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RouteTable};
+use veer_data_plane::upstream::UpstreamSpec;
 use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource};
 
 /// Parses the YAML into the schema; the parser stops at the first problem.
@@ -90,11 +92,13 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         );
     }
     let mut names: HashMap<&str, String> = HashMap::new();
-    let (specs, unparsed) = backends(&mut c, "backends", &config.backends, &mut names);
+    // The default group may be left out when named upstreams stand in for it.
+    let default_group = !config.backends.is_empty() || config.upstreams.is_empty();
+    let (specs, mut unparsed) = backends(&mut c, "backends", &config.backends, default_group, &mut names);
     let (source, params) = picker(&mut c, "picker", &config.picker, base);
     let mut canary = None;
     if let Some(canary_config) = &config.canary {
-        let (canary_specs, _) = backends(&mut c, "canary.backends", &canary_config.backends, &mut names);
+        let (canary_specs, _) = backends(&mut c, "canary.backends", &canary_config.backends, true, &mut names);
         let (canary_source, canary_params) = picker(&mut c, "canary.picker", &canary_config.picker, base);
         let split = CanarySplit { percent: canary_config.percent, header: canary_config.header.clone() };
         for (path, problem) in split.problems("canary.") {
@@ -102,11 +106,54 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         }
         canary = Some(CanaryOptions { backends: canary_specs, picker: canary_source, params: canary_params, split });
     }
-    if let Err(e) = config.health.validate() {
-        // Each problem starts with the field it concerns, e.g. "check.rise must be…".
-        for problem in e.problems {
-            let field = problem.split_whitespace().next().unwrap_or_default().to_string();
-            c.push(&format!("health.{field}"), problem);
+    health(&mut c, "health", &config.health);
+    let mut upstreams = Vec::new();
+    let mut upstream_names: Vec<&str> = Vec::new();
+    if default_group {
+        upstream_names.push(DEFAULT_UPSTREAM);
+    }
+    if config.canary.is_some() {
+        upstream_names.push(CANARY_UPSTREAM);
+    }
+    for (i, upstream) in config.upstreams.iter().enumerate() {
+        let at = |key: &str| format!("upstreams[{i}].{key}");
+        let name = upstream.name.as_str();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            c.push(&at("name"), format!("{name:?} must be a non-empty name of letters, digits, '-', '_' or '.'"));
+        } else if upstream_names.contains(&name) {
+            let why = match name {
+                DEFAULT_UPSTREAM if default_group => "the group the top-level backends make",
+                CANARY_UPSTREAM if config.canary.is_some() => "the group `canary` makes",
+                _ => "another upstream's",
+            };
+            c.push(&at("name"), format!("{name:?} is already {why} name"));
+        }
+        upstream_names.push(name);
+        let (backend_specs, bad) = backends(&mut c, &at("backends"), &upstream.backends, true, &mut names);
+        unparsed |= bad;
+        let (source, params) = picker(&mut c, &at("picker"), &upstream.picker, base);
+        if let Some(own) = &upstream.health {
+            health(&mut c, &at("health"), own);
+        }
+        upstreams.push(UpstreamSpec {
+            name: upstream.name.clone(),
+            backends: backend_specs,
+            picker: source,
+            params,
+            health: upstream.health.clone().unwrap_or_else(|| config.health.clone()),
+        });
+    }
+    if let Some(routes) = &config.routes {
+        if config.canary.is_some() {
+            c.push("canary", "with routes, write the canary as a split route (see docs/routes.md)");
+        }
+        if routes.is_empty() {
+            c.push("routes", "needs at least one route (leave routes out to send everything to the default group)");
+        }
+        if let Err(problems) = RouteTable::compile(routes, |name| upstream_names.contains(&name).then_some(())) {
+            for problem in problems {
+                c.push(&format!("routes{}", problem.path), problem.message);
+            }
         }
     }
     if let Err(e) = config.admission.validate() {
@@ -231,6 +278,8 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             plugin_dirs,
         },
         canary,
+        upstreams,
+        routes: config.routes.clone(),
     };
     Ok(Loaded { config, options })
 }
@@ -242,9 +291,10 @@ fn backends<'a>(
     c: &mut Collector<'_>,
     prefix: &str,
     list: &'a [BackendConfig],
+    required: bool,
     names: &mut HashMap<&'a str, String>,
 ) -> (Vec<BackendSpec>, bool) {
-    if list.is_empty() {
+    if list.is_empty() && required {
         c.push(prefix, "needs at least one backend");
     }
     let mut specs = Vec::new();
@@ -275,6 +325,17 @@ fn backends<'a>(
         }
     }
     (specs, unparsed)
+}
+
+/// Checks a group's health settings, each problem at its field under `prefix`.
+fn health(c: &mut Collector<'_>, prefix: &str, config: &veer_data_plane::health::HealthConfig) {
+    if let Err(e) = config.validate() {
+        // Each problem starts with the field it concerns, e.g. "check.rise must be…".
+        for problem in e.problems {
+            let field = problem.split_whitespace().next().unwrap_or_default().to_string();
+            c.push(&format!("{prefix}.{field}"), problem);
+        }
+    }
 }
 
 /// Checks a picker reference and its parameters.

@@ -95,6 +95,10 @@ impl AccessLogSeries {
     }
 }
 
+/// The names a routed request is counted and logged under: its route's and
+/// the upstream's (both bounded by the config), as its picker hears them.
+pub use veer_plugin_runtime::RouteNames as RouteLabels;
+
 /// What is known of a finished request.
 #[derive(Debug)]
 pub struct Record {
@@ -120,6 +124,8 @@ pub struct Record {
     pub attempts: u32,
     /// The side at fault for a failure, if one failed (`client:gone`, `backend:connect`...).
     pub fault: Option<crate::fault::Fault>,
+    /// The route that took the request and the upstream it went to, if one did.
+    pub route: Option<RouteLabels>,
     /// Client address.
     pub client: SocketAddr,
 }
@@ -306,6 +312,8 @@ impl LineFormatter {
             status: u16,
             bytes: u64,
             duration_ms: f64,
+            route: Option<&'a str>,
+            upstream: Option<&'a str>,
             backend: Option<&'a str>,
             picker: Option<&'a str>,
             attempts: u32,
@@ -320,6 +328,8 @@ impl LineFormatter {
             status: record.status.as_u16(),
             bytes: record.bytes,
             duration_ms: duration_ms(record.duration),
+            route: record.route.as_ref().map(|r| &*r.route),
+            upstream: record.route.as_ref().map(|r| &*r.upstream),
             backend: record.backend.as_ref().map(|b| b.spec.name.as_str()),
             picker: record.picker.as_ref().map(|p| p.info().name.as_str()),
             attempts: record.attempts,
@@ -333,7 +343,7 @@ impl LineFormatter {
         use std::io::Write as _;
         let _ = write!(
             self.line,
-            "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} backend={} picker={} attempts={} fault={}",
+            "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} route={} upstream={} backend={} picker={} attempts={} fault={}",
             self.time,
             record.request_id.to_str().unwrap_or("-"),
             self.client,
@@ -342,6 +352,8 @@ impl LineFormatter {
             record.status.as_u16(),
             record.bytes,
             duration_ms(record.duration),
+            record.route.as_ref().map_or("-", |r| &*r.route),
+            record.route.as_ref().map_or("-", |r| &*r.upstream),
             record.backend.as_ref().map_or("-", |b| b.spec.name.as_str()),
             record.picker.as_ref().map_or("-", |p| p.info().name.as_str()),
             record.attempts,
@@ -394,6 +406,7 @@ mod tests {
             picker: Some(picker()),
             attempts: 2,
             fault: None,
+            route: Some(RouteLabels { route: "api".into(), upstream: "default".into() }),
             client: "127.0.0.1:5000".parse().unwrap(),
         }
     }
@@ -410,6 +423,7 @@ mod tests {
         assert_eq!(value["bytes"], 42);
         assert_eq!(value["duration_ms"], 1.5);
         assert_eq!(value["backend"], "b1");
+        assert_eq!((&value["route"], &value["upstream"]), (&serde_json::json!("api"), &serde_json::json!("default")));
         assert_eq!(value["picker"], picker().info().name.as_str());
         assert_eq!(value["attempts"], 2);
         assert_eq!(value["client"], "127.0.0.1:5000");
@@ -426,6 +440,7 @@ mod tests {
         let line = String::from_utf8(formatter.format(&record(502), LogFormat::Text).to_vec()).unwrap();
         assert!(line.starts_with("2023-11-14T22:13:20.123Z request_id=abc"), "{line}");
         assert!(line.contains(" status=502 ") && line.contains(" backend=b1 "), "{line}");
+        assert!(line.contains(" route=api upstream=default "), "{line}");
         assert!(line.contains(&format!(" picker={} ", picker().info().name)), "{line}");
     }
 

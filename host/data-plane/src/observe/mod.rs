@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod advisory;
 pub mod snapshot;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -23,6 +24,7 @@ use crate::pool::{BackendMetrics, BackendSeries, PoolSeries};
 use crate::series::{Registrar, catch_up, duration_buckets};
 use crate::upstream::{PickerSeries, Upstream};
 use access_log::AccessLogSeries;
+use access_log::RouteLabels;
 use advisory::AdvisorySeries;
 
 /// Observability settings.
@@ -64,11 +66,9 @@ fn status_class(status: StatusCode) -> usize {
 /// handed in by whoever serves it (the proxy builds it: observe depends on
 /// nothing above the groups it reports on).
 #[derive(Debug)]
-pub struct Live<'a> {
-    /// The main upstream group.
-    pub main: &'a Upstream,
-    /// The canary group, if any.
-    pub canary: Option<&'a Upstream>,
+pub struct Live {
+    /// Every upstream group, the default first.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Admission control now.
     pub admission: AdmissionSnapshot,
     /// Client connections.
@@ -106,6 +106,8 @@ pub struct Metrics {
     pub retries: IntCounter,
     /// Retries wanted but refused by the retry budget.
     pub retry_budget_exhausted: IntCounter,
+    mirror_requests: IntCounterVec,
+    route_requests: IntCounterVec,
     /// Each backend's attempts, in-flight count, latency and weight.
     pub pool: PoolSeries,
     /// Each backend's checks, breaker and ejections.
@@ -169,6 +171,16 @@ impl Metrics {
             retries: r.counter("veer_retries_total", "Attempts made after a request's first."),
             retry_budget_exhausted: r
                 .counter("veer_retry_budget_exhausted_total", "Retries not made because the retry budget was spent."),
+            route_requests: r.counter_vec(
+                "veer_route_requests_total",
+                "Client requests a route took, by route, the upstream it forwarded to, and status class.",
+                &["route", "upstream", "class"],
+            ),
+            mirror_requests: r.counter_vec(
+                "veer_mirror_requests_total",
+                "Mirrored copies by route and result: the shadow's status class, error (no response), no_backend, or skipped (a streamed body, or too many copies in flight).",
+                &["route", "result"],
+            ),
             pool: PoolSeries::register(r),
             health: HealthSeries::register(r),
             admission: AdmissionSeries::register(r),
@@ -195,12 +207,20 @@ impl Metrics {
         self.in_flight.inc();
     }
 
-    /// Records a finished client request.
-    pub fn request_finished(&self, method: usize, status: StatusCode, duration: Duration) {
+    /// Records a finished client request, and under its route if a route took it.
+    pub fn request_finished(&self, method: usize, status: StatusCode, duration: Duration, route: Option<&RouteLabels>) {
         self.in_flight.dec();
         let class = status_class(status);
         self.requests[method.min(METHOD_CLASSES.len() - 1)][class].inc();
         self.request_seconds[class].observe(duration.as_secs_f64());
+        if let Some(route) = route {
+            self.route_requests.with_label_values(&[&*route.route, &*route.upstream, STATUS_CLASSES[class]]).inc();
+        }
+    }
+
+    /// Counts one mirrored copy of `route`'s traffic and what came of it.
+    pub fn mirror_result(&self, route: &str, result: &str) {
+        self.mirror_requests.with_label_values(&[route, result]).inc();
     }
 
     /// Counts a failure on the side at fault.
@@ -241,7 +261,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything, with each component's
     /// live series read from `live` (groups, admission, connections) first.
-    pub fn render(&self, live: &Live<'_>) -> String {
+    pub fn render(&self, live: &Live) -> String {
         let _one_at_a_time = self.render_lock.lock();
         self.admission.mirror(&live.admission);
         let connections = live.connections;
@@ -250,11 +270,13 @@ impl Metrics {
             catch_up(&self.connections_refused.with_label_values(&[reason]), count);
         }
         // Backend names are unique across the groups, so their series do not collide.
-        for group in std::iter::once(live.main).chain(live.canary) {
+        for group in &live.upstreams {
             self.pool.mirror(&group.pool);
             self.health.mirror(&group.health);
         }
-        self.picker.mirror(&live.main.slot);
+        if let Some(default) = live.upstreams.first() {
+            self.picker.mirror(&default.slot);
+        }
         let mut text = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
             tracing::warn!(%error, "encoding metrics failed");

@@ -1,8 +1,10 @@
 //! Forwarding one admitted request, as phases over its [`Exchange`]:
 //!
-//! 1. **body** ([`Proxy::take_body`]): buffered for replay when it fits,
+//! 1. **route** ([`Proxy::route`]): the listener's first matching route, and
+//!    the upstream group it forwards to (drawn for a split), or veer's own
+//!    answer (a redirect, a direct response, 404 when no route matches);
+//! 2. **body** ([`Proxy::take_body`]): buffered for replay when it fits,
 //!    streamed otherwise; the attempts it allows;
-//! 2. **route** ([`Proxy::route`]): the upstream group (the canary for its share);
 //! 3. **pick and admit** ([`Proxy::pick_and_admit`]): the affinity cookie's
 //!    backend, or the picker's choice, admitted by health;
 //! 4. **send** ([`Proxy::send`]): one attempt under the request's deadline;
@@ -26,15 +28,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
+use super::RetryPolicy;
 use super::client_body::{self, BodyLimits, BodyProgress, Payload};
 use super::observed::RequestGuard;
-use super::{Clients, OutgoingBody, Proxy, ProxyBody};
+use super::{Clients, OutgoingBody, Proxy, ProxyBody, mirror};
 use crate::fault::{BackendFault, ClientFault, Fault};
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::pool::{BackendProtocol, BackendState, Pool};
+use crate::routing::{Action, RequestHead, Routes};
 use crate::upstream::Upstream;
 use veer_plugin_runtime::{
-    BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker,
+    BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker, RouteNames,
 };
 
 /// Why an attempt on a backend produced no usable response (the backend's
@@ -96,7 +100,9 @@ impl Failure {
 
 /// One request as it goes through its attempts: what was read of it, how
 /// many attempts it may have, and what the attempts so far left behind.
-pub(super) struct Exchange {
+pub(super) struct Exchange<'r> {
+    /// Its route's retry policy (the route's own, or the proxy's).
+    retry: &'r RetryPolicy,
     /// The request, lent to the picker for each pick (hence the `Option`:
     /// it is always handed back).
     meta: Option<RequestMeta>,
@@ -155,7 +161,7 @@ struct Picked<'h> {
     admitted: Admitted<'h>,
 }
 
-impl Exchange {
+impl Exchange<'_> {
     fn meta(&mut self) -> &mut RequestMeta {
         self.meta.as_mut().expect("the request is handed back after every pick")
     }
@@ -183,25 +189,41 @@ impl Proxy {
     pub(super) async fn forward(
         &self,
         clients: &Clients,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Incoming,
         client_ip: IpAddr,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         guard: &mut RequestGuard,
     ) -> Result<Response<ProxyBody>, Failure> {
-        let deadline = Instant::now() + self.config.total_timeout;
-        let mut exchange = match self.take_body(parts, body, client_ip, client_upgrade.is_some(), deadline).await {
+        let routes = self.routes.load_full();
+        let (route, upstream) = match self.route(&routes, &parts)? {
+            Routed::Forward(route, upstream) => (route, upstream),
+            Routed::Answer(route, response) => {
+                guard.route(RouteNames { route: route.name.clone(), upstream: ANSWERED_BY_VEER.clone() });
+                return Ok(response);
+            }
+        };
+        let names = RouteNames { route: route.name.clone(), upstream: upstream.name.clone() };
+        guard.route(names.clone());
+        edit_request(route, &mut parts)?;
+        let retry = route.retry.as_ref().unwrap_or(&self.config.retry);
+        let deadline = Instant::now() + route.timeout.unwrap_or(self.config.total_timeout);
+        let upgrade = client_upgrade.is_some();
+        let meta = RequestMeta { parts, client_ip, affinity_hash: None, route: Some(names) };
+        let mut exchange = match self.take_body(meta, body, upgrade, retry, deadline).await {
             Ok(exchange) => exchange,
             Err(fault) => return Err(self.client_failed(guard, fault)),
         };
         self.budget.deposit();
-        let upstream = self.route(&exchange.meta().parts.headers);
+        if !upgrade {
+            self.mirror(route, &exchange, clients, client_ip);
+        }
         // The picker that routes the first attempt routes them all and hears every outcome.
         let picker = upstream.slot.for_request();
-        let mut route = Route { guard, picker: &picker, backend: None, attempts: 0 };
+        let mut log = AttemptLog { guard, picker: &picker, backend: None, attempts: 0 };
         let mut sticky = exchange.sticky_key.and_then(|key| upstream.pool.by_sticky_key(key));
         for attempt in 0..exchange.max_attempts {
-            if attempt > 0 && !self.back_off(attempt, deadline).await {
+            if attempt > 0 && !self.back_off(retry, attempt, deadline).await {
                 break;
             }
             let picked = match self.pick_and_admit(upstream, &picker, &mut exchange, attempt, sticky.take()) {
@@ -214,14 +236,14 @@ impl Proxy {
             if attempt > 0 {
                 self.metrics.retries.inc();
             }
-            route.attempt(&picked.backend);
+            log.attempt(&picked.backend);
             let outgoing = exchange
                 .outgoing(attempt, &picked.backend)
                 .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
             let client = clients.for_protocol(picked.backend.spec.protocol);
             let sent_at = Instant::now();
             let sent = self.send(client, outgoing, &exchange.progress, deadline).await;
-            let (choice, backend) = self.record(&picker, picked, &sent, sent_at.elapsed(), route.guard);
+            let (choice, backend) = self.record(&picker, picked, &sent, sent_at.elapsed(), log.guard);
             exchange.exclude = Some(choice.backend);
             match sent {
                 Sent::Response(response) => {
@@ -229,10 +251,12 @@ impl Proxy {
                         exchange.last.response = Some(response);
                         continue;
                     }
-                    return Ok(self.answer(response, &backend, exchange.sticky_key, client_upgrade));
+                    let mut response = self.answer(response, &backend, exchange.sticky_key, client_upgrade);
+                    route.response_headers.apply(response.headers_mut());
+                    return Ok(response);
                 }
                 Sent::ClientFault(fault) => {
-                    drop(route);
+                    drop(log);
                     return Err(self.client_failed(guard, fault));
                 }
                 Sent::Failed(error) => {
@@ -244,24 +268,91 @@ impl Proxy {
                 }
             }
         }
-        drop(route);
-        exchange.last.into_answer().map(|response| self.finish(response, None))
+        drop(log);
+        exchange.last.into_answer().map(|response| {
+            let mut response = self.finish(response, None);
+            route.response_headers.apply(response.headers_mut());
+            response
+        })
     }
 
-    /// Phase 1, the body. One that fits the replay buffer is read first,
+    /// Phase 1, the route: the first route of the listener that the request
+    /// matches, and the upstream it goes to (drawn with veer's own random
+    /// number for a split, once per request so that its retries stay in its
+    /// group); or veer's own answer: a redirect, a direct response, or 404
+    /// when no route matches.
+    fn route<'r>(&self, routes: &'r Routes, parts: &http::request::Parts) -> Result<Routed<'r>, Failure> {
+        let head = RequestHead { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
+        let Some(route) = routes.table().find(&head) else {
+            let host = head.host().unwrap_or("");
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("no route matches {} {host}{}", parts.method, parts.uri.path()),
+            ));
+        };
+        let upstream = match &route.action {
+            Action::Forward(upstream) => upstream,
+            Action::Split(split) => split.choose(self.request_ids.next_random()),
+            Action::Redirect(redirect) => {
+                let location = redirect.location(&head, &Scheme::HTTP, route);
+                return Ok(Routed::Answer(
+                    route,
+                    own_answer(redirect.status, route, |response| {
+                        if let Ok(location) = HeaderValue::try_from(location) {
+                            response.headers_mut().insert(header::LOCATION, location);
+                        }
+                    }),
+                ));
+            }
+            Action::Respond(direct) => {
+                let mut response = own_answer(direct.status, route, |response| {
+                    response.headers_mut().insert(header::CONTENT_TYPE, direct.content_type.clone());
+                });
+                *response.body_mut() = Either::Right(Full::new(direct.body.clone()));
+                return Ok(Routed::Answer(route, response));
+            }
+        };
+        Ok(Routed::Forward(route, upstream))
+    }
+
+    /// After the body, for a mirroring route: a copy of the request to its
+    /// shadow upstream for its sampled share, fire-and-forget.
+    fn mirror(&self, route: &RouteOf, exchange: &Exchange<'_>, clients: &Clients, client_ip: IpAddr) {
+        let Some(mirror) = route.mirror.as_ref().filter(|m| m.samples(self.request_ids.next_random())) else {
+            return;
+        };
+        match &exchange.payload {
+            Payload::Replayable(body) => {
+                let copy = mirror::Copy {
+                    route: route.name.clone(),
+                    upstream: mirror.upstream.clone(),
+                    parts: mirror::copy_of(&exchange.meta.as_ref().expect("lent only during a pick").parts),
+                    body: body.clone(),
+                    client_ip,
+                    method: exchange.method,
+                };
+                let timeout = self.config.response_header_timeout.min(exchange.deadline - Instant::now());
+                self.mirrors.send(copy, [&clients.http1, &clients.http2], timeout, &self.metrics);
+            }
+            // A streamed body goes to one backend only.
+            Payload::Streaming(_) => self.metrics.mirror_result(&route.name, "skipped"),
+        }
+    }
+
+    /// Phase 2, the body. One that fits the replay buffer is read first,
     /// whatever the method (as nginx buffers request bodies): one the client
     /// breaks never reaches a backend, and an idempotent request can send it
     /// again. A larger one is streamed to one backend only. An upgrade is
     /// never buffered nor retried.
-    async fn take_body(
+    async fn take_body<'r>(
         &self,
-        parts: http::request::Parts,
+        meta: RequestMeta,
         body: Incoming,
-        client_ip: IpAddr,
         upgrade: bool,
+        retry: &'r RetryPolicy,
         deadline: Instant,
-    ) -> Result<Exchange, ClientFault> {
-        let retry = &self.config.retry;
+    ) -> Result<Exchange<'r>, ClientFault> {
+        let parts = &meta.parts;
         let idempotent = is_idempotent(&parts.method) || retry.retry_non_idempotent;
         let progress = Arc::new(BodyProgress::default());
         let limits =
@@ -273,8 +364,9 @@ impl Proxy {
         };
         let sticky_key = self.config.sticky.as_ref().and_then(|sticky| sticky_cookie(&parts.headers, &sticky.cookie));
         Ok(Exchange {
+            retry,
             method: wit_method(&parts.method),
-            meta: Some(RequestMeta { parts, client_ip, affinity_hash: None }),
+            meta: Some(meta),
             payload,
             progress,
             deadline,
@@ -285,16 +377,6 @@ impl Proxy {
         })
     }
 
-    /// Phase 2, the route: the canary group for its share of the requests
-    /// (drawn with veer's own random number, once per request so that its
-    /// retries stay in its group), the main group otherwise.
-    fn route(&self, headers: &HeaderMap) -> &Upstream {
-        match self.canary.as_deref().filter(|canary| canary.takes(headers, self.request_ids.next_random())) {
-            Some(canary) => &canary.upstream,
-            None => &self.main,
-        }
-    }
-
     /// Phase 3, pick and admit: the first attempt honours the affinity
     /// cookie's backend when it is eligible and admitted; otherwise the
     /// picker chooses ([`Proxy::pick_admitted`]).
@@ -302,7 +384,7 @@ impl Proxy {
         &self,
         upstream: &'h Upstream,
         picker: &Picker,
-        exchange: &mut Exchange,
+        exchange: &mut Exchange<'_>,
         attempt: u32,
         sticky: Option<Arc<BackendState>>,
     ) -> Result<Picked<'h>, Option<Refusal>> {
@@ -364,14 +446,14 @@ impl Proxy {
     /// Phase 6, the retry decision after an attempt that answered `status`
     /// (`None`: failed): the policy allows another attempt, and it fits the
     /// deadline and the retry budget (only then is the budget drawn on).
-    fn retry_wanted(&self, exchange: &Exchange, attempt: u32, status: Option<StatusCode>) -> bool {
-        self.config.retry.allows_another(status, attempt, exchange.max_attempts) && self.may_retry(exchange.deadline)
+    fn retry_wanted(&self, exchange: &Exchange<'_>, attempt: u32, status: Option<StatusCode>) -> bool {
+        exchange.retry.allows_another(status, attempt, exchange.max_attempts) && self.may_retry(exchange.deadline)
     }
 
     /// Waits the jittered exponential backoff before attempt `attempt`;
     /// `false` if that would pass the deadline.
-    async fn back_off(&self, attempt: u32, deadline: Instant) -> bool {
-        let wait = self.config.retry.backoff(attempt, self.request_ids.next_random());
+    async fn back_off(&self, retry: &RetryPolicy, attempt: u32, deadline: Instant) -> bool {
+        let wait = retry.backoff(attempt, self.request_ids.next_random());
         if Instant::now() + wait >= deadline {
             return false;
         }
@@ -535,16 +617,54 @@ impl Proxy {
     }
 }
 
+/// A compiled route of the proxy's tables.
+type RouteOf = crate::routing::Route<Arc<Upstream>>;
+
+/// What a route decided.
+enum Routed<'r> {
+    /// Forward to this upstream, under this route's settings.
+    Forward(&'r RouteOf, &'r Arc<Upstream>),
+    /// veer answers itself, for this route.
+    Answer(&'r RouteOf, Response<ProxyBody>),
+}
+
+/// The route's changes to the request: its header edits, then its path
+/// prefix rewrite.
+fn edit_request(route: &RouteOf, parts: &mut http::request::Parts) -> Result<(), Failure> {
+    route.request_headers.apply(&mut parts.headers);
+    if let Some(rewritten) = parts.uri.path_and_query().and_then(|original| route.rewrite(original)) {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = Some(rewritten);
+        parts.uri = Uri::from_parts(uri).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The `upstream` label of a request a route answered itself (a redirect, a
+/// direct response).
+static ANSWERED_BY_VEER: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
+
+/// veer's own answer for `route` (a redirect, a direct response) with
+/// `status`, an empty body, the route's response header edits, and what
+/// `fill` adds.
+fn own_answer(status: StatusCode, route: &RouteOf, fill: impl FnOnce(&mut Response<ProxyBody>)) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    *response.status_mut() = status;
+    fill(&mut response);
+    route.response_headers.apply(response.headers_mut());
+    response
+}
+
 /// How a request was routed, for its access log record (only kept when an
 /// access log is on; the writer thread looks the names up).
-struct Route<'a> {
+struct AttemptLog<'a> {
     guard: &'a mut RequestGuard,
     picker: &'a RequestPicker,
     backend: Option<Arc<BackendState>>,
     attempts: u32,
 }
 
-impl Route<'_> {
+impl AttemptLog<'_> {
     fn attempt(&mut self, backend: &Arc<BackendState>) {
         self.attempts += 1;
         if self.guard.logging() {
@@ -553,7 +673,7 @@ impl Route<'_> {
     }
 }
 
-impl Drop for Route<'_> {
+impl Drop for AttemptLog<'_> {
     fn drop(&mut self) {
         if self.guard.logging() {
             let (backend, picker) = (self.backend.take(), Some(self.picker.shared()));
@@ -597,7 +717,7 @@ fn no_backend_reason(refusal: Option<Refusal>) -> &'static str {
     }
 }
 
-fn observe(picker: &Picker, choice: &Choice, status: u16, latency: Duration, error: Option<ErrorKind>) {
+pub(super) fn observe(picker: &Picker, choice: &Choice, status: u16, latency: Duration, error: Option<ErrorKind>) {
     if picker.wants_outcomes() {
         let (backend, picked) = (choice.backend, choice.by_plugin);
         picker.observe(choice, Outcome { backend, picked, status, latency_us: latency.as_micros() as u64, error });
@@ -606,7 +726,7 @@ fn observe(picker: &Picker, choice: &Choice, status: u16, latency: Duration, err
 
 /// The request for one attempt on `backend`: same method, headers and path,
 /// absolute URI for the client, version for the backend's protocol.
-fn outgoing_request(
+pub(super) fn outgoing_request(
     parts: &http::request::Parts,
     headers: HeaderMap,
     backend: &BackendState,

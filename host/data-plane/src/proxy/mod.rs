@@ -2,14 +2,13 @@
 //! attempt, forwards with pooled connections, retries within a budget, and
 //! streams bodies both ways.
 
-pub mod canary;
 mod client_body;
 mod conn;
 mod forward;
 pub mod headers;
 pub mod limits;
+pub mod mirror;
 mod observed;
-mod retry;
 mod workers;
 
 use std::convert::Infallible;
@@ -28,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+pub use crate::retry::{RetryBudget, RetryPolicy};
 use client_body::ClientBody;
 use conn::{Activity, ConnectionTimeouts, TimedIo};
 pub use headers::{RequestIds, X_REQUEST_ID};
@@ -35,7 +35,6 @@ use limits::Connections;
 pub use limits::{Http2Limits, RequestLimits};
 pub use observed::ObservedBody;
 use observed::RequestGuard;
-pub use retry::{RetryBudget, RetryPolicy};
 use workers::Workers;
 
 use crate::admission::Admission;
@@ -43,7 +42,10 @@ use crate::health::Health;
 use crate::observe::access_log::AccessLog;
 use crate::observe::{ConnectionCounts, Live, Metrics};
 use crate::pool::{BackendProtocol, Pool};
+use crate::routing::Routes;
+use crate::routing::canary::CanarySplit;
 use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
 use veer_plugin_runtime::PickerSlot;
 
 /// Timeouts and retry rules of the data path. In a config file durations are
@@ -141,8 +143,8 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// The proxy: shared by every connection and request.
 pub struct Proxy {
-    canary: Option<Arc<canary::Canary>>,
-    main: Arc<Upstream>,
+    /// The upstream groups and the routes over them, replaced whole.
+    routes: ArcSwap<Routes>,
     config: ProxyConfig,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
@@ -150,6 +152,7 @@ pub struct Proxy {
     request_ids: RequestIds,
     admission: Arc<Admission>,
     connections: Arc<Connections>,
+    mirrors: mirror::Mirrors,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -199,27 +202,39 @@ impl Clients {
 }
 
 impl Proxy {
-    /// A proxy for the `main` group (and the `canary` group, if any), behind
-    /// `admission`, recording into `metrics` and, if given, `access_log`.
+    /// A proxy routing with `routes`, behind `admission`, recording into
+    /// `metrics` and, if given, `access_log`.
     pub fn new(
-        main: Arc<Upstream>,
-        canary: Option<Arc<canary::Canary>>,
+        mut routes: Routes,
         admission: Arc<Admission>,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Arc<Self> {
+        routes.resolve_retries(&config.retry);
         Arc::new(Proxy {
-            canary,
+            routes: ArcSwap::from_pointee(routes),
             metrics,
             access_log: access_log.map(Arc::new),
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
             admission,
             connections: Arc::default(),
-            main,
+            mirrors: mirror::Mirrors::default(),
             config,
         })
+    }
+
+    /// The upstream groups and routes now.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Serves requests from now on with `routes`; requests already routed
+    /// finish on the groups they were given.
+    pub fn set_routes(&self, mut routes: Routes) {
+        routes.resolve_retries(&self.config.retry);
+        self.routes.store(Arc::new(routes));
     }
 
     /// Open client connections and refusals at accept.
@@ -227,29 +242,47 @@ impl Proxy {
         &self.connections
     }
 
-    /// The canary group, if one is configured.
-    pub fn canary(&self) -> Option<&Arc<canary::Canary>> {
-        self.canary.as_ref()
+    /// The canary group and its split, for a single-group config with a canary.
+    pub fn canary(&self) -> Option<(Arc<Upstream>, CanarySplit)> {
+        let routes = self.routes.load();
+        routes.canary().map(|(upstream, split)| (upstream.clone(), split.clone()))
     }
 
-    /// The main upstream group.
-    pub fn main(&self) -> &Arc<Upstream> {
-        &self.main
+    /// Changes the canary's split for requests from now on (validate it
+    /// first); `None` when the routes were not derived with a canary.
+    pub fn set_canary_split(&self, split: CanarySplit) -> Option<CanarySplit> {
+        let routes = self.routes.load().with_canary_split(split.clone())?;
+        match routes {
+            Ok(routes) => {
+                self.set_routes(routes);
+                Some(split)
+            }
+            Err(problems) => {
+                // The split of a valid canary always compiles: a bug if not.
+                tracing::error!(?problems, "the canary's split routes do not compile; the split is unchanged");
+                None
+            }
+        }
     }
 
-    /// The main group's backends' health.
-    pub fn health(&self) -> &Arc<Health> {
-        &self.main.health
+    /// The default upstream group (see [`Routes::default_upstream`]).
+    pub fn main(&self) -> Arc<Upstream> {
+        self.routes.load().default_upstream().clone()
     }
 
-    /// The main group's backend pool.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.main.pool
+    /// The default group's backends' health.
+    pub fn health(&self) -> Arc<Health> {
+        self.main().health.clone()
     }
 
-    /// The main group's picker slot.
-    pub fn slot(&self) -> &Arc<PickerSlot> {
-        &self.main.slot
+    /// The default group's backend pool.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.main().pool.clone()
+    }
+
+    /// The default group's picker slot.
+    pub fn slot(&self) -> Arc<PickerSlot> {
+        self.main().slot.clone()
     }
 
     /// The metrics.
@@ -263,11 +296,10 @@ impl Proxy {
     }
 
     /// What `/metrics` reads of the running proxy.
-    pub fn live(&self) -> Live<'_> {
+    pub fn live(&self) -> Live {
         let connections = &self.connections;
         Live {
-            main: &self.main,
-            canary: self.canary.as_deref().map(|canary| &*canary.upstream),
+            upstreams: self.routes().upstreams().to_vec(),
             admission: self.admission.snapshot(),
             connections: ConnectionCounts {
                 open: connections.open(),

@@ -21,7 +21,7 @@ use super::ProxyBody;
 use super::conn::InFlight;
 use crate::fault::{CLIENT_CLOSED_REQUEST, ClientFault, Fault};
 use crate::observe::Metrics;
-use crate::observe::access_log::{AccessLog, Record};
+use crate::observe::access_log::{AccessLog, Record, RouteLabels};
 use crate::pool::BackendState;
 use veer_plugin_runtime::Picker;
 
@@ -48,6 +48,7 @@ pub struct RequestGuard {
     picker: Option<Arc<Picker>>,
     attempts: u32,
     fault: Option<Fault>,
+    route: Option<RouteLabels>,
     log: Option<LogContext>,
     /// Keeps the connection's read limits off while the request is answered.
     in_flight: Option<InFlight>,
@@ -74,6 +75,7 @@ impl RequestGuard {
             picker: None,
             attempts: 0,
             fault: None,
+            route: None,
             in_flight: None,
             log: log.map(|log| LogContext {
                 log: log.clone(),
@@ -91,6 +93,11 @@ impl RequestGuard {
         self.backend = backend;
         self.picker = picker;
         self.attempts = attempts;
+    }
+
+    /// Notes the route that took the request and the upstream it goes to.
+    pub(super) fn route(&mut self, names: RouteLabels) {
+        self.route = Some(names);
     }
 
     /// Whether an access log wants the request's names (backend, picker).
@@ -124,7 +131,7 @@ impl Drop for RequestGuard {
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
         let duration = self.started.elapsed();
-        self.metrics.request_finished(self.method_class, status, duration);
+        self.metrics.request_finished(self.method_class, status, duration, self.route.as_ref());
         let Some(context) = self.log.take() else { return };
         if context.log.wants(status) {
             context.log.submit(Record {
@@ -139,6 +146,7 @@ impl Drop for RequestGuard {
                 picker: self.picker.take(),
                 attempts: self.attempts,
                 fault: self.fault,
+                route: self.route.take(),
                 client: context.client,
             });
         }

@@ -15,7 +15,9 @@
 //! indexes only narrow the candidates, they never change the answer (a test
 //! checks this against a plain scan over thousands of random tables).
 
+pub mod canary;
 mod radix;
+mod routes;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -27,11 +29,12 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use regex::Regex;
 
-use crate::proxy::RetryPolicy;
+use crate::retry::RetryPolicy;
 use radix::PathTree;
+pub use routes::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, Routes};
 pub use spec::{
-    HeaderEditsSpec, MatchSpec, MirrorSpec, PathMatchSpec, RedirectSpec, RespondSpec, RouteSpec, SplitTargetSpec,
-    ValueMatchSpec,
+    HeaderEditsSpec, MatchSpec, MirrorSpec, PathMatchSpec, RedirectSpec, RespondSpec, RetryOverride, RouteSpec,
+    SplitTargetSpec, ValueMatchSpec,
 };
 
 /// The most a split weight may be.
@@ -52,12 +55,39 @@ pub struct RouteProblem {
 pub struct RouteTable<U> {
     routes: Vec<Route<U>>,
     /// Routes with an exact host, by lower-case host name.
-    exact_hosts: HashMap<Box<str>, Candidates>,
+    exact_hosts: HostMap,
     /// Routes with a wildcard host, by suffix (`.example.com` for
     /// `*.example.com`).
-    wildcard_hosts: HashMap<Box<str>, Candidates>,
+    wildcard_hosts: HostMap,
     /// Routes for any host.
     any_host: Candidates,
+}
+
+/// Host names to their routes, hashed with FNV-1a: a host name is short, and
+/// SipHash's protection against chosen collisions buys nothing here (the keys
+/// come from the config; a client only looks up).
+type HostMap = HashMap<Box<str>, Candidates, std::hash::BuildHasherDefault<Fnv>>;
+
+/// FNV-1a as a [`std::hash::Hasher`].
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The routes of one host key, narrowed further by path.
@@ -83,8 +113,10 @@ pub struct Route<U> {
     pub response_headers: HeaderEdits,
     /// The total timeout for its requests, if it overrides the upstream's.
     pub timeout: Option<Duration>,
-    /// The retry policy for its requests, if it overrides the upstream's.
+    /// The retry policy for its requests, if it overrides the proxy's
+    /// (resolved by [`RouteTable::resolve_retries`]).
     pub retry: Option<RetryPolicy>,
+    retry_override: Option<RetryOverride>,
     path: Option<PathMatch>,
     rewrite_prefix: Option<Box<str>>,
     methods: Vec<Method>,
@@ -304,8 +336,8 @@ impl<U> RouteTable<U> {
         }
         let mut table = RouteTable {
             routes,
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: HostMap::default(),
+            wildcard_hosts: HostMap::default(),
             any_host: Candidates::default(),
         };
         for (at, spec) in specs.iter().enumerate() {
@@ -333,6 +365,13 @@ impl<U> RouteTable<U> {
             }
         }
         Ok(table)
+    }
+
+    /// Resolves each route's retry changes against `base` (the proxy's policy).
+    pub fn resolve_retries(&mut self, base: &RetryPolicy) {
+        for route in &mut self.routes {
+            route.retry = route.retry_override.as_ref().map(|changes| changes.apply(base));
+        }
     }
 
     /// The routes, in order.
@@ -703,7 +742,8 @@ fn compile_route<U>(
         request_headers,
         response_headers,
         timeout: spec.timeout,
-        retry: spec.retry.clone(),
+        retry: spec.retry.as_ref().map(|changes| changes.apply(&RetryPolicy::default())),
+        retry_override: spec.retry.clone(),
         path,
         rewrite_prefix: spec.rewrite_prefix.as_deref().map(Into::into),
         methods,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proxy::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// One route: what requests it takes (`match`) and what it does with them
 /// (exactly one of `forward`, `split`, `redirect`, `respond`). Routes are
@@ -50,9 +50,99 @@ pub struct RouteSpec {
     /// Overrides the upstream's total timeout for this route's requests.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Overrides the upstream's retry policy for this route's requests.
+    /// Overrides `proxy.retry` for this route's requests, key by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<RetryOverride>,
+}
+
+/// A route's changes to the retry policy: each key left out keeps
+/// `proxy.retry`'s value. The retry budget is the proxy's, shared by every
+/// route, so it has no key here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryOverride {
+    /// Attempts per request in total, first one included (1: no retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Response statuses that are retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_on_status: Option<Vec<u16>>,
+    /// Also retry non-idempotent methods (POST, PATCH).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_non_idempotent: Option<bool>,
+    /// Bodies up to this size (bytes) are kept in memory for a retry (and a
+    /// mirror); larger ones are streamed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_buffer_bytes: Option<usize>,
+    /// Wait before the first retry.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub backoff_base: Option<Duration>,
+    /// The longest wait between two attempts.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub backoff_max: Option<Duration>,
+}
+
+impl RetryOverride {
+    /// `base` with these changes.
+    pub fn apply(&self, base: &RetryPolicy) -> RetryPolicy {
+        let mut policy = base.clone();
+        if let Some(value) = self.max_attempts {
+            policy.max_attempts = value;
+        }
+        if let Some(value) = &self.retry_on_status {
+            policy.retry_on_status = value.clone();
+        }
+        if let Some(value) = self.retry_non_idempotent {
+            policy.retry_non_idempotent = value;
+        }
+        if let Some(value) = self.replay_buffer_bytes {
+            policy.replay_buffer_bytes = value;
+        }
+        if let Some(value) = self.backoff_base {
+            policy.backoff_base = value;
+        }
+        if let Some(value) = self.backoff_max {
+            policy.backoff_max = value;
+        }
+        // A route's base alone may not undercut the proxy's cap, or the reverse.
+        policy.backoff_max = policy.backoff_max.max(policy.backoff_base);
+        policy
+    }
+
+    /// What is wrong with it on its own: `(key, message)`.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems = Vec::new();
+        if self.max_attempts == Some(0) {
+            problems.push(("max_attempts", "must be at least 1 (1 turns retries off)"));
+        }
+        if let (Some(base), Some(max)) = (self.backoff_base, self.backoff_max)
+            && max < base
+        {
+            problems.push(("backoff_max", "must be at least backoff_base"));
+        }
+        problems
+    }
+}
+
+impl RouteSpec {
+    /// A route named `name` that takes every request and has no action yet
+    /// (set one of `forward`, `split`, `redirect`, `respond`).
+    pub fn new(name: impl Into<String>) -> RouteSpec {
+        RouteSpec {
+            name: name.into(),
+            matches: MatchSpec::default(),
+            forward: None,
+            split: Vec::new(),
+            redirect: None,
+            respond: None,
+            mirror: None,
+            request_headers: HeaderEditsSpec::default(),
+            response_headers: HeaderEditsSpec::default(),
+            rewrite_prefix: None,
+            timeout: None,
+            retry: None,
+        }
+    }
 }
 
 /// A route's conditions. Every list condition is an AND of its items, except
@@ -79,9 +169,9 @@ pub struct MatchSpec {
     pub query: Vec<ValueMatchSpec>,
 }
 
-/// How a path must look.
+/// How a path must look. Written as a map with one key: `{ prefix: /api/ }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[serde(try_from = "PathMatchFields", into = "PathMatchFields")]
 pub enum PathMatchSpec {
     /// Exactly this path.
     Exact(String),
@@ -90,6 +180,41 @@ pub enum PathMatchSpec {
     Prefix(String),
     /// A regular expression (Rust `regex` syntax) the whole path must match.
     Regex(String),
+}
+
+/// [`PathMatchSpec`] as written: exactly one key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathMatchFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+}
+
+impl TryFrom<PathMatchFields> for PathMatchSpec {
+    type Error = String;
+
+    fn try_from(fields: PathMatchFields) -> Result<Self, String> {
+        match fields {
+            PathMatchFields { exact: Some(path), prefix: None, regex: None } => Ok(PathMatchSpec::Exact(path)),
+            PathMatchFields { exact: None, prefix: Some(path), regex: None } => Ok(PathMatchSpec::Prefix(path)),
+            PathMatchFields { exact: None, prefix: None, regex: Some(path) } => Ok(PathMatchSpec::Regex(path)),
+            _ => Err("needs exactly one of exact, prefix, regex".to_string()),
+        }
+    }
+}
+
+impl From<PathMatchSpec> for PathMatchFields {
+    fn from(spec: PathMatchSpec) -> Self {
+        match spec {
+            PathMatchSpec::Exact(path) => PathMatchFields { exact: Some(path), ..Default::default() },
+            PathMatchSpec::Prefix(path) => PathMatchFields { prefix: Some(path), ..Default::default() },
+            PathMatchSpec::Regex(path) => PathMatchFields { regex: Some(path), ..Default::default() },
+        }
+    }
 }
 
 /// A header or query parameter condition: exactly one of `present`,

@@ -3,20 +3,7 @@
 use super::*;
 
 fn route(name: &str) -> RouteSpec {
-    RouteSpec {
-        name: name.into(),
-        matches: MatchSpec::default(),
-        forward: Some(name.into()),
-        split: vec![],
-        redirect: None,
-        respond: None,
-        mirror: None,
-        request_headers: HeaderEditsSpec::default(),
-        response_headers: HeaderEditsSpec::default(),
-        rewrite_prefix: None,
-        timeout: None,
-        retry: None,
-    }
+    RouteSpec { forward: Some(name.into()), ..RouteSpec::new(name) }
 }
 
 fn hosts(mut spec: RouteSpec, hosts: &[&str]) -> RouteSpec {
@@ -330,4 +317,22 @@ fn header_edits_remove_then_set_then_add() {
     assert!(headers.get("x-internal").is_none());
     assert_eq!(headers.get_all("x-env").iter().collect::<Vec<_>>(), vec!["prod"]);
     assert_eq!(headers.get_all("x-via").iter().collect::<Vec<_>>(), vec!["edge", "veer"]);
+}
+
+#[test]
+fn a_routes_retry_changes_keep_the_proxys_policy_for_every_key_left_out() {
+    let mut spec = route("fewer-retries");
+    spec.retry = Some(RetryOverride { max_attempts: Some(1), ..RetryOverride::default() });
+    let mut t = table(&[spec, route("plain")]);
+    let base = RetryPolicy { retry_on_status: vec![503], backoff_base: Duration::from_millis(5), ..Default::default() };
+    t.resolve_retries(&base);
+    let retry = t.routes()[0].retry.as_ref().unwrap();
+    assert_eq!(retry.max_attempts, 1);
+    assert_eq!(retry.retry_on_status, vec![503], "inherited");
+    assert_eq!(retry.backoff_base, Duration::from_millis(5), "inherited");
+    assert!(t.routes()[1].retry.is_none(), "no changes: the proxy's policy as it is");
+    let bad = RetryOverride { max_attempts: Some(0), ..RetryOverride::default() };
+    let mut spec = route("bad");
+    spec.retry = Some(bad);
+    assert_eq!(problems(&[spec])[0].path, "[0].retry.max_attempts");
 }

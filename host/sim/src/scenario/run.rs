@@ -192,6 +192,8 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         observe: veer_data_plane::observe::ObserveConfig::default(),
         control: veer_control_plane::config::ControlOptions::default(),
         canary: None,
+        upstreams: Vec::new(),
+        routes: None,
     };
     let veer =
         server::start(options).await.map_err(|source| RunError::Start { strategy: strategy.label.clone(), source })?;

@@ -12,6 +12,7 @@
 //! | `slow-configure` | `configure` never returns |
 //! | `trap-observe` | round robin, but `observe` panics |
 //! | `trap-every` | round robin, but every `every`-th pick panics |
+//! | `by-route` | the eligible backend named after the request's route (`request.route()`), else the one named after its upstream, else round robin |
 
 use veer_sdk::{BackendId, Outcome, Params, PickContext, Policy, Pool};
 
@@ -45,6 +46,15 @@ impl Policy for Hostile {
 
     fn pick(&mut self, pool: &Pool, ctx: &PickContext) -> Option<BackendId> {
         self.picks += 1;
+        if self.mode == "by-route" {
+            let named = |name: Option<String>| {
+                let name = name?;
+                pool.eligible().iter().copied().find(|id| pool.get(*id).is_some_and(|b| b.name == name))
+            };
+            if let Some(id) = named(veer_sdk::request::route()).or_else(|| named(veer_sdk::request::upstream())) {
+                return Some(id);
+            }
+        }
         match self.mode.as_str() {
             "loop" => spin_forever(),
             "trap" => panic!("hostile plugin: trap on purpose"),

@@ -1,0 +1,384 @@
+//! Routes and upstreams end to end: one veer in front of several services,
+//! chosen by host, path, header and method; splits, redirects, direct
+//! responses, header edits and rewrites; and reloads that add a route and an
+//! upstream under load, or swap one upstream's picker, without touching the
+//! rest. Real sockets: veer and simulated backends on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use veer::server::RunningServer;
+use veer::sim::{BACKEND_HEADER, PATH_HEADER, SimBackend};
+use veer_tests::operator::{ConfigFile, admin, json, sim, start_from};
+use veer_tests::{Answer, send};
+
+/// The config's head, then one upstream per `(name, backend)`, each with one
+/// backend named after it, then `routes` (YAML, indented as a list under
+/// `routes:`). Health checks are off: only the config decides.
+fn config(upstreams: &[(&str, &SimBackend)], routes: &str) -> String {
+    let mut text = String::from(
+        "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nhealth:\n  check:\n    enabled: false\nproxy:\n  workers: 2\nreload:\n  watch: false\nupstreams:\n",
+    );
+    for (name, backend) in upstreams {
+        text.push_str(&format!(
+            "  - name: {name}\n    picker:\n      source: builtin:round-robin\n    backends:\n      - name: {name}-1\n        address: {}\n",
+            backend.addr()
+        ));
+    }
+    text.push_str("routes:\n");
+    text.push_str(routes);
+    text
+}
+
+async fn request(server: &RunningServer, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut builder = Request::builder().method(method).uri(path).header("host", host);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    send(server.proxy_addr, builder.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// The backend that answered.
+fn served_by(answer: &Answer) -> &str {
+    answer.headers.get(BACKEND_HEADER).map_or("(veer)", |v| v.to_str().unwrap())
+}
+
+const ROUTES: &str = r#"  - name: api-v1
+    match:
+      hosts: [api.example.com]
+      path: { prefix: /v1/ }
+    forward: api
+    rewrite_prefix: /
+    request_headers:
+      set: { x-route: api-v1 }
+      remove: [x-internal]
+    response_headers:
+      add: { x-served-by-route: api-v1 }
+  - name: api-writes
+    match:
+      hosts: [api.example.com]
+      methods: [POST, PUT]
+    forward: writes
+  - name: beta
+    match:
+      headers:
+        - { name: x-env, equals: beta }
+    forward: beta
+  - name: static
+    match:
+      hosts: ["*.cdn.example.com"]
+    forward: static
+  - name: old-docs
+    match:
+      path: { prefix: /old-docs/ }
+    redirect: { status: 301, host: docs.example.com, prefix: /docs/ }
+  - name: ping
+    match:
+      path: { exact: /ping }
+    respond: { status: 200, body: "pong\n" }
+  - name: www
+    match:
+      hosts: [www.example.com]
+    forward: static
+"#;
+
+#[tokio::test]
+async fn each_request_reaches_the_upstream_its_route_names() {
+    let (api, writes, beta, stat) = (sim("api").await, sim("writes").await, sim("beta").await, sim("static").await);
+    let file = ConfigFile::new("routes", "match");
+    file.write(&config(&[("api", &api), ("writes", &writes), ("beta", &beta), ("static", &stat)], ROUTES));
+    let server = start_from(&file).await;
+
+    // Host and path prefix, with the prefix rewritten and headers edited both ways.
+    let answer = request(&server, "GET", "api.example.com", "/v1/users?page=2", &[("x-sim-echo-headers", "1")]).await;
+    assert_eq!((answer.status, served_by(&answer)), (StatusCode::OK, "api"), "{}", answer.body);
+    assert_eq!(answer.headers[PATH_HEADER], "/users?page=2", "the /v1/ prefix is rewritten to /");
+    assert_eq!(answer.headers["x-served-by-route"], "api-v1");
+    let seen = json(&answer);
+    assert_eq!(seen["x-route"], "api-v1", "{seen}");
+    let internal =
+        request(&server, "GET", "api.example.com", "/v1/", &[("x-sim-echo-headers", "1"), ("x-internal", "1")]);
+    assert!(json(&internal.await).get("x-internal").is_none(), "removed before forwarding");
+
+    // Method: writes to the same host go elsewhere; other reads match nothing.
+    let answer = request(&server, "POST", "api.example.com", "/orders", &[]).await;
+    assert_eq!(served_by(&answer), "writes");
+    let answer = request(&server, "GET", "API.EXAMPLE.COM:8443", "/orders", &[]).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "no route for a read outside /v1/");
+    assert!(answer.body.contains("no route matches GET API.EXAMPLE.COM/orders"), "{}", answer.body);
+
+    // A header, whatever the host; a wildcard host; an exact host.
+    assert_eq!(served_by(&request(&server, "GET", "anything.test", "/", &[("x-env", "beta")]).await), "beta");
+    assert_eq!(served_by(&request(&server, "GET", "img.cdn.example.com", "/a.png", &[]).await), "static");
+    assert_eq!(served_by(&request(&server, "GET", "eu.img.cdn.example.com", "/", &[]).await), "static");
+    assert_eq!(request(&server, "GET", "cdn.example.com", "/", &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(served_by(&request(&server, "GET", "www.example.com", "/", &[]).await), "static");
+
+    // veer's own answers: a redirect and a direct response.
+    let answer = request(&server, "GET", "www.example.com", "/old-docs/intro?x=1", &[]).await;
+    assert_eq!(answer.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(answer.headers["location"], "http://docs.example.com/docs/intro?x=1");
+    let answer = request(&server, "GET", "any.test", "/ping", &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "pong\n"));
+    assert_eq!(answer.headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(api.stats().requests + writes.stats().requests + beta.stats().requests + stat.stats().requests, 7);
+    // Counted by route and upstream; a route's own answers under upstream "-"; a 404 under no route.
+    let metrics = admin(&server, "GET", "/metrics", "").await.body;
+    for series in [
+        r#"veer_route_requests_total{class="2xx",route="api-v1",upstream="api"} 2"#,
+        r#"veer_route_requests_total{class="2xx",route="static",upstream="static"} 2"#,
+        r#"veer_route_requests_total{class="3xx",route="old-docs",upstream="-"} 1"#,
+        r#"veer_route_requests_total{class="2xx",route="ping",upstream="-"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_split_gives_each_upstream_its_share() {
+    let (stable, canary) = (sim("stable").await, sim("canary").await);
+    let file = ConfigFile::new("routes", "split");
+    let routes = "  - name: all\n    split:\n      - { upstream: stable, weight: 80 }\n      - { upstream: canary, weight: 20 }\n";
+    file.write(&config(&[("stable", &stable), ("canary", &canary)], routes));
+    let server = start_from(&file).await;
+    let mut served = BTreeMap::new();
+    for _ in 0..2000 {
+        let answer = request(&server, "GET", "x.test", "/", &[]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        *served.entry(served_by(&answer).to_string()).or_insert(0u32) += 1;
+    }
+    let canary_share = f64::from(served["canary"]) / 2000.0;
+    // 2000 draws of p = 0.2: the standard deviation is 0.009; 0.04 is over four of them.
+    assert!((canary_share - 0.2).abs() < 0.04, "{served:?}");
+    server.shutdown().await;
+}
+
+/// Load on one route while reloads add an upstream and a route to it, then
+/// take them away again: no request fails, the new route serves at once, and
+/// the untouched upstream keeps its backends' live state.
+#[tokio::test]
+async fn a_reload_adds_and_removes_an_upstream_and_its_route_under_load_without_failing_a_request() {
+    let (api, extra) = (sim("api").await, sim("extra").await);
+    let file = ConfigFile::new("routes", "reload");
+    let one = config(&[("api", &api)], "  - name: api\n    forward: api\n");
+    let two = config(
+        &[("api", &api), ("extra", &extra)],
+        "  - name: extra\n    match:\n      hosts: [extra.test]\n    forward: extra\n  - name: api\n    forward: api\n",
+    );
+    file.write(&one);
+    let server = Arc::new(start_from(&file).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, stop, ok, failed) = (server.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = request(&server, "GET", "api.test", "/", &[]).await;
+                    let counter = if answer.status == StatusCode::OK { &ok } else { &failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let api_backend = server.proxy.routes().upstream("api").unwrap().pool.by_name("api-1").unwrap();
+    for round in 0..10 {
+        file.write(&two);
+        let report = json(&admin(&server, "POST", "/reload", "").await);
+        assert_eq!(report["upstreams"]["extra"]["status"], "added", "{report}");
+        assert_eq!(report["upstreams"]["api"]["status"], "kept", "{report}");
+        assert_eq!(report["routes"], serde_json::json!(["extra", "api"]));
+        let answer = request(&server, "GET", "extra.test", "/", &[]).await;
+        assert_eq!((answer.status, served_by(&answer)), (StatusCode::OK, "extra"), "round {round}");
+        file.write(&one);
+        let report = json(&admin(&server, "POST", "/reload", "").await);
+        assert_eq!(report["upstreams"]["extra"]["status"], "removed", "{report}");
+        assert_eq!(served_by(&request(&server, "GET", "extra.test", "/", &[]).await), "api", "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    let still = server.proxy.routes().upstream("api").unwrap().pool.by_name("api-1").unwrap();
+    assert!(Arc::ptr_eq(&api_backend, &still), "the kept upstream's backend kept its live state");
+    Arc::into_inner(server).unwrap().shutdown().await;
+}
+
+/// Changing one upstream's picker swaps that one only: the other keeps its
+/// picker instance, and with it what it learned.
+#[tokio::test]
+async fn a_picker_change_on_one_upstream_leaves_the_others_untouched() {
+    let (api, web) = (sim("api").await, sim("web").await);
+    let file = ConfigFile::new("routes", "swap");
+    let routes =
+        "  - name: web\n    match:\n      hosts: [web.test]\n    forward: web\n  - name: api\n    forward: api\n";
+    let text = config(&[("api", &api), ("web", &web)], routes);
+    file.write(&text);
+    let server = start_from(&file).await;
+    let web_picker = server.proxy.routes().upstream("web").unwrap().slot.current();
+    file.write(&text.replacen("builtin:round-robin", "builtin:least-conn", 1));
+    let report = json(&admin(&server, "POST", "/reload", "").await);
+    assert_eq!(report["upstreams"]["api"]["picker"]["to"]["name"], "least-conn", "{report}");
+    assert!(report["upstreams"]["web"]["picker"].is_null(), "{report}");
+    let routes = server.proxy.routes();
+    assert_eq!(routes.upstream("api").unwrap().slot.current().info().name, "least-conn");
+    assert!(Arc::ptr_eq(&routes.upstream("web").unwrap().slot.current(), &web_picker), "web's picker is untouched");
+    assert_eq!(served_by(&request(&server, "GET", "web.test", "/", &[]).await), "web");
+    assert_eq!(served_by(&request(&server, "GET", "api.test", "/", &[]).await), "api");
+    server.shutdown().await;
+}
+
+#[test]
+fn routes_that_name_no_upstream_are_refused_at_their_line() {
+    let text = "upstreams:\n  - name: api\n    backends:\n      - { name: a, address: 127.0.0.1:1 }\nroutes:\n  - name: r\n    forward: nope\n  - name: r\n    match:\n      path: { regex: \"(\" }\n    respond: { status: 200 }\n";
+    let errors = veer::config::parse(text, "veer.yaml", None).unwrap_err().to_string();
+    assert!(errors.contains("veer.yaml:7:5: routes[0].forward: no upstream is named \"nope\""), "{errors}");
+    assert!(errors.contains("routes[1].name: \"r\" is already the name of route [0]"), "{errors}");
+    assert!(errors.contains("routes[1].match.path.regex:"), "{errors}");
+    let canary = "backends:\n  - { name: a, address: 127.0.0.1:1 }\ncanary:\n  percent: 5\n  backends:\n    - { name: c, address: 127.0.0.1:2 }\nroutes:\n  - { name: all, forward: default }\n";
+    let errors = veer::config::parse(canary, "veer.yaml", None).unwrap_err().to_string();
+    assert!(errors.contains("canary: with routes, write the canary as a split route"), "{errors}");
+}
+
+/// Waits until `done` holds (checking every 10 ms), at most 10 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A mirror copies its share of a route's requests to the shadow group, the
+/// client sees only the primary's answer, and a dead shadow costs the client
+/// nothing: its failures are counted, not returned.
+#[tokio::test]
+async fn a_mirror_copies_its_share_and_a_dead_one_costs_the_client_nothing() {
+    let (api, shadow) = (sim("api").await, sim("shadow").await);
+    let dead = sim("dead").await;
+    let dead_addr = dead.addr();
+    dead.kill().await;
+    let file = ConfigFile::new("routes", "mirror");
+    let routes = "  - name: all-copied\n    match:\n      hosts: [all.test]\n    forward: api\n    mirror: { upstream: shadow, percent: 100 }\n  - name: half-copied\n    match:\n      hosts: [half.test]\n    forward: api\n    mirror: { upstream: shadow, percent: 50 }\n  - name: to-the-dead\n    forward: api\n    mirror: { upstream: gone, percent: 100 }\n";
+    let mut text = config(&[("api", &api), ("shadow", &shadow)], routes);
+    text = text.replace(
+        "routes:\n",
+        &format!("  - name: gone\n    backends:\n      - name: gone-1\n        address: {dead_addr}\nroutes:\n"),
+    );
+    file.write(&text);
+    let server = start_from(&file).await;
+
+    for _ in 0..100 {
+        let answer = request(&server, "POST", "all.test", "/orders", &[]).await;
+        assert_eq!((answer.status, served_by(&answer)), (StatusCode::OK, "api"), "only the primary answers");
+    }
+    eventually("100 copies reach the shadow", || shadow.stats().requests == 100).await;
+    for _ in 0..400 {
+        assert_eq!(request(&server, "GET", "half.test", "/", &[]).await.status, StatusCode::OK);
+    }
+    eventually("the sampled copies arrive", || {
+        let copied = shadow.stats().requests - 100;
+        (140..=260).contains(&copied) && shadow.stats().in_flight == 0
+    })
+    .await;
+    for _ in 0..50 {
+        let answer = request(&server, "GET", "other.test", "/", &[]).await;
+        assert_eq!((answer.status, served_by(&answer)), (StatusCode::OK, "api"), "a dead shadow fails no request");
+    }
+    let metrics = admin(&server, "GET", "/metrics", "").await.body;
+    assert!(metrics.contains("veer_mirror_requests_total{result=\"2xx\",route=\"all-copied\"} 100"), "{metrics}");
+    let dead_copies = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("veer_mirror_requests_total") && l.contains("route=\"to-the-dead\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert!(dead_copies(&metrics) > 0, "the dead shadow's copies are counted: {metrics}");
+    assert_eq!(api.stats().requests, 550);
+    server.shutdown().await;
+}
+
+/// The admin API lists the upstreams and routes, and swaps, drains and adds
+/// on one upstream at a time.
+#[tokio::test]
+async fn the_admin_api_acts_on_one_upstream_at_a_time() {
+    let (api, web, web2) = (sim("api").await, sim("web").await, sim("web2").await);
+    let file = ConfigFile::new("routes", "admin");
+    let routes =
+        "  - name: web\n    match:\n      hosts: [web.test]\n    forward: web\n  - name: api\n    forward: api\n";
+    file.write(&config(&[("api", &api), ("web", &web)], routes));
+    let server = start_from(&file).await;
+
+    let list = json(&admin(&server, "GET", "/upstreams", "").await);
+    let names: Vec<_> = list.as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["api", "web"]);
+    let routes = json(&admin(&server, "GET", "/routes", "").await);
+    assert_eq!(routes[0]["name"], "web");
+    assert_eq!(routes[0]["match"]["hosts"][0], "web.test");
+
+    let swap = admin(&server, "PUT", "/upstreams/web/picker", r#"{"source": "builtin:least-conn"}"#).await;
+    assert_eq!(swap.status, StatusCode::OK, "{}", swap.body);
+    let groups = server.proxy.routes();
+    assert_eq!(groups.upstream("web").unwrap().slot.current().info().name, "least-conn");
+    assert_eq!(groups.upstream("api").unwrap().slot.current().info().name, "round-robin", "only web swapped");
+
+    let add = format!(r#"{{"name": "web-2", "address": "{}"}}"#, web2.addr());
+    assert_eq!(admin(&server, "POST", "/upstreams/web/backends", &add).await.status, StatusCode::CREATED);
+    let taken = format!(r#"{{"name": "api-1", "address": "{}"}}"#, web2.addr());
+    let conflict = admin(&server, "POST", "/upstreams/web/backends", &taken).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "backend names are unique across upstreams");
+    let drained = admin(&server, "POST", "/upstreams/web/backends/web-1/drain", "").await;
+    assert_eq!(drained.status, StatusCode::OK, "{}", drained.body);
+    let view = json(&admin(&server, "GET", "/upstreams/web", "").await);
+    let drained_flag = |name: &str| {
+        view["backends"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap()["health"]["drained"].clone()
+    };
+    assert_eq!((drained_flag("web-1"), drained_flag("web-2")), (serde_json::json!(true), serde_json::json!(false)));
+    eventually("the drain reaches web's picker", || {
+        server.proxy.routes().upstream("web").unwrap().slot.current().membership().eligible().len() == 1
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(served_by(&request(&server, "GET", "web.test", "/", &[]).await), "web2");
+    }
+    let missing = admin(&server, "GET", "/upstreams/nope", "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&missing)["error"], "no upstream named \"nope\"; try GET /upstreams");
+    assert_eq!(admin(&server, "POST", "/upstreams/api/backends/nope/drain", "").await.status, StatusCode::NOT_FOUND);
+    server.shutdown().await;
+}
+
+/// A picker learns the route and the upstream it picks for (contract 0.1.2):
+/// one policy, serving two routes over the same upstream, routes each to the
+/// backend named after it.
+#[tokio::test]
+async fn a_picker_knows_the_route_and_the_upstream() {
+    let (first, second, third) = (sim("first").await, sim("second").await, sim("third").await);
+    let plugin = veer_tests::hostile_plugin_file("by-route");
+    let file = ConfigFile::new("routes", "by-route");
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nhealth:\n  check:\n    enabled: false\nreload:\n  watch: false\nupstreams:\n  - name: shared\n    picker:\n      source: {}\n      params: {{ mode: by-route }}\n    backends:\n      - {{ name: one, address: {} }}\n      - {{ name: two, address: {} }}\n      - {{ name: shared, address: {} }}\nroutes:\n  - name: one\n    match: {{ path: {{ prefix: /1 }} }}\n    forward: shared\n  - name: two\n    match: {{ path: {{ prefix: /2 }} }}\n    forward: shared\n  - name: other\n    forward: shared\n",
+        plugin.display(),
+        first.addr(),
+        second.addr(),
+        third.addr()
+    );
+    file.write(&text);
+    let server = start_from(&file).await;
+    for _ in 0..5 {
+        assert_eq!(served_by(&request(&server, "GET", "x.test", "/1", &[]).await), "first");
+        assert_eq!(served_by(&request(&server, "GET", "x.test", "/2", &[]).await), "second");
+        assert_eq!(served_by(&request(&server, "GET", "x.test", "/3", &[]).await), "third", "by the upstream's name");
+    }
+    server.shutdown().await;
+}
