@@ -382,3 +382,30 @@ async fn a_picker_knows_the_route_and_the_upstream() {
     }
     server.shutdown().await;
 }
+
+/// A request's timeout comes from its route, else its upstream, else the
+/// proxy: a slow backend answers a patient route and times out elsewhere.
+#[tokio::test]
+async fn timeouts_come_from_the_route_then_the_upstream_then_the_proxy() {
+    let spec = veer::sim::SimBackendSpec {
+        name: "slow".to_string(),
+        profile: veer::sim::BackendProfile::fixed(std::time::Duration::from_millis(400)),
+        phases: vec![],
+        seed: 1,
+    };
+    let slow = SimBackend::start(spec, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let file = ConfigFile::new("routes", "timeouts");
+    let routes = "  - name: patient\n    match: { path: { prefix: /patient } }\n    forward: slow\n    timeout: 5s\n  - name: hasty\n    forward: slow\n";
+    let text = config(&[("slow", &slow)], routes).replace(
+        "    picker:\n      source: builtin:round-robin\n",
+        "    timeout: 100ms\n    retry: { max_attempts: 1 }\n    picker:\n      source: builtin:round-robin\n",
+    );
+    file.write(&text);
+    let server = start_from(&file).await;
+    let hasty = request(&server, "GET", "x.test", "/", &[]).await;
+    assert_eq!(hasty.status, StatusCode::GATEWAY_TIMEOUT, "the upstream's 100ms: {}", hasty.body);
+    let patient = request(&server, "GET", "x.test", "/patient", &[]).await;
+    assert_eq!((patient.status, served_by(&patient)), (StatusCode::OK, "slow"), "the route's 5s");
+    assert_eq!(slow.stats().requests, 2, "one attempt each: the upstream's retry change");
+    server.shutdown().await;
+}

@@ -128,8 +128,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         upstreams.push(Upstream::start(runtime.clone(), spec, metrics.clone()).await?);
     }
     let routes = match &options.routes {
-        Some(specs) => Routes::new(upstreams, specs.clone()),
-        None => Routes::derived(upstreams, options.canary.as_ref().map(|canary| canary.split.clone())),
+        Some(specs) => Routes::new(upstreams, specs.clone(), options.request_policy()),
+        None => Routes::derived(
+            upstreams,
+            options.canary.as_ref().map(|canary| canary.split.clone()),
+            options.request_policy(),
+        ),
     }
     .map_err(StartError::Routes)?;
     let main = routes.default_upstream().clone();

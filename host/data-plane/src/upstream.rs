@@ -30,6 +30,18 @@ pub struct UpstreamSpec {
     pub params: Vec<(String, String)>,
     /// Health checks, breakers, outlier ejection and slow start.
     pub health: HealthConfig,
+    /// Its requests' timeout and retry changes over the proxy's.
+    pub policy: UpstreamPolicy,
+}
+
+/// An upstream's changes to its requests' timeout and retry policy (each
+/// unset one keeps the proxy's; a route's own changes apply over them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamPolicy {
+    /// The total timeout of its requests.
+    pub timeout: Option<std::time::Duration>,
+    /// Changes to the retry policy.
+    pub retry: Option<crate::routing::RetryOverride>,
 }
 
 /// A running upstream group.
@@ -45,6 +57,8 @@ pub struct Upstream {
     pub slot: Arc<PickerSlot>,
     /// Set when a reload removed the group: its owner task ends.
     retired: tokio::sync::watch::Sender<bool>,
+    /// Replaced by a reload; read when routes are built.
+    policy: arc_swap::ArcSwap<UpstreamPolicy>,
 }
 
 impl Upstream {
@@ -63,7 +77,8 @@ impl Upstream {
         let publish = slot.clone();
         let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
         let (retired, _) = tokio::sync::watch::channel(false);
-        Ok(Upstream { name: spec.name.into(), pool, health, slot, retired })
+        let policy = arc_swap::ArcSwap::from_pointee(spec.policy);
+        Ok(Upstream { name: spec.name.into(), pool, health, slot, retired, policy })
     }
 
     /// [`Upstream::new`] on a blocking thread.
@@ -90,6 +105,17 @@ impl Upstream {
             () = self.health.clone().run(never()) => {}
             () = self.slot.clone().run(never()) => {}
         }
+    }
+
+    /// Its requests' timeout and retry changes now.
+    pub fn policy(&self) -> Arc<UpstreamPolicy> {
+        self.policy.load_full()
+    }
+
+    /// Changes them for routes built from now on (a reload builds its
+    /// routes after setting them).
+    pub fn set_policy(&self, policy: UpstreamPolicy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// Ends the owner task of a group no route uses any more. Requests that
@@ -181,7 +207,8 @@ mod tests {
             .zip(backends)
             .map(|(port, name)| BackendSpec::new(*name, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
-        let spec = UpstreamSpec { name: "test".into(), backends, picker, params: vec![], health };
+        let policy = UpstreamPolicy::default();
+        let spec = UpstreamSpec { name: "test".into(), backends, picker, params: vec![], health, policy };
         let runtime = PluginRuntime::new(Limits::default()).unwrap();
         Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap()
     }

@@ -34,8 +34,8 @@ use veer_data_plane::health::HealthConfig;
 use veer_data_plane::observe::ObserveConfig;
 use veer_data_plane::pool::BackendProtocol;
 use veer_data_plane::proxy::ProxyConfig;
-pub use veer_data_plane::routing::RouteSpec;
 pub use veer_data_plane::routing::canary::HeaderMatch;
+pub use veer_data_plane::routing::{RetryOverride, RouteSpec};
 
 /// Environment variable that holds the admin token when the file does not.
 pub const ADMIN_TOKEN_ENV: &str = "VEER_ADMIN_TOKEN";
@@ -111,6 +111,14 @@ pub struct UpstreamConfig {
     /// the top-level `health`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
+    /// Its requests' total timeout; unset: `proxy.total_timeout`. A route's
+    /// `timeout` overrides it.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Changes to `proxy.retry` for its requests, key by key; a route's
+    /// `retry` changes apply over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryOverride>,
 }
 
 /// The canary group.

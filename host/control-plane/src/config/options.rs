@@ -10,8 +10,8 @@ use veer_data_plane::observe::ObserveConfig;
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::proxy::ProxyConfig;
 use veer_data_plane::routing::canary::CanarySplit;
-use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RouteSpec};
-use veer_data_plane::upstream::UpstreamSpec;
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RequestPolicy, RouteSpec};
+use veer_data_plane::upstream::{UpstreamPolicy, UpstreamSpec};
 use veer_plugin_runtime::{Limits, PluginSource};
 
 /// Everything needed to start veer.
@@ -49,6 +49,12 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
+    /// A request's timeout and retry policy before routes and upstreams
+    /// change them.
+    pub fn request_policy(&self) -> RequestPolicy {
+        RequestPolicy { timeout: self.proxy.total_timeout, retry: self.proxy.retry.clone() }
+    }
+
     /// Every upstream group these options describe, in order: the default
     /// group (from `backends`, unless they are empty and named upstreams
     /// stand in for it), the canary, then the named ones.
@@ -61,6 +67,7 @@ impl ServerOptions {
                 picker: self.picker.clone(),
                 params: self.params.clone(),
                 health: self.health.clone(),
+                policy: UpstreamPolicy::default(),
             });
         }
         if let Some(canary) = &self.canary {
@@ -70,6 +77,7 @@ impl ServerOptions {
                 picker: canary.picker.clone(),
                 params: canary.params.clone(),
                 health: self.health.clone(),
+                policy: UpstreamPolicy::default(),
             });
         }
         specs.extend(self.upstreams.iter().cloned());

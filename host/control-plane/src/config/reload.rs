@@ -37,7 +37,7 @@ use veer_data_plane::pool::{BackendSpec, Pool};
 use veer_data_plane::proxy::Proxy;
 use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, Routes};
-use veer_data_plane::upstream::Upstream;
+use veer_data_plane::upstream::{Upstream, UpstreamPolicy};
 use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport};
 
 /// What a reload did.
@@ -259,14 +259,23 @@ impl Reloader {
                 },
             }
         }
+        // The proxy's own policy needs a restart: the running one is the base.
+        let base = self.started.request_policy();
+        let before: Vec<_> = groups.iter().map(|group| group.policy()).collect();
+        for (group, spec) in groups.iter().zip(&wanted) {
+            group.set_policy(spec.policy.clone());
+        }
         let routes = match &new.routes {
-            Some(specs) => Routes::new(groups.clone(), specs.clone()),
-            None => Routes::derived(groups.clone(), new.canary.as_ref().map(|canary| canary.split.clone())),
+            Some(specs) => Routes::new(groups.clone(), specs.clone(), base),
+            None => Routes::derived(groups.clone(), new.canary.as_ref().map(|canary| canary.split.clone()), base),
         };
         let routes = match routes {
             Ok(routes) => routes,
             Err(problems) => {
                 undo(&swapped);
+                for (group, policy) in groups.iter().zip(before) {
+                    group.set_policy(UpstreamPolicy::clone(&policy));
+                }
                 let problems: Vec<String> =
                     problems.iter().map(|p| format!("routes{}: {}", p.path, p.message)).collect();
                 return Err(ReloadError::Routes(problems.join("; ")));
@@ -388,6 +397,8 @@ impl Reloader {
                     backends: backend_configs(&group.pool),
                     picker: picker_config(&group.slot),
                     health: applied.upstreams.iter().find(|u| *u.name == *group.name).map(|u| u.health.clone()),
+                    timeout: group.policy().timeout,
+                    retry: group.policy().retry.clone(),
                 })
                 .collect(),
             routes: applied.routes.clone(),

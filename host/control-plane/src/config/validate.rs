@@ -11,7 +11,7 @@ use super::{CanaryOptions, ServerOptions};
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RouteTable};
-use veer_data_plane::upstream::UpstreamSpec;
+use veer_data_plane::upstream::{UpstreamPolicy, UpstreamSpec};
 use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource};
 
 /// Parses the YAML into the schema; the parser stops at the first problem.
@@ -135,12 +135,19 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         if let Some(own) = &upstream.health {
             health(&mut c, &at("health"), own);
         }
+        if upstream.timeout.is_some_and(|t| t.is_zero()) {
+            c.push(&at("timeout"), "must be longer than 0s");
+        }
+        for (key, message) in upstream.retry.iter().flat_map(|retry| retry.problems()) {
+            c.push(&at(&format!("retry.{key}")), message);
+        }
         upstreams.push(UpstreamSpec {
             name: upstream.name.clone(),
             backends: backend_specs,
             picker: source,
             params,
             health: upstream.health.clone().unwrap_or_else(|| config.health.clone()),
+            policy: UpstreamPolicy { timeout: upstream.timeout, retry: upstream.retry.clone() },
         });
     }
     if let Some(routes) = &config.routes {

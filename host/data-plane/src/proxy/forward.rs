@@ -35,7 +35,7 @@ use super::{Clients, OutgoingBody, Proxy, ProxyBody, mirror};
 use crate::fault::{BackendFault, ClientFault, Fault};
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::pool::{BackendProtocol, BackendState, Pool};
-use crate::routing::{Action, RequestHead, Routes};
+use crate::routing::{Action, RequestHead, Routes, Target};
 use crate::upstream::Upstream;
 use veer_plugin_runtime::{
     BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker, RouteNames,
@@ -196,18 +196,19 @@ impl Proxy {
         guard: &mut RequestGuard,
     ) -> Result<Response<ProxyBody>, Failure> {
         let routes = self.routes.load_full();
-        let (route, upstream) = match self.route(&routes, &parts)? {
-            Routed::Forward(route, upstream) => (route, upstream),
+        let (route, target) = match self.route(&routes, &parts)? {
+            Routed::Forward(route, target) => (route, target),
             Routed::Answer(route, response) => {
                 guard.route(RouteNames { route: route.name.clone(), upstream: ANSWERED_BY_VEER.clone() });
                 return Ok(response);
             }
         };
+        let upstream = &target.upstream;
         let names = RouteNames { route: route.name.clone(), upstream: upstream.name.clone() };
         guard.route(names.clone());
         edit_request(route, &mut parts)?;
-        let retry = route.retry.as_ref().unwrap_or(&self.config.retry);
-        let deadline = Instant::now() + route.timeout.unwrap_or(self.config.total_timeout);
+        let retry = &*target.retry;
+        let deadline = Instant::now() + target.timeout;
         let upgrade = client_upgrade.is_some();
         let meta = RequestMeta { parts, client_ip, affinity_hash: None, route: Some(names) };
         let mut exchange = match self.take_body(meta, body, upgrade, retry, deadline).await {
@@ -325,7 +326,7 @@ impl Proxy {
             Payload::Replayable(body) => {
                 let copy = mirror::Copy {
                     route: route.name.clone(),
-                    upstream: mirror.upstream.clone(),
+                    upstream: mirror.upstream.upstream.clone(),
                     parts: mirror::copy_of(&exchange.meta.as_ref().expect("lent only during a pick").parts),
                     body: body.clone(),
                     client_ip,
@@ -618,12 +619,12 @@ impl Proxy {
 }
 
 /// A compiled route of the proxy's tables.
-type RouteOf = crate::routing::Route<Arc<Upstream>>;
+type RouteOf = crate::routing::Route<Target>;
 
 /// What a route decided.
 enum Routed<'r> {
     /// Forward to this upstream, under this route's settings.
-    Forward(&'r RouteOf, &'r Arc<Upstream>),
+    Forward(&'r RouteOf, &'r Target),
     /// veer answers itself, for this route.
     Answer(&'r RouteOf, Response<ProxyBody>),
 }

@@ -205,13 +205,12 @@ impl Proxy {
     /// A proxy routing with `routes`, behind `admission`, recording into
     /// `metrics` and, if given, `access_log`.
     pub fn new(
-        mut routes: Routes,
+        routes: Routes,
         admission: Arc<Admission>,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Arc<Self> {
-        routes.resolve_retries(&config.retry);
         Arc::new(Proxy {
             routes: ArcSwap::from_pointee(routes),
             metrics,
@@ -232,8 +231,7 @@ impl Proxy {
 
     /// Serves requests from now on with `routes`; requests already routed
     /// finish on the groups they were given.
-    pub fn set_routes(&self, mut routes: Routes) {
-        routes.resolve_retries(&self.config.retry);
+    pub fn set_routes(&self, routes: Routes) {
         self.routes.store(Arc::new(routes));
     }
 
@@ -251,6 +249,7 @@ impl Proxy {
     /// Changes the canary's split for requests from now on (validate it
     /// first); `None` when the routes were not derived with a canary.
     pub fn set_canary_split(&self, split: CanarySplit) -> Option<CanarySplit> {
+        // The routes keep the proxy's policy they were built with.
         let routes = self.routes.load().with_canary_split(split.clone())?;
         match routes {
             Ok(routes) => {

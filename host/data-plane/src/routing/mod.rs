@@ -29,9 +29,8 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use regex::Regex;
 
-use crate::retry::RetryPolicy;
 use radix::PathTree;
-pub use routes::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, Routes};
+pub use routes::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RequestPolicy, Routes, Target};
 pub use spec::{
     HeaderEditsSpec, MatchSpec, MirrorSpec, PathMatchSpec, RedirectSpec, RespondSpec, RetryOverride, RouteSpec,
     SplitTargetSpec, ValueMatchSpec,
@@ -113,10 +112,8 @@ pub struct Route<U> {
     pub response_headers: HeaderEdits,
     /// The total timeout for its requests, if it overrides the upstream's.
     pub timeout: Option<Duration>,
-    /// The retry policy for its requests, if it overrides the proxy's
-    /// (resolved by [`RouteTable::resolve_retries`]).
-    pub retry: Option<RetryPolicy>,
-    retry_override: Option<RetryOverride>,
+    /// Its changes to the retry policy of the upstream it forwards to.
+    pub retry: Option<RetryOverride>,
     path: Option<PathMatch>,
     rewrite_prefix: Option<Box<str>>,
     methods: Vec<Method>,
@@ -367,10 +364,17 @@ impl<U> RouteTable<U> {
         Ok(table)
     }
 
-    /// Resolves each route's retry changes against `base` (the proxy's policy).
-    pub fn resolve_retries(&mut self, base: &RetryPolicy) {
+    /// Calls `visit` with each upstream a route forwards to (its `forward`,
+    /// or each of its `split`; not its mirror) and that route's timeout and
+    /// retry changes, to resolve what depends on both.
+    pub fn for_each_target(&mut self, mut visit: impl FnMut(&mut U, Option<Duration>, Option<&RetryOverride>)) {
         for route in &mut self.routes {
-            route.retry = route.retry_override.as_ref().map(|changes| changes.apply(base));
+            let (timeout, retry) = (route.timeout, route.retry.as_ref());
+            match &mut route.action {
+                Action::Forward(target) => visit(target, timeout, retry),
+                Action::Split(split) => split.targets.iter_mut().for_each(|(target, _)| visit(target, timeout, retry)),
+                Action::Redirect(_) | Action::Respond(_) => {}
+            }
         }
     }
 
@@ -742,8 +746,7 @@ fn compile_route<U>(
         request_headers,
         response_headers,
         timeout: spec.timeout,
-        retry: spec.retry.as_ref().map(|changes| changes.apply(&RetryPolicy::default())),
-        retry_override: spec.retry.clone(),
+        retry: spec.retry.clone(),
         path,
         rewrite_prefix: spec.rewrite_prefix.as_deref().map(Into::into),
         methods,
