@@ -127,6 +127,7 @@ pub fn veer_options(
         canary: None,
         upstreams: Vec::new(),
         routes: None,
+        listeners: Vec::new(),
     }
 }
 

@@ -77,7 +77,7 @@ async fn metrics_count_the_traffic_and_pass_promtool() {
     assert_eq!(metric(&text, r#"veer_backend_response_duration_seconds_count{backend="good"}"#), ok);
     assert_eq!(metric(&text, r#"veer_request_duration_seconds_count{status_class="2xx"}"#), ok);
     assert_eq!(metric(&text, "veer_picker_call_duration_seconds_count"), 20.0);
-    assert_eq!(metric(&text, "veer_picker_picks_total"), 20.0);
+    assert_eq!(metric(&text, r#"veer_picker_picks_total{upstream="default"}"#), 20.0);
     assert_eq!(metric(&text, "veer_requests_in_flight"), 0.0);
     assert!(metric(&text, r#"veer_backend_latency_ewma_seconds{backend="good"}"#) > 0.0);
     assert!(text.contains(r#"veer_picker_info{name="round-robin""#), "{text}");

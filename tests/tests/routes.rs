@@ -351,6 +351,11 @@ async fn the_admin_api_acts_on_one_upstream_at_a_time() {
     for _ in 0..10 {
         assert_eq!(served_by(&request(&server, "GET", "web.test", "/", &[]).await), "web2");
     }
+    let metrics = admin(&server, "GET", "/metrics", "").await.body;
+    for series in [r#"veer_picker_swaps_total{upstream="web"} 1"#, r#"veer_picker_swaps_total{upstream="api"} 0"#] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    assert!(metrics.contains(r#"veer_picker_info{name="least-conn",source="builtin:least-conn",upstream="web""#));
     let missing = admin(&server, "GET", "/upstreams/nope", "").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(json(&missing)["error"], "no upstream named \"nope\"; try GET /upstreams");
@@ -408,4 +413,63 @@ async fn timeouts_come_from_the_route_then_the_upstream_then_the_proxy() {
     assert_eq!((patient.status, served_by(&patient)), (StatusCode::OK, "slow"), "the route's 5s");
     assert_eq!(slow.stats().requests, 2, "one attempt each: the upstream's retry change");
     server.shutdown().await;
+}
+
+/// Each listener routes by its own routes over the same upstreams; a reload
+/// adds a listener, and stops one it removes (which then accepts nothing).
+#[tokio::test]
+async fn listeners_route_on_their_own_and_reloads_add_and_stop_them() {
+    let (public, internal) = (sim("public").await, sim("internal").await);
+    let file = ConfigFile::new("routes", "listeners");
+    let head = config(&[("public", &public), ("internal", &internal)], "  - name: all\n    forward: public\n");
+    let with = |names: &[&str]| {
+        let mut text = format!("{head}listeners:\n");
+        for name in names {
+            text.push_str(&format!(
+                "  - name: {name}\n    address: 127.0.0.1:0\n    routes:\n      - {{ name: {name}-all, forward: internal }}\n"
+            ));
+        }
+        text
+    };
+    file.write(&with(&["ops"]));
+    let server = start_from(&file).await;
+    let on = |address: std::net::SocketAddr, path: &'static str| async move {
+        let request = Request::get(path).header("host", "x.test").body(Full::new(Bytes::new())).unwrap();
+        send(address, request).await
+    };
+    let ops = server.proxy.listeners()["ops"];
+    assert_eq!(served_by(&on(server.proxy_addr, "/").await), "public");
+    assert_eq!(served_by(&on(ops, "/").await), "internal", "the ops listener's own routes");
+    let listed = json(&admin(&server, "GET", "/listeners", "").await);
+    assert_eq!((&listed[1]["name"], &listed[1]["routes"][0]["name"]), (&"ops".into(), &"ops-all".into()));
+
+    file.write(&with(&["ops", "debug"]));
+    let report = json(&admin(&server, "POST", "/reload", "").await);
+    assert_eq!(report["listeners"], serde_json::json!({"ops": "kept", "debug": "added"}), "{report}");
+    let debug = server.proxy.listeners()["debug"];
+    assert_eq!(served_by(&on(debug, "/").await), "internal");
+    assert_eq!(server.proxy.listeners()["ops"], ops, "a kept listener keeps its socket");
+
+    file.write(&with(&["debug"]));
+    let report = json(&admin(&server, "POST", "/reload", "").await);
+    assert_eq!(report["listeners"], serde_json::json!({"debug": "kept", "ops": "removed"}), "{report}");
+    eventually("the removed listener stops accepting", || std::net::TcpStream::connect(ops).is_err()).await;
+    assert_eq!(served_by(&on(debug, "/").await), "internal");
+    assert_eq!(served_by(&on(server.proxy_addr, "/").await), "public");
+    server.shutdown().await;
+}
+
+#[test]
+fn listeners_need_their_own_name_address_and_routes() {
+    let text = "listen: 127.0.0.1:8080\nbackends:\n  - { name: a, address: 127.0.0.1:1 }\nlisteners:\n  - name: default\n    address: 127.0.0.1:8080\n    routes: []\n  - name: x\n    address: nowhere\n    routes:\n      - { name: r, forward: nope }\n";
+    let errors = veer::config::parse(text, "veer.yaml", None).unwrap_err().to_string();
+    for expected in [
+        "listeners[0].name: \"default\" is the name of the listener at `listen`",
+        "listeners[0].address: 127.0.0.1:8080 is already `listen`'s address",
+        "listeners[0].routes: needs at least one route",
+        "listeners[1].address: 'nowhere' is not IP:PORT",
+        "listeners[1].routes[0].forward: no upstream is named \"nope\"",
+    ] {
+        assert!(errors.contains(expected), "{expected} in\n{errors}");
+    }
 }

@@ -280,6 +280,14 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
             json(StatusCode::OK, &routes.upstreams().iter().map(|group| group_view(group)).collect::<Vec<_>>())
         }
         (&Method::GET, "/routes") => json(StatusCode::OK, &proxy.routes().specs()),
+        (&Method::GET, "/listeners") => {
+            let (routes, bound) = (proxy.routes(), proxy.listeners());
+            let listeners: Vec<_> = routes
+                .listener_specs()
+                .map(|(name, specs)| serde_json::json!({ "name": name, "address": bound.get(name), "routes": specs }))
+                .collect();
+            json(StatusCode::OK, &listeners)
+        }
         (method, path) if path.starts_with("/upstreams/") => {
             let rest = &path["/upstreams/".len()..];
             let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
@@ -313,7 +321,7 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         (
             _,
             "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker" | "/backends"
-            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary" | "/upstreams" | "/routes",
+            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary" | "/upstreams" | "/routes" | "/listeners",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }

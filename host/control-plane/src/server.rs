@@ -16,7 +16,7 @@ use veer_data_plane::health::InvalidHealthConfig;
 use veer_data_plane::observe::access_log::AccessLog;
 use veer_data_plane::observe::{Metrics, snapshot};
 use veer_data_plane::proxy::Proxy;
-use veer_data_plane::routing::{RouteProblem, Routes};
+use veer_data_plane::routing::{DEFAULT_LISTENER, RouteProblem};
 use veer_data_plane::upstream::Upstream;
 use veer_plugin_runtime::{HandoffResult, Limits, PluginError, PluginRuntime};
 
@@ -127,15 +127,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     for spec in options.upstream_specs() {
         upstreams.push(Upstream::start(runtime.clone(), spec, metrics.clone()).await?);
     }
-    let routes = match &options.routes {
-        Some(specs) => Routes::new(upstreams, specs.clone(), options.request_policy()),
-        None => Routes::derived(
-            upstreams,
-            options.canary.as_ref().map(|canary| canary.split.clone()),
-            options.request_policy(),
-        ),
-    }
-    .map_err(StartError::Routes)?;
+    let routes = options.routes_over(upstreams, options.request_policy()).map_err(StartError::Routes)?;
     let main = routes.default_upstream().clone();
     let restored_state = match options.control.state_dir.clone() {
         // Offered once the picker knows the backends: state may refer to them.
@@ -151,8 +143,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let proxy = Proxy::new(routes, admission.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
+    let mut listeners = vec![(Arc::from(DEFAULT_LISTENER), listener)];
+    for further in &options.listeners {
+        listeners.push((Arc::from(further.name.as_str()), bind(further.address).await?));
+    }
     let (stop, stop_rx) = watch::channel(false);
-    let serving = proxy.clone().serve(listener, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
+    let serving = proxy.clone().serve(listeners, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![tokio::spawn(serving), tokio::spawn(admission.run(stopped(stop_rx.clone())))];
     for group in groups {
         tasks.push(tokio::spawn(group.run(stopped(stop_rx.clone()))));

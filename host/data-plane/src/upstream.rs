@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{Histogram, IntCounterVec, IntGaugeVec};
 
 use crate::health::{Health, HealthConfig};
 use crate::pool::{BackendSeries, BackendSpec, Pool};
@@ -126,66 +126,95 @@ impl Upstream {
     }
 }
 
-/// The serving picker's series: picks, faults, fallbacks, rebuilds and swaps
-/// (counted by the slot, across swaps, and mirrored at scrape time), which
-/// picker serves, and how long picks take (recorded by the proxy).
+/// Each group's serving picker's series, labelled by `upstream`: picks,
+/// faults, fallbacks, rebuilds and swaps (counted by the slot, across swaps,
+/// and mirrored at scrape time) and which picker serves; and how long picks
+/// take, all groups together (recorded by the proxy on every pick, so kept
+/// free of a label lookup).
 #[derive(Debug)]
 pub struct PickerSeries {
     /// Duration of `pick` calls, plugin and fallback alike.
     pub pick_seconds: Histogram,
-    picks: IntCounter,
+    picks: IntCounterVec,
     faults: IntCounterVec,
-    fallbacks: IntCounter,
-    rebuilds: IntCounter,
-    swaps: IntCounter,
+    fallbacks: IntCounterVec,
+    rebuilds: IntCounterVec,
+    swaps: IntCounterVec,
     info: IntGaugeVec,
+    /// The groups mirrored last time, whose series go when they do.
+    mirrored: parking_lot::Mutex<Vec<Arc<str>>>,
 }
+
+/// The kinds of picker fault, as the `kind` label names them.
+const FAULT_KINDS: [&str; 4] = ["trap", "deadline", "invalid_answer", "empty_answer"];
 
 impl PickerSeries {
     /// The series, registered.
     pub fn register(r: Registrar<'_>) -> Self {
+        let upstream = ["upstream"];
         PickerSeries {
             pick_seconds: r.histogram(
                 "veer_picker_call_duration_seconds",
-                "Duration of pick calls, including fallbacks.",
+                "Duration of pick calls, including fallbacks, of every upstream's picker.",
                 vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2],
             ),
-            picks: r.counter("veer_picker_picks_total", "Picks answered by the picker or its fallback."),
+            picks: r.counter_vec("veer_picker_picks_total", "Picks answered by the picker or its fallback.", &upstream),
             faults: r.counter_vec(
                 "veer_picker_faults_total",
                 "Picker faults by kind (trap, deadline, invalid answer, empty answer).",
-                &["kind"],
+                &["upstream", "kind"],
             ),
-            fallbacks: r.counter(
+            fallbacks: r.counter_vec(
                 "veer_picker_fallbacks_total",
                 "Picks the host's round robin answered because the plugin could not.",
+                &upstream,
             ),
-            rebuilds: r
-                .counter("veer_picker_rebuilds_total", "Times a trapped plugin instance was replaced by a fresh one."),
-            swaps: r.counter("veer_picker_swaps_total", "Successful live picker swaps."),
-            info: r.gauge_vec("veer_picker_info", "The serving picker (value 1).", &["name", "version", "source"]),
+            rebuilds: r.counter_vec(
+                "veer_picker_rebuilds_total",
+                "Times a trapped plugin instance was replaced by a fresh one.",
+                &upstream,
+            ),
+            swaps: r.counter_vec("veer_picker_swaps_total", "Successful live picker swaps.", &upstream),
+            info: r.gauge_vec(
+                "veer_picker_info",
+                "The serving picker (value 1).",
+                &["upstream", "name", "version", "source"],
+            ),
+            mirrored: parking_lot::Mutex::default(),
         }
     }
 
-    /// Reads a picker slot's counts and its serving picker into the series.
-    pub fn mirror(&self, slot: &PickerSlot) {
-        let stats = slot.lifetime_stats();
-        catch_up(&self.picks, stats.picks);
-        catch_up(&self.fallbacks, stats.fallbacks);
-        catch_up(&self.rebuilds, stats.rebuilds);
-        for (kind, count) in [
-            ("trap", stats.traps),
-            ("deadline", stats.deadlines),
-            ("invalid_answer", stats.invalid_answers),
-            ("empty_answer", stats.empty_answers),
-        ] {
-            catch_up(&self.faults.with_label_values(&[kind]), count);
-        }
-        catch_up(&self.swaps, slot.swaps());
-        let picker = slot.current();
-        let info = picker.info();
+    /// Reads every group's picker counts and serving picker into the series,
+    /// and drops the series of groups that are gone.
+    pub fn mirror(&self, groups: &[Arc<Upstream>]) {
         self.info.reset();
-        self.info.with_label_values(&[info.name.as_str(), info.version.as_str(), info.source.as_str()]).set(1);
+        for group in groups {
+            let (name, slot) = (&*group.name, &group.slot);
+            let stats = slot.lifetime_stats();
+            catch_up(&self.picks.with_label_values(&[name]), stats.picks);
+            catch_up(&self.fallbacks.with_label_values(&[name]), stats.fallbacks);
+            catch_up(&self.rebuilds.with_label_values(&[name]), stats.rebuilds);
+            let counts = [stats.traps, stats.deadlines, stats.invalid_answers, stats.empty_answers];
+            for (kind, count) in FAULT_KINDS.into_iter().zip(counts) {
+                catch_up(&self.faults.with_label_values(&[name, kind]), count);
+            }
+            catch_up(&self.swaps.with_label_values(&[name]), slot.swaps());
+            let picker = slot.current();
+            let info = picker.info();
+            self.info
+                .with_label_values(&[name, info.name.as_str(), info.version.as_str(), info.source.as_str()])
+                .set(1);
+        }
+        let mut mirrored = self.mirrored.lock();
+        for gone in mirrored.iter().filter(|gone| !groups.iter().any(|g| g.name == **gone)) {
+            for counter in [&self.picks, &self.fallbacks, &self.rebuilds, &self.swaps] {
+                let _ = counter.remove_label_values(&[gone]);
+            }
+            for kind in FAULT_KINDS {
+                let _ = self.faults.remove_label_values(&[gone, kind]);
+            }
+        }
+        *mirrored = groups.iter().map(|group| group.name.clone()).collect();
     }
 }
 

@@ -308,6 +308,7 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
         canary: None,
         upstreams: Vec::new(),
         routes: None,
+        listeners: Vec::new(),
     })
 }
 
@@ -417,6 +418,7 @@ async fn serve_demo(
         canary: None,
         upstreams: Vec::new(),
         routes: None,
+        listeners: Vec::new(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use options::{CanaryOptions, ServerOptions};
+pub use options::{CanaryOptions, ListenerSpec, ServerOptions};
 pub use validate::locate;
 
 use veer_data_plane::health::HealthConfig;
@@ -93,6 +93,23 @@ pub struct Config {
     /// canary). Replaces `canary`: write a canary as a `split` route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<RouteSpec>>,
+    /// Further listeners besides `listen`, each on its own address with its
+    /// own routes over the same upstreams. Added, moved and removed live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// A further listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique among the listeners (`default` is `listen`'s); names it in
+    /// logs and the admin API.
+    pub name: String,
+    /// `HOST:PORT` it accepts on.
+    pub address: String,
+    /// Its routes, tried in order.
+    pub routes: Vec<RouteSpec>,
 }
 
 /// A named upstream group.

@@ -10,8 +10,8 @@ use veer_data_plane::observe::ObserveConfig;
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::proxy::ProxyConfig;
 use veer_data_plane::routing::canary::CanarySplit;
-use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RequestPolicy, RouteSpec};
-use veer_data_plane::upstream::{UpstreamPolicy, UpstreamSpec};
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RequestPolicy, RouteProblem, RouteSpec, Routes};
+use veer_data_plane::upstream::{Upstream, UpstreamPolicy, UpstreamSpec};
 use veer_plugin_runtime::{Limits, PluginSource};
 
 /// Everything needed to start veer.
@@ -46,9 +46,39 @@ pub struct ServerOptions {
     /// The listener's routes; `None`: every request to the default group
     /// (and the canary's share to the canary).
     pub routes: Option<Vec<RouteSpec>>,
+    /// Further listeners, each with its own routes.
+    pub listeners: Vec<ListenerSpec>,
+}
+
+/// A further listener: its name, address and routes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSpec {
+    /// Its name.
+    pub name: String,
+    /// Where it accepts.
+    pub address: SocketAddr,
+    /// Its routes.
+    pub routes: Vec<RouteSpec>,
 }
 
 impl ServerOptions {
+    /// Every listener's routes over `upstreams` (the groups of
+    /// [`ServerOptions::upstream_specs`], started, in that order), each
+    /// request starting from `base` (the running proxy's policy).
+    pub fn routes_over(
+        &self,
+        upstreams: Vec<std::sync::Arc<Upstream>>,
+        base: RequestPolicy,
+    ) -> Result<Routes, Vec<RouteProblem>> {
+        let routes = match &self.routes {
+            Some(specs) => Routes::new(upstreams, specs.clone(), base),
+            None => Routes::derived(upstreams, self.canary.as_ref().map(|canary| canary.split.clone()), base),
+        }?;
+        self.listeners
+            .iter()
+            .try_fold(routes, |routes, listener| routes.with_listener(&listener.name, listener.routes.clone()))
+    }
+
     /// A request's timeout and retry policy before routes and upstreams
     /// change them.
     pub fn request_policy(&self) -> RequestPolicy {

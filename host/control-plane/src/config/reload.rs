@@ -29,14 +29,14 @@ use std::time::Duration;
 
 use super::ServerOptions;
 use super::{
-    AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, PickerConfig, ReloadConfig, StateConfig,
-    UpstreamConfig,
+    AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, ListenerConfig, PickerConfig, ReloadConfig,
+    StateConfig, UpstreamConfig,
 };
 use veer_data_plane::health::Health;
 use veer_data_plane::pool::{BackendSpec, Pool};
 use veer_data_plane::proxy::Proxy;
 use veer_data_plane::routing::canary::CanarySplit;
-use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, Routes};
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM};
 use veer_data_plane::upstream::{Upstream, UpstreamPolicy};
 use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport};
 
@@ -53,8 +53,11 @@ pub struct ReloadReport {
     /// What happened to every group, by name (the default and the canary
     /// group included).
     pub upstreams: BTreeMap<String, UpstreamReport>,
-    /// The routes in effect, by name, in order.
+    /// The default listener's routes in effect, by name, in order.
     pub routes: Vec<String>,
+    /// What happened to each further listener, by name: `added`, `kept`,
+    /// `moved` (to a new address; the old one drains) or `removed` (drains).
+    pub listeners: BTreeMap<String, &'static str>,
     /// Changed settings that only take effect after a restart.
     pub restart_required: Vec<String>,
 }
@@ -109,6 +112,16 @@ pub enum ReloadError {
     /// The new picker could not be loaded, configured or smoke-tested.
     #[error("the new picker failed to load; the running config stays: {0}")]
     Picker(#[from] PluginError),
+    /// A new or moved listener's address could not be bound.
+    #[error("cannot listen on {address} for listener {name}; the running config stays: {reason}")]
+    Listen {
+        /// The listener.
+        name: String,
+        /// Its address.
+        address: std::net::SocketAddr,
+        /// The OS error.
+        reason: std::io::Error,
+    },
     /// The routes do not compile over the new groups (validation should
     /// have caught it: a bug).
     #[error("the new routes do not compile; the running config stays: {0}")]
@@ -211,6 +224,8 @@ impl Reloader {
 
     /// Applies `new` to the running veer. Blocking (may compile a plugin).
     pub fn apply(&self, new: &ServerOptions) -> Result<ReloadReport, ReloadError> {
+        // New and moved listeners are bound first: nothing has changed if one cannot be.
+        let (to_start, to_stop, listener_report) = self.bind_listeners(new)?;
         let live = self.proxy.routes();
         let wanted = new.upstream_specs();
         // Pickers first, and new groups started: the only steps that can fail.
@@ -265,11 +280,7 @@ impl Reloader {
         for (group, spec) in groups.iter().zip(&wanted) {
             group.set_policy(spec.policy.clone());
         }
-        let routes = match &new.routes {
-            Some(specs) => Routes::new(groups.clone(), specs.clone(), base),
-            None => Routes::derived(groups.clone(), new.canary.as_ref().map(|canary| canary.split.clone()), base),
-        };
-        let routes = match routes {
+        let routes = match new.routes_over(groups.clone(), base) {
             Ok(routes) => routes,
             Err(problems) => {
                 undo(&swapped);
@@ -296,6 +307,12 @@ impl Reloader {
         }
         let route_names = routes.specs().iter().map(|route| route.name.clone()).collect();
         self.proxy.set_routes(routes);
+        for (name, listener) in to_start {
+            self.proxy.start_listener(&name, listener);
+        }
+        for name in to_stop {
+            self.proxy.stop_listener(&name);
+        }
         for group in live.upstreams().iter().filter(|group| !wanted.iter().any(|spec| *spec.name == *group.name)) {
             group.retire();
             let backends = BackendChanges {
@@ -321,8 +338,43 @@ impl Reloader {
             canary,
             upstreams: reports,
             routes: route_names,
+            listeners: listener_report,
             restart_required: self.restart_required(new),
         })
+    }
+
+    /// Binds the listeners `new` adds or moves; names the ones it removes.
+    #[allow(clippy::type_complexity)]
+    fn bind_listeners(
+        &self,
+        new: &ServerOptions,
+    ) -> Result<(Vec<(String, tokio::net::TcpListener)>, Vec<String>, BTreeMap<String, &'static str>), ReloadError>
+    {
+        let running = self.applied.lock().listeners.clone();
+        let (mut to_start, mut report) = (Vec::new(), BTreeMap::new());
+        for listener in &new.listeners {
+            let before = running.iter().find(|r| r.name == listener.name);
+            if before.is_some_and(|r| r.address == listener.address) {
+                report.insert(listener.name.clone(), "kept");
+                continue;
+            }
+            let listen =
+                |reason| ReloadError::Listen { name: listener.name.clone(), address: listener.address, reason };
+            let socket = std::net::TcpListener::bind(listener.address).map_err(listen)?;
+            socket.set_nonblocking(true).map_err(listen)?;
+            let _runtime = self.tasks.enter();
+            to_start.push((listener.name.clone(), tokio::net::TcpListener::from_std(socket).map_err(listen)?));
+            report.insert(listener.name.clone(), if before.is_some() { "moved" } else { "added" });
+        }
+        let to_stop: Vec<String> = running
+            .iter()
+            .filter(|r| !new.listeners.iter().any(|l| l.name == r.name))
+            .map(|r| r.name.clone())
+            .collect();
+        for name in &to_stop {
+            report.insert(name.clone(), "removed");
+        }
+        Ok((to_start, to_stop, report))
     }
 
     fn restart_required(&self, new: &ServerOptions) -> Vec<String> {
@@ -402,6 +454,15 @@ impl Reloader {
                 })
                 .collect(),
             routes: applied.routes.clone(),
+            listeners: applied
+                .listeners
+                .iter()
+                .map(|listener| ListenerConfig {
+                    name: listener.name.clone(),
+                    address: listener.address.to_string(),
+                    routes: listener.routes.clone(),
+                })
+                .collect(),
         }
     }
 

@@ -7,10 +7,10 @@ use std::path::Path;
 use super::{
     BackendConfig, Config, ConfigErrors, ControlOptions, Loaded, PickerConfig, Problem, admin_token, is_loopback,
 };
-use super::{CanaryOptions, ServerOptions};
+use super::{CanaryOptions, ListenerSpec, ServerOptions};
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::routing::canary::CanarySplit;
-use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RouteTable};
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM, RouteTable};
 use veer_data_plane::upstream::{UpstreamPolicy, UpstreamSpec};
 use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource};
 
@@ -150,6 +150,41 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             policy: UpstreamPolicy { timeout: upstream.timeout, retry: upstream.retry.clone() },
         });
     }
+    let mut listeners = Vec::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let at = |key: &str| format!("listeners[{i}].{key}");
+        let name = listener.name.as_str();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            c.push(&at("name"), format!("{name:?} must be a non-empty name of letters, digits, '-', '_' or '.'"));
+        } else if name == DEFAULT_LISTENER {
+            c.push(&at("name"), format!("{name:?} is the name of the listener at `listen`"));
+        } else if config.listeners[..i].iter().any(|other| other.name == name) {
+            c.push(&at("name"), format!("{name:?} is already another listener's name"));
+        }
+        let address = c.address(&at("address"), &listener.address);
+        let taken = address.filter(|a| a.port() != 0).and_then(|a| {
+            (listen == Some(a)).then(|| "`listen`".to_string()).or_else(|| {
+                let earlier = listeners.iter().find(|l: &&ListenerSpec| l.address == a)?;
+                Some(format!("listener {:?}", earlier.name))
+            })
+        });
+        if let Some(owner) = taken {
+            c.push(&at("address"), format!("{} is already {owner}'s address", listener.address));
+        }
+        if listener.routes.is_empty() {
+            c.push(&at("routes"), "needs at least one route");
+        }
+        if let Err(problems) =
+            RouteTable::compile(&listener.routes, |name| upstream_names.contains(&name).then_some(()))
+        {
+            for problem in problems {
+                c.push(&at(&format!("routes{}", problem.path)), problem.message);
+            }
+        }
+        if let Some(address) = address {
+            listeners.push(ListenerSpec { name: listener.name.clone(), address, routes: listener.routes.clone() });
+        }
+    }
     if let Some(routes) = &config.routes {
         if config.canary.is_some() {
             c.push("canary", "with routes, write the canary as a split route (see docs/routes.md)");
@@ -287,6 +322,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         canary,
         upstreams,
         routes: config.routes.clone(),
+        listeners,
     };
     Ok(Loaded { config, options })
 }

@@ -274,9 +274,7 @@ impl Metrics {
             self.pool.mirror(&group.pool);
             self.health.mirror(&group.health);
         }
-        if let Some(default) = live.upstreams.first() {
-            self.picker.mirror(&default.slot);
-        }
+        self.picker.mirror(&live.upstreams);
         let mut text = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
             tracing::warn!(%error, "encoding metrics failed");

@@ -35,7 +35,7 @@ use super::{Clients, OutgoingBody, Proxy, ProxyBody, mirror};
 use crate::fault::{BackendFault, ClientFault, Fault};
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::pool::{BackendProtocol, BackendState, Pool};
-use crate::routing::{Action, RequestHead, Routes, Target};
+use crate::routing::{Action, RequestHead, RouteTable, Target};
 use crate::upstream::Upstream;
 use veer_plugin_runtime::{
     BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker, RouteNames,
@@ -191,12 +191,18 @@ impl Proxy {
         clients: &Clients,
         mut parts: http::request::Parts,
         body: Incoming,
-        client_ip: IpAddr,
+        client: &super::ClientInfo,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         guard: &mut RequestGuard,
     ) -> Result<Response<ProxyBody>, Failure> {
+        let client_ip = client.address.ip();
         let routes = self.routes.load_full();
-        let (route, target) = match self.route(&routes, &parts)? {
+        let Some(table) = routes.table_of(&client.listener) else {
+            // Its connection outlived the listener a reload removed.
+            let reason = format!("listener {} is no longer configured", client.listener);
+            return Err(Failure { status: StatusCode::SERVICE_UNAVAILABLE, reason, close: true });
+        };
+        let (route, target) = match self.route(table, &parts)? {
             Routed::Forward(route, target) => (route, target),
             Routed::Answer(route, response) => {
                 guard.route(RouteNames { route: route.name.clone(), upstream: ANSWERED_BY_VEER.clone() });
@@ -282,9 +288,9 @@ impl Proxy {
     /// number for a split, once per request so that its retries stay in its
     /// group); or veer's own answer: a redirect, a direct response, or 404
     /// when no route matches.
-    fn route<'r>(&self, routes: &'r Routes, parts: &http::request::Parts) -> Result<Routed<'r>, Failure> {
+    fn route<'r>(&self, table: &'r RouteTable<Target>, parts: &http::request::Parts) -> Result<Routed<'r>, Failure> {
         let head = RequestHead { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
-        let Some(route) = routes.table().find(&head) else {
+        let Some(route) = table.find(&head) else {
             let host = head.host().unwrap_or("");
             return Err(Failure::new(
                 StatusCode::NOT_FOUND,

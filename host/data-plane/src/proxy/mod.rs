@@ -11,6 +11,7 @@ pub mod mirror;
 mod observed;
 mod workers;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 pub use crate::retry::{RetryBudget, RetryPolicy};
 use client_body::ClientBody;
@@ -153,6 +155,22 @@ pub struct Proxy {
     admission: Arc<Admission>,
     connections: Arc<Connections>,
     mirrors: mirror::Mirrors,
+    /// Listeners to start or stop while serving (a reload's), and the end
+    /// [`Proxy::serve`] takes them from.
+    listener_commands: tokio::sync::mpsc::UnboundedSender<ListenerCommand>,
+    listener_inbox: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ListenerCommand>>>,
+    /// Where each listener accepts now, by name.
+    bound: parking_lot::Mutex<std::collections::BTreeMap<String, SocketAddr>>,
+}
+
+/// A listener to start or stop while serving.
+#[derive(Debug)]
+enum ListenerCommand {
+    /// Accept on this socket for the listener of this name (replacing one of
+    /// the same name, which stops and drains).
+    Start(Arc<str>, TcpListener),
+    /// Stop accepting for this listener and drain its connections.
+    Stop(Arc<str>),
 }
 
 impl std::fmt::Debug for Proxy {
@@ -167,6 +185,8 @@ struct ClientInfo {
     address: SocketAddr,
     /// The address's IP as `X-Forwarded-For` carries it.
     address_value: HeaderValue,
+    /// The listener it connected to, whose routes it is served by.
+    listener: Arc<str>,
 }
 
 /// One data-path worker's pooled connections to backends.
@@ -211,7 +231,11 @@ impl Proxy {
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
     ) -> Arc<Self> {
+        let (listener_commands, inbox) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
+            listener_commands,
+            listener_inbox: parking_lot::Mutex::new(Some(inbox)),
+            bound: parking_lot::Mutex::default(),
             routes: ArcSwap::from_pointee(routes),
             metrics,
             access_log: access_log.map(Arc::new),
@@ -309,19 +333,98 @@ impl Proxy {
     }
 
     /// Starts the data-path workers and returns the future that serves
-    /// clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
-    /// `shutdown` completes; then it stops accepting, lets in-flight requests
-    /// finish for up to `shutdown_grace`, stops the workers and returns.
+    /// clients on `listeners` (each named, for its routes; HTTP/1.1, and
+    /// HTTP/2 with prior knowledge) until `shutdown` completes, starting and
+    /// stopping listeners as [`Proxy::start_listener`] and
+    /// [`Proxy::stop_listener`] ask meanwhile. Then it stops accepting, lets
+    /// in-flight requests finish for up to `shutdown_grace`, stops the
+    /// workers and returns. Call it once.
     pub fn serve(
         self: Arc<Self>,
-        listener: TcpListener,
+        listeners: Vec<(Arc<str>, TcpListener)>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<impl Future<Output = ()>> {
-        let workers = Workers::start(self.config.workers, || Clients::new(&self.config))?;
-        Ok(self.accept_loop(listener, shutdown, workers))
+        let workers = Arc::new(Workers::start(self.config.workers, || Clients::new(&self.config))?);
+        for (name, listener) in &listeners {
+            self.bound.lock().insert(name.to_string(), listener.local_addr()?);
+        }
+        let mut inbox = self.listener_inbox.lock().take().expect("a proxy serves once");
+        Ok(async move {
+            tokio::pin!(shutdown);
+            let mut running: HashMap<Arc<str>, (tokio::sync::watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+            let mut draining = Vec::new();
+            let start = |name: Arc<str>, listener: TcpListener| {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let accepting = self.clone().accept_loop(name, listener, stopped, workers.clone());
+                (stop, tokio::spawn(accepting))
+            };
+            for (name, listener) in listeners {
+                running.insert(name.clone(), start(name, listener));
+            }
+            loop {
+                let command = tokio::select! {
+                    () = &mut shutdown => break,
+                    command = inbox.recv() => command,
+                };
+                let name = match &command {
+                    Some(ListenerCommand::Start(name, _) | ListenerCommand::Stop(name)) => name.clone(),
+                    None => continue,
+                };
+                if let Some((stop, accepting)) = running.remove(&name) {
+                    let _ = stop.send(true);
+                    draining.push(accepting);
+                }
+                if let Some(ListenerCommand::Start(name, listener)) = command {
+                    running.insert(name.clone(), start(name, listener));
+                }
+            }
+            for (stop, accepting) in running.into_values() {
+                let _ = stop.send(true);
+                draining.push(accepting);
+            }
+            for accepting in draining {
+                let _ = accepting.await;
+            }
+            if let Some(workers) = Arc::into_inner(workers) {
+                workers.stop().await;
+            }
+            if let Some(log) = self.access_log.clone() {
+                // Joining the writer blocks for up to one write interval.
+                let _ = tokio::task::spawn_blocking(move || log.finish()).await;
+            }
+        })
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, workers: Workers) {
+    /// Starts accepting on `listener` for the listener `name` (its routes
+    /// must be in the routes by then); one already running under that name
+    /// stops and drains. A no-op once serving has ended.
+    pub fn start_listener(&self, name: &str, listener: TcpListener) {
+        if let Ok(address) = listener.local_addr() {
+            self.bound.lock().insert(name.to_string(), address);
+        }
+        let _ = self.listener_commands.send(ListenerCommand::Start(name.into(), listener));
+    }
+
+    /// Stops accepting for the listener `name` and drains its connections.
+    pub fn stop_listener(&self, name: &str) {
+        self.bound.lock().remove(name);
+        let _ = self.listener_commands.send(ListenerCommand::Stop(name.into()));
+    }
+
+    /// Every listener accepting now and its bound address, by name.
+    pub fn listeners(&self) -> std::collections::BTreeMap<String, SocketAddr> {
+        self.bound.lock().clone()
+    }
+
+    /// Accepts clients for the listener `name` until `stop` turns true, then
+    /// lets its connections finish for up to `shutdown_grace`.
+    async fn accept_loop(
+        self: Arc<Self>,
+        name: Arc<str>,
+        listener: TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        workers: Arc<Workers>,
+    ) {
         let builder = Arc::new(self.connection_builder());
         let timeouts = ConnectionTimeouts {
             header: self.config.client_header_timeout,
@@ -329,11 +432,10 @@ impl Proxy {
             send: self.config.client_send_timeout,
         };
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
                 accepted = crate::net::accept(&listener, "proxy") => accepted,
-                () = &mut shutdown => break,
+                _ = stop.wait_for(|stop| *stop) => break,
             };
             let slot = match self.connections.admit(client.ip(), &self.config.limits) {
                 Ok(slot) => slot,
@@ -352,14 +454,14 @@ impl Proxy {
                 }
             };
             let watcher = graceful.watcher();
-            let (proxy, builder) = (self.clone(), builder.clone());
+            let (proxy, builder, listener) = (self.clone(), builder.clone(), name.clone());
             workers.spawn_connection(move |clients| async move {
                 let stream = match tokio::net::TcpStream::from_std(stream) {
                     Ok(stream) => stream,
                     Err(error) => return tracing::warn!(%client, %error, "could not register the connection"),
                 };
-                let info =
-                    Arc::new(ClientInfo { address: client, address_value: headers::client_address_value(client.ip()) });
+                let address_value = headers::client_address_value(client.ip());
+                let info = Arc::new(ClientInfo { address: client, address_value, listener });
                 let activity = Arc::new(Activity::default());
                 let io = TimedIo::new(stream, activity.clone(), timeouts);
                 let service = hyper::service::service_fn(move |request| {
@@ -375,17 +477,12 @@ impl Proxy {
             });
         }
         drop(listener);
-        tracing::info!("shutting down: no longer accepting, waiting for in-flight requests");
+        tracing::info!(listener = %name, "no longer accepting; waiting for in-flight requests");
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = graceful.shutdown() => tracing::info!(listener = %name, "all connections closed"),
             () = tokio::time::sleep(self.config.shutdown_grace) => {
-                tracing::warn!(grace = ?self.config.shutdown_grace, "shutdown grace period over; closing the remaining connections");
+                tracing::warn!(listener = %name, grace = ?self.config.shutdown_grace, "shutdown grace period over; closing the remaining connections");
             }
-        }
-        workers.stop().await;
-        if let Some(log) = self.access_log.clone() {
-            // Joining the writer blocks for up to one write interval.
-            let _ = tokio::task::spawn_blocking(move || log.finish()).await;
         }
     }
 
@@ -464,14 +561,13 @@ impl Proxy {
         let version = parts.version;
         headers::rewrite_for_backend(&mut parts, &client.address_value);
         let mut close = false;
-        let mut response =
-            match self.forward(clients, parts, body, client.address.ip(), client_upgrade, &mut guard).await {
-                Ok(response) => response,
-                Err(failure) => {
-                    close = failure.close;
-                    error_response(failure.status, &failure.reason, &request_id)
-                }
-            };
+        let mut response = match self.forward(clients, parts, body, client, client_upgrade, &mut guard).await {
+            Ok(response) => response,
+            Err(failure) => {
+                close = failure.close;
+                error_response(failure.status, &failure.reason, &request_id)
+            }
+        };
         // Held until the response headers (see the admission module for why not the body).
         permit.complete(response.status());
         // The backend's HTTP version is a property of veer's connection to it, not the client's.

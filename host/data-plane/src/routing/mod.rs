@@ -30,7 +30,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use regex::Regex;
 
 use radix::PathTree;
-pub use routes::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RequestPolicy, Routes, Target};
+pub use routes::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM, RequestPolicy, Routes, Target};
 pub use spec::{
     HeaderEditsSpec, MatchSpec, MirrorSpec, PathMatchSpec, RedirectSpec, RespondSpec, RetryOverride, RouteSpec,
     SplitTargetSpec, ValueMatchSpec,

@@ -38,14 +38,42 @@ pub struct Target {
     pub retry: Arc<RetryPolicy>,
 }
 
-/// The upstream groups and the routes over them.
+/// The name of the listener at the config's top-level `listen`.
+pub const DEFAULT_LISTENER: &str = "default";
+
+/// The upstream groups and the routes over them: the default listener's, and
+/// each further listener's.
 #[derive(Debug)]
 pub struct Routes {
     upstreams: Vec<Arc<Upstream>>,
     specs: Vec<RouteSpec>,
     table: RouteTable<Target>,
+    /// Further listeners: name, routes as configured, compiled.
+    listeners: Vec<(Arc<str>, Vec<RouteSpec>, RouteTable<Target>)>,
     base: RequestPolicy,
     canary: Option<CanarySplit>,
+}
+
+/// `specs` compiled over `upstreams`, each target's policy resolved.
+fn compile(
+    upstreams: &[Arc<Upstream>],
+    specs: &[RouteSpec],
+    base: &RequestPolicy,
+) -> Result<RouteTable<Target>, Vec<RouteProblem>> {
+    let shared = Arc::new(base.retry.clone());
+    let mut table = RouteTable::compile(specs, |name| {
+        let upstream = upstreams.iter().find(|u| &*u.name == name)?.clone();
+        Some(Target { upstream, timeout: base.timeout, retry: shared.clone() })
+    })?;
+    table.for_each_target(|target, route_timeout, route_retry| {
+        let own = target.upstream.policy();
+        target.timeout = route_timeout.or(own.timeout).unwrap_or(base.timeout);
+        if own.retry.is_some() || route_retry.is_some() {
+            let upstream_retry = own.retry.as_ref().map_or_else(|| base.retry.clone(), |c| c.apply(&base.retry));
+            target.retry = Arc::new(route_retry.map_or(upstream_retry.clone(), |c| c.apply(&upstream_retry)));
+        }
+    });
+    Ok(table)
 }
 
 impl Routes {
@@ -57,20 +85,16 @@ impl Routes {
         specs: Vec<RouteSpec>,
         base: RequestPolicy,
     ) -> Result<Routes, Vec<RouteProblem>> {
-        let shared = Arc::new(base.retry.clone());
-        let mut table = RouteTable::compile(&specs, |name| {
-            let upstream = upstreams.iter().find(|u| &*u.name == name)?.clone();
-            Some(Target { upstream, timeout: base.timeout, retry: shared.clone() })
-        })?;
-        table.for_each_target(|target, route_timeout, route_retry| {
-            let own = target.upstream.policy();
-            target.timeout = route_timeout.or(own.timeout).unwrap_or(base.timeout);
-            if own.retry.is_some() || route_retry.is_some() {
-                let upstream_retry = own.retry.as_ref().map_or_else(|| base.retry.clone(), |c| c.apply(&base.retry));
-                target.retry = Arc::new(route_retry.map_or(upstream_retry.clone(), |c| c.apply(&upstream_retry)));
-            }
-        });
-        Ok(Routes { upstreams, specs, table, base, canary: None })
+        let table = compile(&upstreams, &specs, &base)?;
+        Ok(Routes { upstreams, specs, table, listeners: Vec::new(), base, canary: None })
+    }
+
+    /// These routes with a further listener named `name` routing by `specs`
+    /// over the same groups.
+    pub fn with_listener(mut self, name: &str, specs: Vec<RouteSpec>) -> Result<Routes, Vec<RouteProblem>> {
+        let table = compile(&self.upstreams, &specs, &self.base)?;
+        self.listeners.push((name.into(), specs, table));
+        Ok(self)
     }
 
     /// The routes of a config without `routes`: everything to the default
@@ -94,17 +118,34 @@ impl Routes {
     /// routes were not derived with a canary.
     pub fn with_canary_split(&self, split: CanarySplit) -> Option<Result<Routes, Vec<RouteProblem>>> {
         self.canary.as_ref()?;
-        Some(Routes::derived(self.upstreams.clone(), Some(split), self.base.clone()))
+        let derived = Routes::derived(self.upstreams.clone(), Some(split), self.base.clone());
+        Some(derived.and_then(|routes| {
+            self.listeners.iter().try_fold(routes, |routes, (name, specs, _)| routes.with_listener(name, specs.clone()))
+        }))
     }
 
-    /// The compiled table.
+    /// The default listener's compiled table.
     pub fn table(&self) -> &RouteTable<Target> {
         &self.table
     }
 
-    /// The routes as configured (or derived).
+    /// The compiled table of the listener named `listener`, if there is one.
+    pub fn table_of(&self, listener: &str) -> Option<&RouteTable<Target>> {
+        if listener == DEFAULT_LISTENER {
+            return Some(&self.table);
+        }
+        self.listeners.iter().find(|(name, _, _)| &**name == listener).map(|(_, _, table)| table)
+    }
+
+    /// The default listener's routes as configured (or derived).
     pub fn specs(&self) -> &[RouteSpec] {
         &self.specs
+    }
+
+    /// Every listener's name and routes as configured, the default first.
+    pub fn listener_specs(&self) -> impl Iterator<Item = (&str, &[RouteSpec])> {
+        std::iter::once((DEFAULT_LISTENER, self.specs.as_slice()))
+            .chain(self.listeners.iter().map(|(name, specs, _)| (&**name, specs.as_slice())))
     }
 
     /// Every group, the default first.

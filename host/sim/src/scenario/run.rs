@@ -194,6 +194,7 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         canary: None,
         upstreams: Vec::new(),
         routes: None,
+        listeners: Vec::new(),
     };
     let veer =
         server::start(options).await.map_err(|source| RunError::Start { strategy: strategy.label.clone(), source })?;
