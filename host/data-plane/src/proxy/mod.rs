@@ -1,4 +1,5 @@
-//! The data path: accepts client requests, asks the picker for a backend per
+//! The data path: accepts client requests on every listener, routes each by
+//! its listener's routes, asks the chosen upstream's picker for a backend per
 //! attempt, forwards with pooled connections, retries within a budget, and
 //! streams bodies both ways.
 
