@@ -685,7 +685,7 @@ fn compile_route<U>(
         }
     }
     if let Some(respond) = &spec.respond {
-        let status = StatusCode::from_u16(respond.status).ok().filter(|s| s.as_u16() >= 200);
+        let status = StatusCode::from_u16(respond.status).ok().filter(|s| (200..600).contains(&s.as_u16()));
         if status.is_none() {
             fail(".respond.status", format!("must be from 200 to 599, not {}", respond.status));
         }

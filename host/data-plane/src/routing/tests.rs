@@ -177,7 +177,7 @@ fn every_problem_is_reported_at_its_key() {
     let mut no_action = route("no-action");
     no_action.forward = None;
     let mut two_actions = route("two-actions");
-    two_actions.respond = Some(RespondSpec { status: 200, body: String::new(), content_type: "text/plain".into() });
+    two_actions.respond = Some(RespondSpec { status: 700, body: String::new(), content_type: "text/plain".into() });
     let mut bad = path(route("bad"), PathMatchSpec::Regex("(".into()));
     bad.matches.hosts = vec!["api.*.com".into(), "ok.test".into(), "has:port".into()];
     bad.matches.methods = vec!["G T".into()];
@@ -202,6 +202,7 @@ fn every_problem_is_reported_at_its_key() {
     let expect = [
         ("[0]", "exactly one of forward, split, redirect, respond (0 given)"),
         ("[1]", "(2 given)"),
+        ("[1].respond.status", "must be from 200 to 599, not 700"),
         ("[2].match.hosts[0]", "a wildcard must be a whole first label"),
         ("[2].match.hosts[2]", "is not a host name"),
         ("[2].match.path.regex", "not a valid regular expression"),
