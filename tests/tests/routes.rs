@@ -473,3 +473,65 @@ fn listeners_need_their_own_name_address_and_routes() {
         assert!(errors.contains(expected), "{expected} in\n{errors}");
     }
 }
+
+/// Every upstream's learned picker state survives a restart, each group's in
+/// its own file, and a group a reload removes and brings back gets its own.
+#[tokio::test]
+async fn every_upstreams_learned_state_survives_a_restart_and_a_reload() {
+    let (a, b) = (sim("a").await, sim("b").await);
+    let dir = std::env::temp_dir().join(format!("veer-routes-{}-state", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let plugin = veer_tests::hostile_plugin_file("state");
+    let file = ConfigFile::new("routes", "state");
+    // The hostile plugin in mode ok exports its pick count as its state (one
+    // worker: state is exported from the first worker's instance).
+    let upstream = |name: &str, backend: &SimBackend| {
+        format!(
+            "  - name: {name}\n    picker: {{ source: {}, params: {{ mode: ok }} }}\n    backends:\n      - {{ name: {name}-1, address: {} }}\n",
+            plugin.display(),
+            backend.addr()
+        )
+    };
+    let head = format!(
+        "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nhealth:\n  check:\n    enabled: false\nproxy:\n  workers: 1\nreload:\n  watch: false\nstate:\n  dir: {}\nupstreams:\n{}",
+        dir.display(),
+        upstream("one", &a)
+    );
+    let both = format!(
+        "{head}{}routes:\n  - {{ name: b, match: {{ hosts: [b.test] }}, forward: two }}\n  - {{ name: a, forward: one }}\n",
+        upstream("two", &b)
+    );
+    let only_one = format!("{head}routes:\n  - {{ name: a, forward: one }}\n");
+    file.write(&both);
+    let server = start_from(&file).await;
+    for _ in 0..3 {
+        request(&server, "GET", "a.test", "/", &[]).await;
+    }
+    for _ in 0..7 {
+        request(&server, "GET", "b.test", "/", &[]).await;
+    }
+    server.shutdown().await;
+    let saved = |group: &str| {
+        let text = std::fs::read_to_string(dir.join(group).join("hostile.state")).unwrap();
+        text.lines().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    // The smoke test at start picks once per group and instance: at least the requests.
+    let (one, two) = (saved("one"), saved("two"));
+    assert!(one >= 3 && two >= 7 && two > one, "one {one}, two {two}");
+
+    let server = start_from(&file).await;
+    let picks = |server: &veer::server::RunningServer, group: &str| {
+        let state = server.proxy.routes().upstream(group).unwrap().slot.current().export_state().unwrap();
+        String::from_utf8(state).unwrap().parse::<u64>().unwrap()
+    };
+    assert!(picks(&server, "one") >= one && picks(&server, "two") >= two, "each group imported its own");
+    // A reload removes `two` (its state is saved) and brings it back (offered again).
+    file.write(&only_one);
+    assert_eq!(json(&admin(&server, "POST", "/reload", "").await)["upstreams"]["two"]["status"], "removed");
+    let before_removal = saved("two");
+    file.write(&both);
+    assert_eq!(json(&admin(&server, "POST", "/reload", "").await)["upstreams"]["two"]["status"], "added");
+    assert!(picks(&server, "two") >= before_removal, "the re-added group got its state back");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

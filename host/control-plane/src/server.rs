@@ -67,7 +67,8 @@ pub struct RunningServer {
     pub proxy: Arc<Proxy>,
     /// Applies config reloads (SIGHUP, file changes, the admin API).
     pub reloader: Arc<Reloader>,
-    /// What became of picker state saved by an earlier process, if any was found.
+    /// What became of the default group's picker state saved by an earlier
+    /// process, if any was found (every group's is offered; see `config::state`).
     pub restored_state: Option<HandoffResult>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -130,12 +131,15 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let routes = options.routes_over(upstreams, options.request_policy()).map_err(StartError::Routes)?;
     let main = routes.default_upstream().clone();
     let restored_state = match options.control.state_dir.clone() {
-        // Offered once the picker knows the backends: state may refer to them.
+        // Offered once the pickers know the backends: state may refer to them.
         Some(dir) => {
-            let slot = main.slot.clone();
-            tokio::task::spawn_blocking(move || crate::config::state::restore(&dir, &slot))
-                .await
-                .map_err(|e| PluginError::Engine(format!("state restoring task failed: {e}")))?
+            let groups = routes.upstreams().to_vec();
+            tokio::task::spawn_blocking(move || {
+                let restored: Vec<_> = groups.iter().map(|group| crate::config::state::restore(&dir, group)).collect();
+                restored.into_iter().next().flatten()
+            })
+            .await
+            .map_err(|e| PluginError::Engine(format!("state restoring task failed: {e}")))?
         }
         None => None,
     };
@@ -161,12 +165,8 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         stopped(stop_rx.clone()),
     )));
     if let Some(dir) = options.control.state_dir.clone() {
-        let persist = crate::config::state::run(
-            proxy.slot().clone(),
-            dir,
-            options.control.state_interval,
-            stopped(stop_rx.clone()),
-        );
+        let persist =
+            crate::config::state::run(proxy.clone(), dir, options.control.state_interval, stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(persist));
     }
     let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone(), runtime.clone(), stop_rx.clone()));

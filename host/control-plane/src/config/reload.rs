@@ -260,6 +260,10 @@ impl Reloader {
                 }
                 None => match Upstream::new(self.runtime.clone(), spec.clone(), self.proxy.metrics().clone()) {
                     Ok(group) => {
+                        // What it learned before a reload took it away, or before a restart.
+                        if let Some(dir) = &self.started.control.state_dir {
+                            super::state::restore(dir, &group);
+                        }
                         let backends = BackendChanges {
                             added: spec.backends.iter().map(|b| b.name.clone()).collect(),
                             ..BackendChanges::default()
@@ -315,6 +319,12 @@ impl Reloader {
         }
         for group in live.upstreams().iter().filter(|group| !wanted.iter().any(|spec| *spec.name == *group.name)) {
             group.retire();
+            // Kept for a later reload (or restart) that brings the group back.
+            if let Some(dir) = &self.started.control.state_dir
+                && let Err(error) = super::state::save(dir, &group.name, &group.slot.current())
+            {
+                tracing::warn!(upstream = %group.name, %error, "saving a removed group's picker state failed");
+            }
             let backends = BackendChanges {
                 removed: group.pool.all().iter().map(|b| b.spec.name.clone()).collect(),
                 ..BackendChanges::default()

@@ -1,8 +1,11 @@
-//! Persisting the picker's learned state (a Q-table, say) across restarts.
+//! Persisting the pickers' learned state (a Q-table, say) across restarts.
 //!
-//! The serving picker's exported state is written to
-//! `<state_dir>/<policy-name>.state` periodically and at shutdown, and offered
-//! to the picker at start when a file for its policy exists. The file is one
+//! Every upstream group's serving picker's exported state is written
+//! periodically and at shutdown, and offered to the group's picker when it
+//! starts (with veer, or when a reload adds the group) and a file for its
+//! policy exists: `<state_dir>/<policy-name>.state` for the default group
+//! (where it always was), `<state_dir>/<upstream>/<policy-name>.state` for the
+//! others, so two groups running one policy keep apart what each learned. The file is one
 //! header line, `veer-picker-state 1 NAME VERSION`, then the plugin's bytes;
 //! it is written to a temporary file and renamed, so a crash never leaves a
 //! torn one. The plugin decides whether to import (same policy, same or newer
@@ -12,28 +15,40 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use veer_plugin_runtime::{Handoff, HandoffResult, Picker, PickerInfo, PickerSlot};
+use veer_data_plane::proxy::Proxy;
+use veer_data_plane::routing::DEFAULT_UPSTREAM;
+use veer_data_plane::upstream::Upstream;
+use veer_plugin_runtime::{Handoff, HandoffResult, Picker, PickerInfo};
 
 const MAGIC: &str = "veer-picker-state 1";
 
-/// Where the state of the policy `name` is kept under `dir`.
-pub fn path(dir: &Path, name: &str) -> PathBuf {
-    // Policy names are plugin-chosen: keep the file name tame.
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    dir.join(format!("{safe}.state"))
+/// Where the state of the policy `name` of the group `upstream` is kept
+/// under `dir`.
+pub fn path(dir: &Path, upstream: &str, name: &str) -> PathBuf {
+    // Policy names are plugin-chosen, upstream names the operator's: keep them tame.
+    let tame = |text: &str| -> String {
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    };
+    let file = format!("{}.state", tame(name));
+    match upstream {
+        DEFAULT_UPSTREAM => dir.join(file),
+        other => dir.join(tame(other)).join(file),
+    }
 }
 
-/// Writes `picker`'s exported state to `dir`; returns the file and its size
-/// in bytes, or `None` when the picker keeps no state.
-pub fn save(dir: &Path, picker: &Picker) -> std::io::Result<Option<(PathBuf, usize)>> {
+/// Writes the exported state of `picker`, serving the group `upstream`, under
+/// `dir`; returns the file and its size in bytes, or `None` when the picker
+/// keeps no state.
+pub fn save(dir: &Path, upstream: &str, picker: &Picker) -> std::io::Result<Option<(PathBuf, usize)>> {
     let state = picker.export_state().map_err(std::io::Error::other)?;
     if state.is_empty() {
         return Ok(None);
     }
     let info = picker.info();
-    std::fs::create_dir_all(dir)?;
-    let file = path(dir, &info.name);
+    let file = path(dir, upstream, &info.name);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let temporary = file.with_extension("state.tmp");
     let mut bytes = format!("{MAGIC} {} {}\n", info.name, info.version).into_bytes();
     bytes.extend_from_slice(&state);
@@ -42,9 +57,10 @@ pub fn save(dir: &Path, picker: &Picker) -> std::io::Result<Option<(PathBuf, usi
     Ok(Some((file, state.len())))
 }
 
-/// Reads the saved state for the policy `name` from `dir`, if there is any.
-pub fn read(dir: &Path, name: &str) -> std::io::Result<Option<Handoff>> {
-    let file = path(dir, name);
+/// Reads the saved state for the policy `name` of the group `upstream` from
+/// `dir`, if there is any.
+pub fn read(dir: &Path, upstream: &str, name: &str) -> std::io::Result<Option<Handoff>> {
+    let file = path(dir, upstream, name);
     let bytes = match std::fs::read(&file) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -68,11 +84,12 @@ pub fn read(dir: &Path, name: &str) -> std::io::Result<Option<Handoff>> {
     Ok(Some(Handoff { from, state: bytes[newline + 1..].to_vec() }))
 }
 
-/// Offers the serving picker of `slot` the state saved in `dir` for its
+/// Offers the serving picker of `group` the state saved in `dir` for its
 /// policy. Blocking (restarts the picker). `None` when nothing was saved.
-pub fn restore(dir: &Path, slot: &PickerSlot) -> Option<HandoffResult> {
+pub fn restore(dir: &Path, group: &Upstream) -> Option<HandoffResult> {
+    let slot = &group.slot;
     let name = slot.current().info().name.clone();
-    let saved = match read(dir, &name) {
+    let saved = match read(dir, &group.name, &name) {
         Ok(Some(saved)) => saved,
         Ok(None) => return None,
         Err(error) => {
@@ -82,7 +99,7 @@ pub fn restore(dir: &Path, slot: &PickerSlot) -> Option<HandoffResult> {
     };
     match slot.restore(saved) {
         Ok(report) => {
-            tracing::info!(picker = %name, handoff = ?report.handoff, "saved picker state offered");
+            tracing::info!(upstream = %group.name, picker = %name, handoff = ?report.handoff, "saved picker state offered");
             Some(report.handoff)
         }
         Err(error) => {
@@ -92,16 +109,23 @@ pub fn restore(dir: &Path, slot: &PickerSlot) -> Option<HandoffResult> {
     }
 }
 
-/// Saves the serving picker's state every `interval` and once more when
-/// `stop` completes.
-pub async fn run(slot: Arc<PickerSlot>, dir: PathBuf, interval: Duration, stop: impl std::future::Future<Output = ()>) {
-    let save_now = |slot: Arc<PickerSlot>, dir: PathBuf| async move {
-        let result = tokio::task::spawn_blocking(move || save(&dir, &slot.current())).await;
-        match result {
-            Ok(Ok(Some((file, bytes)))) => tracing::debug!(file = %file.display(), bytes, "picker state saved"),
-            Ok(Ok(None)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "saving the picker state failed"),
-            Err(error) => tracing::warn!(%error, "the state saving task failed"),
+/// Saves the state of every group's serving picker (the groups `proxy`
+/// routes over at that moment, reloads included) every `interval` and once
+/// more when `stop` completes.
+pub async fn run(proxy: Arc<Proxy>, dir: PathBuf, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+    let save_now = |proxy: Arc<Proxy>, dir: PathBuf| async move {
+        let result = tokio::task::spawn_blocking(move || {
+            for group in proxy.routes().upstreams() {
+                match save(&dir, &group.name, &group.slot.current()) {
+                    Ok(Some((file, bytes))) => tracing::debug!(file = %file.display(), bytes, "picker state saved"),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(upstream = %group.name, %error, "saving the picker state failed"),
+                }
+            }
+        })
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "the state saving task failed");
         }
     };
     tokio::pin!(stop);
@@ -111,8 +135,8 @@ pub async fn run(slot: Arc<PickerSlot>, dir: PathBuf, interval: Duration, stop: 
     loop {
         tokio::select! {
             () = &mut stop => break,
-            _ = ticker.tick() => save_now(slot.clone(), dir.clone()).await,
+            _ = ticker.tick() => save_now(proxy.clone(), dir.clone()).await,
         }
     }
-    save_now(slot, dir).await;
+    save_now(proxy, dir).await;
 }
