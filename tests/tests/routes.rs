@@ -360,6 +360,15 @@ async fn the_admin_api_acts_on_one_upstream_at_a_time() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(json(&missing)["error"], "no upstream named \"nope\"; try GET /upstreams");
     assert_eq!(admin(&server, "POST", "/upstreams/api/backends/nope/drain", "").await.status, StatusCode::NOT_FOUND);
+
+    // One service down keeps veer ready for the others (and says so); all down does not.
+    assert_eq!(admin(&server, "POST", "/upstreams/api/backends/api-1/drain", "").await.status, StatusCode::OK);
+    let ready = admin(&server, "GET", "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(json(&ready)["degraded"], serde_json::json!(["upstream api: no backend is eligible"]));
+    assert_eq!(admin(&server, "POST", "/upstreams/web/backends/web-2/drain", "").await.status, StatusCode::OK);
+    let ready = admin(&server, "GET", "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.body);
     server.shutdown().await;
 }
 

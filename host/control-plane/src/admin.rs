@@ -338,9 +338,11 @@ fn metrics(proxy: &Proxy) -> Response<Full<Bytes>> {
 
 /// `GET /readyz`: 200 when veer can serve, 503 with the problems otherwise.
 fn readyz(proxy: &Proxy) -> Response<Full<Bytes>> {
-    let problems = readiness_problems(proxy);
-    if problems.is_empty() {
+    let (problems, degraded) = readiness(proxy);
+    if problems.is_empty() && degraded.is_empty() {
         json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+    } else if problems.is_empty() {
+        json(StatusCode::OK, &serde_json::json!({ "status": "ready", "degraded": degraded }))
     } else {
         json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "not ready", "problems": problems }))
     }
@@ -547,13 +549,37 @@ fn no_eligible_backend(proxy: &Proxy) -> Option<String> {
     (!any).then(|| "no backend is eligible".to_string())
 }
 
-/// Why veer cannot serve traffic right now; empty when it can.
-fn readiness_problems(proxy: &Proxy) -> Vec<String> {
-    let mut problems: Vec<String> = no_eligible_backend(proxy).into_iter().collect();
-    if let PickerHealth::FallbackOnly { reason } = proxy.slot().current().health() {
+/// What keeps `group` from serving well: no eligible backend, or a picker
+/// whose fallback answers for it.
+fn group_problems(group: &Upstream) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !group.health.snapshot().iter().any(|b| b.eligible) {
+        problems.push("no backend is eligible".to_string());
+    }
+    if let PickerHealth::FallbackOnly { reason } = group.slot.current().health() {
         problems.push(format!("the picker is faulting and the fallback answers: {reason}"));
     }
     problems
+}
+
+/// Why veer cannot serve traffic right now (empty when it can), and what
+/// is wrong with some groups while others serve. With one group, any problem
+/// makes veer unready. With several, veer stays ready while any group is
+/// without problems: one service down must not take every other one out of
+/// a load balancer's rotation.
+fn readiness(proxy: &Proxy) -> (Vec<String>, Vec<String>) {
+    let routes = proxy.routes();
+    if let [group] = routes.upstreams() {
+        return (group_problems(group), Vec::new());
+    }
+    let mut problems = Vec::new();
+    let mut healthy = false;
+    for group in routes.upstreams() {
+        let found = group_problems(group);
+        healthy |= found.is_empty();
+        problems.extend(found.into_iter().map(|problem| format!("upstream {}: {problem}", group.name)));
+    }
+    if healthy { (Vec::new(), problems) } else { (problems, Vec::new()) }
 }
 
 /// One backend's health verdicts with the live numbers that explain them.
