@@ -91,6 +91,7 @@ fn pickers(c: &mut Criterion) {
     bench_policy::<veer_plugin_weighted_rr::WeightedRoundRobin>(c, &runtime, "weighted-rr");
     bench_policy::<veer_plugin_p2c_ewma::P2cEwma>(c, &runtime, "p2c-ewma");
     bench_policy::<veer_plugin_q_learning::QLearning>(c, &runtime, "q-learning");
+    bench_policy::<veer_plugin_least_response_time::LeastResponseTime>(c, &runtime, "least-response-time");
 }
 
 criterion_group! {

@@ -14,6 +14,7 @@ const BUILTIN_PACKAGES: &[&str] = &[
     "veer-plugin-p2c-ewma",
     "veer-plugin-q-learning",
     "veer-plugin-consistent-hash",
+    "veer-plugin-least-response-time",
 ];
 
 fn main() {

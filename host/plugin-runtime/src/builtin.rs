@@ -1,7 +1,8 @@
 //! The built-in pickers, compiled to components by `build.rs` and embedded.
 
 /// Names of the built-in pickers, as used after `builtin:`.
-pub const NAMES: &[&str] = &["round-robin", "least-conn", "weighted-rr", "p2c-ewma", "q-learning", "consistent-hash"];
+pub const NAMES: &[&str] =
+    &["round-robin", "least-conn", "weighted-rr", "p2c-ewma", "q-learning", "consistent-hash", "least-response-time"];
 
 macro_rules! embedded {
     ($file:literal) => {
@@ -18,6 +19,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "p2c-ewma" => embedded!("veer_plugin_p2c_ewma.wasm"),
         "q-learning" => embedded!("veer_plugin_q_learning.wasm"),
         "consistent-hash" => embedded!("veer_plugin_consistent_hash.wasm"),
+        "least-response-time" => embedded!("veer_plugin_least_response_time.wasm"),
         _ => return None,
     })
 }
