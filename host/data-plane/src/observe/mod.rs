@@ -62,6 +62,19 @@ fn status_class(status: StatusCode) -> usize {
     (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
 }
 
+/// What came of one mirrored copy (`veer_mirror_requests_total`'s `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorOutcome {
+    /// The shadow answered with this status.
+    Answered(StatusCode),
+    /// The shadow failed it: no connection, a reset, or no answer in time.
+    Failed,
+    /// No shadow backend could take it.
+    NoBackend,
+    /// Not sent: a streamed body, or too many copies in flight.
+    Skipped,
+}
+
 /// What `/metrics` reads from the running veer besides its own counters,
 /// handed in by whoever serves it (the proxy builds it: observe depends on
 /// nothing above the groups it reports on).
@@ -219,7 +232,13 @@ impl Metrics {
     }
 
     /// Counts one mirrored copy of `route`'s traffic and what came of it.
-    pub fn mirror_result(&self, route: &str, result: &str) {
+    pub fn mirror_result(&self, route: &str, outcome: MirrorOutcome) {
+        let result = match outcome {
+            MirrorOutcome::Answered(status) => STATUS_CLASSES[status_class(status)],
+            MirrorOutcome::Failed => "error",
+            MirrorOutcome::NoBackend => "no_backend",
+            MirrorOutcome::Skipped => "skipped",
+        };
         self.mirror_requests.with_label_values(&[route, result]).inc();
     }
 

@@ -342,7 +342,7 @@ impl Proxy {
                 self.mirrors.send(copy, [&clients.http1, &clients.http2], timeout, &self.metrics);
             }
             // A streamed body goes to one backend only.
-            Payload::Streaming(_) => self.metrics.mirror_result(&route.name, "skipped"),
+            Payload::Streaming(_) => self.metrics.mirror_result(&route.name, crate::observe::MirrorOutcome::Skipped),
         }
     }
 
@@ -426,22 +426,14 @@ impl Proxy {
     ) -> (Choice, Arc<BackendState>) {
         let Picked { choice, backend, admitted } = picked;
         match sent {
-            Sent::Response(response) => {
-                let status = response.status();
-                admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
-                backend.record(Some(status), latency);
-                observe(picker, &choice, status.as_u16(), latency, None);
-            }
+            Sent::Response(response) => judge(picker, &choice, &backend, admitted, Ok(response.status()), latency),
             Sent::ClientFault(fault) => {
                 drop(admitted);
                 observe(picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
                 tracing::debug!(backend = %backend.spec.name, ?fault, "attempt abandoned: the client's fault");
             }
             Sent::Failed(failure) => {
-                backend.record(None, latency);
-                let kind = failure.kind();
-                admitted.finish(AttemptOutcome::Failed(kind), latency);
-                observe(picker, &choice, 0, latency, Some(kind));
+                judge(picker, &choice, &backend, admitted, Err(failure.kind()), latency);
                 self.metrics.record_failure(Fault::Backend(failure.fault()));
                 guard.blame(Fault::Backend(failure.fault()));
                 tracing::debug!(backend = %backend.spec.name, ?failure, "attempt failed");
@@ -721,6 +713,31 @@ fn no_backend_reason(refusal: Option<Refusal>) -> &'static str {
         Some(Refusal::AtCapacity) => "no eligible backend: those picked are at their concurrency cap",
         Some(Refusal::Breaker(_)) => "no eligible backend: those picked have their circuit breaker open",
         Some(Refusal::Drained) => "no eligible backend: those picked are drained",
+    }
+}
+
+/// Records a backend's verdict on an attempt it was sent — its status, or how
+/// it failed — on the backend's numbers, its health and the picker that chose
+/// it. Only for the backend's own doing: a client's fault judges nothing.
+pub(super) fn judge(
+    picker: &Picker,
+    choice: &Choice,
+    backend: &BackendState,
+    admitted: Admitted<'_>,
+    verdict: Result<StatusCode, ErrorKind>,
+    latency: Duration,
+) {
+    match verdict {
+        Ok(status) => {
+            admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
+            backend.record(Some(status), latency);
+            observe(picker, choice, status.as_u16(), latency, None);
+        }
+        Err(kind) => {
+            admitted.finish(AttemptOutcome::Failed(kind), latency);
+            backend.record(None, latency);
+            observe(picker, choice, 0, latency, Some(kind));
+        }
     }
 }
 

@@ -23,9 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::OutgoingBody;
-use super::forward::observe;
-use crate::health::AttemptOutcome;
-use crate::observe::Metrics;
+use super::forward::{judge, observe, outgoing_request};
+use crate::observe::{Metrics, MirrorOutcome};
+use crate::pool::BackendProtocol;
 use crate::upstream::Upstream;
 use veer_plugin_runtime::{ErrorKind, HttpMethod, PickContext, RequestMeta, RouteNames};
 
@@ -69,7 +69,7 @@ impl Mirrors {
     ) {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_MIRRORS_IN_FLIGHT {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            metrics.mirror_result(&copy.route, "skipped");
+            metrics.mirror_result(&copy.route, MirrorOutcome::Skipped);
             return;
         }
         let in_flight = self.in_flight.clone();
@@ -84,70 +84,44 @@ impl Mirrors {
     }
 }
 
-/// Picks a shadow backend, sends the copy, reads and drops the answer, and
-/// records the attempt on the shadow group; returns what came of it.
-async fn deliver(copy: Copy, clients: [Client<HttpConnector, OutgoingBody>; 2], timeout: Duration) -> &'static str {
+/// Picks a shadow backend, sends the copy, and judges the shadow by its
+/// response headers, as the primary path judges a backend; then reads the
+/// body to its end (and drops it) so that the pooled connection stays
+/// reusable, within the same time again and judging nothing by it.
+async fn deliver(copy: Copy, clients: [Client<HttpConnector, OutgoingBody>; 2], timeout: Duration) -> MirrorOutcome {
     let Copy { route, upstream, mut parts, body, client_ip, method } = copy;
     let names = RouteNames { route, upstream: upstream.name.clone() };
     parts.headers.insert(MIRROR_HEADER.clone(), HeaderValue::from_static("1"));
     let picker = upstream.slot.for_request();
     let ctx = PickContext { attempt: 0, exclude: None, method };
     let (choice, meta) = picker.pick(RequestMeta { parts, client_ip, affinity_hash: None, route: Some(names) }, ctx);
-    let Some(choice) = choice else { return "no_backend" };
-    let Some(backend) = upstream.pool.get(choice.backend) else {
-        observe(&picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
-        return "no_backend";
+    let Some(choice) = choice else { return MirrorOutcome::NoBackend };
+    let not_sent = |picker| {
+        observe(picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
+        MirrorOutcome::NoBackend
     };
-    let Ok(admitted) = upstream.health.admit(&backend) else {
-        observe(&picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
-        return "no_backend";
+    let Some(backend) = upstream.pool.get(choice.backend) else { return not_sent(&picker) };
+    let Ok(admitted) = upstream.health.admit(&backend) else { return not_sent(&picker) };
+    let body = Either::Right(Full::new(body));
+    let Ok(request) = outgoing_request(&meta.parts, meta.parts.headers.clone(), &backend, body) else {
+        drop(admitted);
+        return not_sent(&picker);
     };
-    let request = match super::forward::outgoing_request(
-        &meta.parts,
-        meta.parts.headers.clone(),
-        &backend,
-        Either::Right(Full::new(body)),
-    ) {
-        Ok(request) => request,
-        Err(_) => {
-            drop(admitted);
-            observe(&picker, &choice, 0, Duration::ZERO, Some(ErrorKind::NotSent));
-            return "error";
-        }
-    };
-    let client = &clients[usize::from(backend.spec.protocol == crate::pool::BackendProtocol::Http2)];
+    let client = &clients[usize::from(backend.spec.protocol == BackendProtocol::Http2)];
     let sent = Instant::now();
-    let result = tokio::time::timeout(timeout, async {
-        let response = client.request(request).await?;
-        let latency = sent.elapsed();
-        let status = response.status();
-        // Read to the end (and drop): the pooled connection stays reusable.
-        let _ = response.into_body().collect().await;
-        Ok::<_, hyper_util::client::legacy::Error>((status, latency))
-    })
-    .await;
-    match result {
-        Ok(Ok((status, latency))) => {
-            admitted.finish(AttemptOutcome::Status(status.as_u16()), latency);
-            backend.record(Some(status), latency);
-            observe(&picker, &choice, status.as_u16(), latency, None);
-            ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(status.as_u16() / 100).clamp(1, 5) - 1]
-        }
-        Ok(Err(error)) => {
-            let kind = if error.is_connect() { ErrorKind::Connect } else { ErrorKind::Reset };
-            let latency = sent.elapsed();
-            admitted.finish(AttemptOutcome::Failed(kind), latency);
-            backend.record(None, latency);
-            observe(&picker, &choice, 0, latency, Some(kind));
-            "error"
-        }
-        Err(_) => {
-            let latency = sent.elapsed();
-            admitted.finish(AttemptOutcome::Failed(ErrorKind::Timeout), latency);
-            backend.record(None, latency);
-            observe(&picker, &choice, 0, latency, Some(ErrorKind::Timeout));
-            "error"
-        }
+    let (verdict, response) = match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => (Ok(response.status()), Some(response)),
+        Ok(Err(error)) if error.is_connect() => (Err(ErrorKind::Connect), None),
+        Ok(Err(_)) => (Err(ErrorKind::Reset), None),
+        Err(_) => (Err(ErrorKind::Timeout), None),
+    };
+    judge(&picker, &choice, &backend, admitted, verdict, sent.elapsed());
+    if let Some(response) = response {
+        let _ = tokio::time::timeout(timeout, response.into_body().collect()).await;
+    }
+    match verdict {
+        Ok(status) => MirrorOutcome::Answered(status),
+        Err(_) => MirrorOutcome::Failed,
     }
 }
 
