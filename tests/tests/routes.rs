@@ -544,3 +544,81 @@ async fn every_upstreams_learned_state_survives_a_restart_and_a_reload() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bad and hostile input on the new surfaces gets a clear answer and moves
+/// nothing: a junk `Host` is echoed nowhere, a client cannot steer a split,
+/// a body veer does not hold is never mirrored (so a client's broken upload
+/// can never be judged against the shadow), and the per-upstream admin API
+/// refuses bad bodies and files outside the plugin directories.
+#[tokio::test]
+async fn hostile_input_on_routes_mirrors_and_the_upstream_admin_api_is_refused_cleanly() {
+    let (api, canary, shadow) = (sim("api").await, sim("canary").await, sim("shadow").await);
+    let file = ConfigFile::new("routes", "hostile");
+    let routes = "  - name: to-https\n    match: { path: { prefix: /secure } }\n    redirect: { status: 308, scheme: https }\n  - name: uploads\n    match: { path: { prefix: /upload } }\n    forward: api\n    retry: { replay_buffer_bytes: 1024 }\n    mirror: { upstream: shadow, percent: 100 }\n  - name: split\n    split:\n      - { upstream: api, weight: 50 }\n      - { upstream: canary, weight: 50 }\n";
+    file.write(&config(&[("api", &api), ("canary", &canary), ("shadow", &shadow)], routes));
+    let server = start_from(&file).await;
+
+    // A junk Host: the redirect refuses rather than echo it.
+    let answer = request(&server, "GET", "evil.test/x", "/secure", &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(answer.headers.get("location").is_none() && !answer.body.contains("evil"), "{}", answer.body);
+    let answer = request(&server, "GET", "shop.test", "/secure", &[]).await;
+    assert_eq!(answer.headers["location"], "https://shop.test/secure");
+
+    // The same request id every time: the split is veer's draw, not the client's.
+    let mut served = BTreeMap::new();
+    for _ in 0..400 {
+        let answer = request(&server, "GET", "x.test", "/", &[("x-request-id", "always-the-same")]).await;
+        *served.entry(served_by(&answer).to_string()).or_insert(0u32) += 1;
+    }
+    assert!(served.get("canary").is_some_and(|n| (120..=280).contains(n)), "{served:?}");
+
+    // A body larger than the replay buffer is streamed to one backend: no copy.
+    let big = Request::post("/upload").header("host", "x.test").body(Full::new(Bytes::from(vec![b'x'; 64 * 1024])));
+    assert_eq!(send(server.proxy_addr, big.unwrap()).await.status, StatusCode::OK);
+    let small = Request::post("/upload").header("host", "x.test").body(Full::new(Bytes::from_static(b"ok")));
+    assert_eq!(send(server.proxy_addr, small.unwrap()).await.status, StatusCode::OK);
+    eventually("the small upload's copy arrives", || shadow.stats().requests == 1).await;
+    let metrics = admin(&server, "GET", "/metrics", "").await.body;
+    assert!(metrics.contains(r#"veer_mirror_requests_total{result="skipped",route="uploads"} 1"#), "{metrics}");
+
+    // The per-upstream admin API: bad bodies, unknown backends, files it may not load.
+    for (method, path, body) in [
+        ("PUT", "/upstreams/api/picker", "{\"source\": 7}"),
+        ("PUT", "/upstreams/api/picker", "not json"),
+        ("POST", "/upstreams/api/backends", "{\"name\": \"x\", \"address\": \"nowhere\"}"),
+        ("POST", "/upstreams/api/backends", "{\"name\": \"x\", \"address\": \"127.0.0.1:1\", \"weight\": 0}"),
+        ("PUT", "/upstreams/api/backends/api-1/weight", "{\"weight\": -1}"),
+    ] {
+        let answer = admin(&server, method, path, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {path} {body}: {}", answer.body);
+    }
+    let outside = admin(&server, "PUT", "/upstreams/api/picker", r#"{"source": "/etc/passwd"}"#).await;
+    assert_eq!(outside.status, StatusCode::FORBIDDEN, "{}", outside.body);
+    assert_eq!(server.proxy.routes().upstream("api").unwrap().slot.current().info().name, "round-robin");
+    server.shutdown().await;
+}
+
+/// A reload whose new listener's address is taken is refused whole: the
+/// running listeners, upstreams and routes stay as they were.
+#[tokio::test]
+async fn a_reload_with_a_listener_on_a_taken_address_changes_nothing() {
+    let (api, other) = (sim("api").await, sim("other").await);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = ConfigFile::new("routes", "taken");
+    file.write(&config(&[("api", &api)], "  - name: all\n    forward: api\n"));
+    let server = start_from(&file).await;
+    let text = config(&[("api", &api), ("other", &other)], "  - name: all\n    forward: other\n");
+    let listener = format!(
+        "listeners:\n  - name: extra\n    address: {}\n    routes:\n      - {{ name: x, forward: api }}\n",
+        taken.local_addr().unwrap()
+    );
+    file.write(&format!("{text}{listener}"));
+    let answer = admin(&server, "POST", "/reload", "").await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.body);
+    assert!(json(&answer)["error"].as_str().unwrap().contains("cannot listen on"), "{}", answer.body);
+    assert!(server.proxy.routes().upstream("other").is_none(), "no group was added");
+    assert!(!server.proxy.listeners().contains_key("extra"));
+    assert_eq!(served_by(&request(&server, "GET", "x.test", "/", &[]).await), "api", "the old routes serve");
+    server.shutdown().await;
+}

@@ -301,7 +301,9 @@ impl Proxy {
             Action::Forward(upstream) => upstream,
             Action::Split(split) => split.choose(self.request_ids.next_random()),
             Action::Redirect(redirect) => {
-                let location = redirect.location(&head, &Scheme::HTTP, route);
+                let Some(location) = redirect.location(&head, &Scheme::HTTP, route) else {
+                    return Err(Failure::new(StatusCode::BAD_REQUEST, "the request has no valid host to redirect to"));
+                };
                 return Ok(Routed::Answer(
                     route,
                     own_answer(redirect.status, route, |response| {

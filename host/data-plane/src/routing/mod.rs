@@ -279,23 +279,43 @@ impl<'a> RequestHead<'a> {
     }
 
     /// The host the request is for: the URI's authority (HTTP/2, absolute
-    /// form) or the `Host` header, without the port or a trailing dot.
+    /// form) or the `Host` header, without the port or a trailing dot; `None`
+    /// when there is none or it is not a host name or IP literal (a client
+    /// may send anything there, and a redirect must not echo it).
     pub fn host(&self) -> Option<&'a str> {
-        let authority = match self.uri.authority() {
-            Some(authority) => authority.as_str(),
-            None => self.headers.get(header::HOST)?.to_str().ok()?,
+        let host = match self.uri.authority() {
+            // Parsed by `http`: no userinfo, no port.
+            Some(authority) => authority.host(),
+            // `Host` is a host and a port, nothing more (RFC 9110 §7.2).
+            None => {
+                let value = self.headers.get(header::HOST)?.to_str().ok()?;
+                match value.find(']') {
+                    Some(end) if value.starts_with('[') => &value[..=end],
+                    _ => value.split(':').next().unwrap_or(value),
+                }
+            }
         };
-        let host = match authority.rsplit_once('@') {
-            Some((_, host)) => host,
-            None => authority,
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let name = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
+        let literal = |b: u8| b.is_ascii_hexdigit() || b":.".contains(&b);
+        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(ip) => !ip.is_empty() && ip.bytes().all(literal),
+            None => !host.is_empty() && host.len() <= 253 && host.bytes().all(name),
         };
-        let host = if host.starts_with('[') {
-            host.find(']').map_or(host, |end| &host[..=end])
-        } else {
-            host.split(':').next().unwrap_or(host)
-        };
-        Some(host.strip_suffix('.').unwrap_or(host))
+        valid.then_some(host)
     }
+}
+
+/// `rest` (what follows a matched prefix) under `replacement`, without
+/// doubling the slash between them (`/` over `/users` is `/users`).
+fn replace_prefix(replacement: &str, rest: &str) -> String {
+    let mut path = String::with_capacity(replacement.len() + rest.len() + 1);
+    path.push_str(replacement);
+    if path.ends_with('/') && rest.starts_with('/') {
+        path.pop();
+    }
+    path.push_str(rest);
+    path
 }
 
 /// Lower-cases `host` only when it has upper-case letters (rare: clients send
@@ -468,13 +488,7 @@ impl<U> Route<U> {
             Some(PathMatch::Exact(_)) => "",
             _ => return None,
         };
-        let mut path = String::with_capacity(replacement.len() + rest.len() + 1);
-        path.push_str(replacement);
-        // `/` rewriting `/api` in `/api/users` must not give `//users`.
-        if path.ends_with('/') && rest.starts_with('/') {
-            path.pop();
-        }
-        path.push_str(rest);
+        let mut path = replace_prefix(replacement, rest);
         if path.is_empty() {
             path.push('/');
         }
@@ -496,10 +510,11 @@ impl<U> Route<U> {
 
 impl Redirect {
     /// The `Location` for `request`, reached on a listener speaking `scheme`,
-    /// redirected by `route`.
-    pub fn location<U>(&self, request: &RequestHead<'_>, scheme: &Scheme, route: &Route<U>) -> String {
+    /// redirected by `route`; `None` when the redirect keeps the request's
+    /// host and the request has no valid one.
+    pub fn location<U>(&self, request: &RequestHead<'_>, scheme: &Scheme, route: &Route<U>) -> Option<String> {
         let scheme = self.scheme.as_ref().unwrap_or(scheme);
-        let host = self.host.as_deref().or(request.host()).unwrap_or("localhost");
+        let host = self.host.as_deref().or(request.host())?;
         let port = self.port.or_else(|| {
             // The request's own port, unless the scheme changes (its default then).
             let authority = request
@@ -514,12 +529,7 @@ impl Redirect {
         let path = match (&self.path, &self.prefix, route.matched_prefix()) {
             (Some(path), _, _) => path.to_string(),
             (None, Some(replacement), Some(prefix)) => {
-                let rest = original.strip_prefix(prefix).unwrap_or(original);
-                let mut path = replacement.to_string();
-                if path.ends_with('/') && rest.starts_with('/') {
-                    path.pop();
-                }
-                path + rest
+                replace_prefix(replacement, original.strip_prefix(prefix).unwrap_or(original))
             }
             _ => original.to_string(),
         };
@@ -535,7 +545,7 @@ impl Redirect {
             location.push('?');
             location.push_str(query);
         }
-        location
+        Some(location)
     }
 }
 

@@ -297,7 +297,7 @@ fn redirects_build_the_location_from_the_request() {
         let head = RequestHead::of(&req);
         let route = t.find(&head).unwrap();
         let Action::Redirect(redirect) = &route.action else { panic!("a redirect") };
-        (redirect.status.as_u16(), redirect.location(&head, &Scheme::HTTP, route))
+        (redirect.status.as_u16(), redirect.location(&head, &Scheme::HTTP, route).unwrap())
     };
     assert_eq!(location("/a?b=1", "shop.test:8080"), (308, "https://shop.test/a?b=1".to_string()));
     assert_eq!(location("/old/page?x=1", "shop.test:8080"), (301, "http://new.example.com/new/page".to_string()));
@@ -331,4 +331,40 @@ fn retry_changes_keep_every_key_left_out() {
     let mut spec = route("bad");
     spec.retry = Some(RetryOverride { max_attempts: Some(0), ..RetryOverride::default() });
     assert_eq!(problems(&[spec])[0].path, "[0].retry.max_attempts");
+}
+
+/// A client may put anything in `Host`: only a host name or IP literal is
+/// taken for one, so nothing else is matched against routes or echoed into
+/// a redirect.
+#[test]
+fn hostile_hosts_are_no_host() {
+    let host = |value: &str| {
+        let req = http::Request::builder().uri("/").header("host", value).body(()).unwrap();
+        RequestHead::of(&req).host().map(str::to_string)
+    };
+    assert_eq!(host("api.example.com:8080").as_deref(), Some("api.example.com"));
+    assert_eq!(host("[::1]:8080").as_deref(), Some("[::1]"));
+    assert_eq!(host("under_score.test").as_deref(), Some("under_score.test"));
+    for hostile in ["evil.com/x", "a b", "", ":80", "[zz]", "x\"><script>", "a@b@c", "é.test", &"a".repeat(300)] {
+        assert_eq!(host(hostile), None, "{hostile:?}");
+    }
+    let mut spec = redirect(route("to-https"), 308);
+    spec.redirect.as_mut().unwrap().scheme = Some("https".into());
+    let t = table(&[spec]);
+    let req = http::Request::builder().uri("/a").header("host", "evil.com/x").body(()).unwrap();
+    let head = RequestHead::of(&req);
+    let route = t.find(&head).unwrap();
+    let Action::Redirect(redirect) = &route.action else { panic!("a redirect") };
+    assert_eq!(redirect.location(&head, &Scheme::HTTP, route), None, "no Location from a hostile host");
+}
+
+#[test]
+fn query_values_with_broken_escapes_are_read_safely() {
+    assert_eq!(query_value("a=%zz&b=1", "a").as_deref(), Some("%zz"));
+    assert_eq!(query_value("a=%", "a").as_deref(), Some("%"));
+    assert_eq!(query_value("a=%4", "a").as_deref(), Some("%4"));
+    assert_eq!(query_value("a=%E2%82", "a").as_deref(), Some("\u{fffd}"), "invalid UTF-8 is replaced");
+    assert_eq!(query_value("a&a=2", "a").as_deref(), Some(""), "the first one, empty when it has no value");
+    assert_eq!(query_value("%61=x", "a").as_deref(), Some("x"), "names are decoded too");
+    assert_eq!(query_value("", "a"), None);
 }
