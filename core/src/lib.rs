@@ -24,4 +24,4 @@ mod types;
 
 pub use membership::Membership;
 pub use spec::{BackendProtocol, BackendSpec, MAX_WEIGHT};
-pub use types::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Outcome, PickContext};
+pub use types::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, LatencySample, Outcome, PickContext};

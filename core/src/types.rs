@@ -103,3 +103,52 @@ pub struct Outcome {
     /// Set when the attempt failed without a response.
     pub error: Option<ErrorKind>,
 }
+
+/// What an outcome says about a backend's latency, for a policy that
+/// averages it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatencySample {
+    /// A response below 500, after this many microseconds.
+    Success(f64),
+    /// A 5xx or no response: this many microseconds, at least the penalty
+    /// given, so a backend that fails fast never looks fast.
+    Failure(f64),
+}
+
+impl LatencySample {
+    /// The sample in microseconds, whichever it is.
+    pub fn us(self) -> f64 {
+        match self {
+            LatencySample::Success(us) | LatencySample::Failure(us) => us,
+        }
+    }
+}
+
+impl Outcome {
+    /// The latency sample this outcome is, failures counting as at least
+    /// `failure_penalty_us`; `None` for an attempt that was never sent
+    /// (`not-sent`), which says nothing about the backend.
+    pub fn latency_sample(&self, failure_penalty_us: f64) -> Option<LatencySample> {
+        let latency_us = self.latency_us as f64;
+        match self.error {
+            Some(ErrorKind::NotSent) => None,
+            Some(_) => Some(LatencySample::Failure(latency_us.max(failure_penalty_us))),
+            None if self.status >= 500 => Some(LatencySample::Failure(latency_us.max(failure_penalty_us))),
+            None => Some(LatencySample::Success(latency_us)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_is_a_latency_sample_unless_it_was_never_sent() {
+        let outcome = |status, error| Outcome { backend: 1, picked: true, status, latency_us: 2_000, error };
+        assert_eq!(outcome(200, None).latency_sample(50_000.0), Some(LatencySample::Success(2_000.0)));
+        assert_eq!(outcome(503, None).latency_sample(50_000.0), Some(LatencySample::Failure(50_000.0)));
+        assert_eq!(outcome(0, Some(ErrorKind::Reset)).latency_sample(1_000.0), Some(LatencySample::Failure(2_000.0)));
+        assert_eq!(outcome(0, Some(ErrorKind::NotSent)).latency_sample(1_000.0), None);
+    }
+}

@@ -65,7 +65,9 @@ pub use pool::Pool;
 pub use ranked::Ranked;
 #[doc(hidden)]
 pub use runtime::Runtime;
-pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
+pub use veer_core::{
+    Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, LatencySample, Membership, Outcome, PickContext,
+};
 
 /// A routing policy: decides which backend serves each request attempt.
 ///

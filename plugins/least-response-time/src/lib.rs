@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use veer_sdk::{BackendEvent, BackendId, ErrorKind, Outcome, Params, PickContext, Policy, Pool, host};
+use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickContext, Policy, Pool, host};
 
 /// The least-response-time policy.
 #[derive(Debug)]
@@ -137,13 +137,7 @@ impl Policy for LeastResponseTime {
     }
 
     fn observe(&mut self, pool: &Pool, outcome: &Outcome) {
-        let latency_us = outcome.latency_us as f64;
-        let sample = match outcome.error {
-            Some(ErrorKind::NotSent) => return,
-            Some(_) => latency_us.max(self.failure_penalty_us),
-            None if outcome.status >= 500 => latency_us.max(self.failure_penalty_us),
-            None => latency_us,
-        };
+        let Some(sample) = outcome.latency_sample(self.failure_penalty_us).map(LatencySample::us) else { return };
         if pool.get(outcome.backend).is_none() {
             return;
         }

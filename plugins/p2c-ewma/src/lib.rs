@@ -73,7 +73,7 @@
 
 use std::collections::HashMap;
 
-use veer_sdk::{BackendEvent, BackendId, ErrorKind, Outcome, Params, PickContext, Policy, Pool, host};
+use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickContext, Policy, Pool, host};
 
 /// An idle estimate never fades below this (or below the estimate itself).
 const IDLE_FLOOR_US: f64 = 1_000.0;
@@ -269,16 +269,14 @@ impl Policy for P2cEwma {
 
     fn observe(&mut self, _pool: &Pool, outcome: &Outcome) {
         let id = outcome.backend;
-        let latency_us = outcome.latency_us as f64;
         let now = host::now_us();
-        match outcome.error {
-            Some(ErrorKind::NotSent) => {}
-            Some(_) => self.sample(id, latency_us.max(self.failure_penalty_us), now),
-            None if outcome.status >= 500 => self.sample(id, latency_us.max(self.failure_penalty_us), now),
-            None => {
-                self.sample(id, latency_us, now);
-                let pool = self.pool_rtt_us.get_or_insert(latency_us);
-                *pool += (latency_us - *pool) * POOL_RTT_WEIGHT;
+        match outcome.latency_sample(self.failure_penalty_us) {
+            None => {}
+            Some(LatencySample::Failure(us)) => self.sample(id, us, now),
+            Some(LatencySample::Success(us)) => {
+                self.sample(id, us, now);
+                let pool = self.pool_rtt_us.get_or_insert(us);
+                *pool += (us - *pool) * POOL_RTT_WEIGHT;
             }
         }
     }
@@ -289,6 +287,7 @@ veer_sdk::export_policy!(P2cEwma);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veer_sdk::ErrorKind;
     use veer_sdk::testing::{Harness, Load, Reply};
 
     const MS: u64 = 1_000;
