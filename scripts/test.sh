@@ -7,17 +7,22 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# promtool (Debian package `prometheus`): the metrics test checks /metrics with it.
-if ! command -v promtool >/dev/null 2>&1; then
+# Debian packages the tests drive: promtool checks /metrics; curl and openssl
+# are the real TLS clients of the HTTPS tests.
+missing=()
+for tool in promtool:prometheus curl:curl openssl:openssl; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
-        echo "setup: installing promtool (Debian package prometheus)"
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
+        echo "setup: installing Debian packages: ${missing[*]}"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") >/dev/null
     else
-        echo "setup: promtool is required by the tests and apt-get is not available" >&2
+        echo "setup: the tests need ${missing[*]} (Debian packages) and apt-get is not available" >&2
         exit 1
     fi
 fi
-echo "setup: $(promtool --version 2>&1 | head -1)"
+echo "setup: $(promtool --version 2>&1 | head -1); $(curl --version | head -1 | cut -d' ' -f1-2); $(openssl version)"
 
 # The Python h2 package: the HTTP/2 hostile-client test frames its attacks with it.
 if ! python3 -c 'import h2' >/dev/null 2>&1; then

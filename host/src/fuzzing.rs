@@ -50,7 +50,11 @@ pub fn request_headers(bytes: &[u8]) {
     *request.headers_mut() = headers;
     let _ = crate::proxy::limits::check_request(&request, &crate::proxy::RequestLimits::default());
     let (mut parts, ()) = request.into_parts();
-    crate::proxy::headers::rewrite_for_backend(&mut parts, &HeaderValue::from_static("192.0.2.1"));
+    crate::proxy::headers::rewrite_for_backend(
+        &mut parts,
+        &HeaderValue::from_static("192.0.2.1"),
+        &http::uri::Scheme::HTTP,
+    );
 }
 
 #[cfg(test)]

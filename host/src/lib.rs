@@ -14,7 +14,9 @@
 
 pub use veer_control_plane::{admin, config, server};
 pub use veer_core::{hash, rng};
-pub use veer_data_plane::{admission, clock, fault, health, net, observe, pool, proxy, routing, upstream};
+pub use veer_data_plane::{
+    admission, clock, fault, health, net, observe, pool, proxy, routing, tls, transport, upstream,
+};
 pub use veer_plugin_runtime as plugin;
 pub use veer_sim as sim;
 pub use veer_sim::scenario;

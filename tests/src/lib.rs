@@ -128,6 +128,8 @@ pub fn veer_options(
         upstreams: Vec::new(),
         routes: None,
         listeners: Vec::new(),
+        listen_tls: None,
+        backend_tls: None,
     }
 }
 

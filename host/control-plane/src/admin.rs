@@ -55,6 +55,18 @@ use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::upstream::Upstream;
 use veer_plugin_runtime::{PickerHealth, PluginSource};
 
+/// A listener's TLS as `/listeners` shows it: the settings and each
+/// certificate served now, with its seconds to expiry.
+fn tls_view(tls: &veer_data_plane::tls::ListenerTls) -> serde_json::Value {
+    let now = std::time::SystemTime::now();
+    let certificates: Vec<_> = tls
+        .certificates()
+        .into_iter()
+        .map(|c| serde_json::json!({ "expires_in_seconds": c.seconds_to_expiry(now) as i64, "certificate": c }))
+        .collect();
+    serde_json::json!({ "settings": tls.settings(), "certificates": certificates })
+}
+
 /// Largest admin request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -281,10 +293,13 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         }
         (&Method::GET, "/routes") => json(StatusCode::OK, &proxy.routes().specs()),
         (&Method::GET, "/listeners") => {
-            let (routes, bound) = (proxy.routes(), proxy.listeners());
+            let (routes, bound, tls) = (proxy.routes(), proxy.listeners(), proxy.listener_tls());
             let listeners: Vec<_> = routes
                 .listener_specs()
-                .map(|(name, specs)| serde_json::json!({ "name": name, "address": bound.get(name), "routes": specs }))
+                .map(|(name, specs)| {
+                    let tls = tls.get(name).map(|tls| tls_view(tls));
+                    serde_json::json!({ "name": name, "address": bound.get(name), "tls": tls, "routes": specs })
+                })
                 .collect();
             json(StatusCode::OK, &listeners)
         }

@@ -15,9 +15,11 @@ pub use crate::config::{CanaryOptions, ServerOptions};
 use veer_data_plane::health::InvalidHealthConfig;
 use veer_data_plane::observe::access_log::AccessLog;
 use veer_data_plane::observe::{Metrics, snapshot};
+use veer_data_plane::proxy::Listener;
 use veer_data_plane::proxy::Proxy;
 use veer_data_plane::routing::{DEFAULT_LISTENER, RouteProblem};
-use veer_data_plane::upstream::Upstream;
+use veer_data_plane::tls::{self, ListenerTls, ListenerTlsConfig};
+use veer_data_plane::upstream::{Upstream, UpstreamError};
 use veer_plugin_runtime::{HandoffResult, Limits, PluginError, PluginRuntime};
 
 /// Why veer could not start.
@@ -40,6 +42,9 @@ pub enum StartError {
     /// The picker could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// A TLS certificate, key or CA bundle could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The admission settings are invalid.
     #[error(transparent)]
     Admission(#[from] InvalidAdmissionConfig),
@@ -101,6 +106,20 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(address).await.map_err(|reason| StartError::Bind { address, reason })
 }
 
+/// A listener on `socket`, with TLS when `tls` is set.
+pub(crate) fn listener_with_tls(
+    name: &str,
+    socket: TcpListener,
+    tls: Option<&ListenerTlsConfig>,
+) -> Result<Listener, StartError> {
+    let listener = Listener::plain(name, socket);
+    if let Some(config) = tls {
+        let loaded = ListenerTls::new(config).map_err(|e| StartError::Tls(format!("listener {name}: {e}")))?;
+        listener.tls.store(Some(Arc::new(loaded)));
+    }
+    Ok(listener)
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
@@ -126,7 +145,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     };
     let mut upstreams = Vec::new();
     for spec in options.upstream_specs() {
-        upstreams.push(Upstream::start(runtime.clone(), spec, metrics.clone()).await?);
+        let group = Upstream::start(runtime.clone(), spec, metrics.clone()).await.map_err(|error| match error {
+            UpstreamError::Picker(error) => StartError::Plugin(error),
+            tls => StartError::Tls(tls.to_string()),
+        })?;
+        upstreams.push(group);
     }
     let routes = options.routes_over(upstreams, options.request_policy()).map_err(StartError::Routes)?;
     let main = routes.default_upstream().clone();
@@ -147,13 +170,30 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let proxy = Proxy::new(routes, admission.clone(), options.proxy.clone(), metrics, access_log);
     let listener = bind(options.listen).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
-    let mut listeners = vec![(Arc::from(DEFAULT_LISTENER), listener)];
+    let mut listeners = vec![listener_with_tls(DEFAULT_LISTENER, listener, options.listen_tls.as_ref())?];
     for further in &options.listeners {
-        listeners.push((Arc::from(further.name.as_str()), bind(further.address).await?));
+        listeners.push(listener_with_tls(&further.name, bind(further.address).await?, further.tls.as_ref())?);
     }
+    // Certificate files are watched like the config file (and reloaded with it).
+    let watchers: Vec<_> = match options.control.watch {
+        Some(interval) => listeners
+            .iter()
+            .map(|listener| tls::server::watch(listener.name.to_string(), Arc::downgrade(&listener.tls), interval))
+            .collect(),
+        None => Vec::new(),
+    };
     let (stop, stop_rx) = watch::channel(false);
     let serving = proxy.clone().serve(listeners, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![tokio::spawn(serving), tokio::spawn(admission.run(stopped(stop_rx.clone())))];
+    for watching in watchers {
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = watching => {}
+                () = stop => {}
+            }
+        }));
+    }
     for group in groups {
         tasks.push(tokio::spawn(group.run(stopped(stop_rx.clone()))));
     }

@@ -14,6 +14,8 @@
 //! - [`admission`]: concurrency limits, queueing, per-client rate limits.
 //! - [`observe`]: the metrics, access log, snapshots and advisories that read
 //!   all of the above (and that nothing here reads back).
+//! - [`tls`]: certificates by SNI, reloading without a restart, and TLS
+//!   towards backends; [`transport`]: pooled backend connections, plain or TLS.
 //! - [`fault`], [`clock`], [`net`]: whom a failure is blamed on, the time source
 //!   tests can pause, and socket helpers.
 //!
@@ -31,4 +33,6 @@ pub mod proxy;
 pub mod retry;
 pub mod routing;
 pub mod series;
+pub mod tls;
+pub mod transport;
 pub mod upstream;

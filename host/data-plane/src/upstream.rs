@@ -15,6 +15,8 @@ use prometheus::{Histogram, IntCounterVec, IntGaugeVec};
 use crate::health::{Health, HealthConfig};
 use crate::pool::{BackendSeries, BackendSpec, Pool};
 use crate::series::{Registrar, catch_up};
+use crate::tls::{BackendTls, BackendTlsConfig, TlsError};
+use crate::transport::TlsSlot;
 use veer_plugin_runtime::{PickerSlot, PluginError, PluginRuntime, PluginSource};
 
 /// What an upstream group is made from.
@@ -32,6 +34,8 @@ pub struct UpstreamSpec {
     pub health: HealthConfig,
     /// Its requests' timeout and retry changes over the proxy's.
     pub policy: UpstreamPolicy,
+    /// TLS towards its backends; `None`: plain HTTP.
+    pub tls: Option<BackendTlsConfig>,
 }
 
 /// An upstream's changes to its requests' timeout and retry policy (each
@@ -59,6 +63,9 @@ pub struct Upstream {
     retired: tokio::sync::watch::Sender<bool>,
     /// Replaced by a reload; read when routes are built.
     policy: arc_swap::ArcSwap<UpstreamPolicy>,
+    /// TLS towards the backends, replaced by a reload; the health checks
+    /// read the same slot.
+    tls: TlsSlot,
 }
 
 impl Upstream {
@@ -69,7 +76,9 @@ impl Upstream {
         runtime: Arc<PluginRuntime>,
         spec: UpstreamSpec,
         series: Arc<dyn BackendSeries>,
-    ) -> Result<Upstream, PluginError> {
+    ) -> Result<Upstream, UpstreamError> {
+        // Files first: a broken certificate must not cost a picker compile.
+        let tls = load_tls(&spec.name, spec.tls.as_ref())?;
         let (pool, events) = Pool::new(spec.backends, series);
         let pool = Arc::new(pool);
         let slot = Arc::new(PickerSlot::with_load(runtime, &spec.picker, spec.params, pool.clone())?);
@@ -78,7 +87,8 @@ impl Upstream {
         let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
         let (retired, _) = tokio::sync::watch::channel(false);
         let policy = arc_swap::ArcSwap::from_pointee(spec.policy);
-        Ok(Upstream { name: spec.name.into(), pool, health, slot, retired, policy })
+        let tls = Arc::new(arc_swap::ArcSwapOption::new(tls));
+        Ok(Upstream { name: spec.name.into(), pool, health, slot, retired, policy, tls })
     }
 
     /// [`Upstream::new`] on a blocking thread.
@@ -86,7 +96,7 @@ impl Upstream {
         runtime: Arc<PluginRuntime>,
         spec: UpstreamSpec,
         series: Arc<dyn BackendSeries>,
-    ) -> Result<Arc<Upstream>, PluginError> {
+    ) -> Result<Arc<Upstream>, UpstreamError> {
         tokio::task::spawn_blocking(move || Upstream::new(runtime, spec, series))
             .await
             .map_err(|e| PluginError::Engine(format!("picker loading task failed: {e}")))?
@@ -102,7 +112,7 @@ impl Upstream {
         tokio::select! {
             () = stop => {}
             _ = retired.wait_for(|retired| *retired) => {}
-            () = self.health.clone().run(never()) => {}
+            () = self.health.clone().run(self.tls.clone(), never()) => {}
             () = self.slot.clone().run(never()) => {}
         }
     }
@@ -118,12 +128,53 @@ impl Upstream {
         self.policy.store(Arc::new(policy));
     }
 
+    /// TLS towards its backends now; `None`: plain HTTP.
+    pub fn tls(&self) -> Option<Arc<BackendTls>> {
+        self.tls.load_full()
+    }
+
+    /// Whether `settings` differ from the TLS settings in use.
+    pub fn tls_differs(&self, settings: Option<&BackendTlsConfig>) -> bool {
+        self.tls.load().as_ref().map(|tls| tls.settings()) != settings
+    }
+
+    /// Connections and checks from now on use `tls` (loaded with
+    /// [`load_tls`]); pooled connections made under the old settings are no
+    /// longer used.
+    pub fn replace_tls(&self, tls: Option<Arc<BackendTls>>) {
+        self.tls.store(tls);
+    }
+
     /// Ends the owner task of a group no route uses any more. Requests that
     /// already hold the group finish on it; its backends are no longer
     /// checked.
     pub fn retire(&self) {
         self.retired.send_replace(true);
     }
+}
+
+/// Why an upstream group could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Its picker.
+    #[error(transparent)]
+    Picker(#[from] PluginError),
+    /// Its TLS settings.
+    #[error("upstream {upstream}: {error}")]
+    Tls {
+        /// The group.
+        upstream: String,
+        /// What is wrong.
+        error: TlsError,
+    },
+}
+
+/// Loads an upstream's TLS settings (`None`: plain HTTP).
+pub fn load_tls(upstream: &str, settings: Option<&BackendTlsConfig>) -> Result<Option<Arc<BackendTls>>, UpstreamError> {
+    settings
+        .map(|settings| BackendTls::new(upstream, settings).map(Arc::new))
+        .transpose()
+        .map_err(|error| UpstreamError::Tls { upstream: upstream.to_string(), error })
 }
 
 /// Each group's serving picker's series, labelled by `upstream`: picks,
@@ -237,7 +288,7 @@ mod tests {
             .map(|(port, name)| BackendSpec::new(*name, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
         let policy = UpstreamPolicy::default();
-        let spec = UpstreamSpec { name: "test".into(), backends, picker, params: vec![], health, policy };
+        let spec = UpstreamSpec { name: "test".into(), backends, picker, params: vec![], health, policy, tls: None };
         let runtime = PluginRuntime::new(Limits::default()).unwrap();
         Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap()
     }

@@ -309,6 +309,8 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
         upstreams: Vec::new(),
         routes: None,
         listeners: Vec::new(),
+        listen_tls: None,
+        backend_tls: None,
     })
 }
 
@@ -326,6 +328,10 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
         let slot = PickerSlot::new(runtime.clone(), &spec.picker, spec.params.clone())
             .with_context(|| format!("{}: {key}.source: the picker failed to load", file.display()))?;
         groups.push((spec, slot.current().info().clone()));
+    }
+    // Fourteen days: time to notice and rotate before clients see an expired certificate.
+    for warning in options.expiring_certificates(std::time::Duration::from_secs(14 * 24 * 3600)) {
+        eprintln!("warning: {warning}");
     }
     if let [(spec, info)] = groups.as_slice() {
         println!(
@@ -419,6 +425,8 @@ async fn serve_demo(
         upstreams: Vec::new(),
         routes: None,
         listeners: Vec::new(),
+        listen_tls: None,
+        backend_tls: None,
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");

@@ -36,6 +36,7 @@ use veer_data_plane::pool::BackendProtocol;
 use veer_data_plane::proxy::ProxyConfig;
 pub use veer_data_plane::routing::canary::HeaderMatch;
 pub use veer_data_plane::routing::{RetryOverride, RouteSpec};
+use veer_data_plane::tls::{BackendTlsConfig, ListenerTlsConfig};
 
 /// Environment variable that holds the admin token when the file does not.
 pub const ADMIN_TOKEN_ENV: &str = "VEER_ADMIN_TOKEN";
@@ -97,6 +98,13 @@ pub struct Config {
     /// own routes over the same upstreams. Added, moved and removed live.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerConfig>,
+    /// TLS on `listen` (HTTPS); unset: plain HTTP. Certificates reload live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_tls: Option<ListenerTlsConfig>,
+    /// TLS towards the top-level `backends` (and the canary's); unset:
+    /// plain HTTP. Reloads live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_tls: Option<BackendTlsConfig>,
 }
 
 /// A further listener.
@@ -110,6 +118,9 @@ pub struct ListenerConfig {
     pub address: String,
     /// Its routes, tried in order.
     pub routes: Vec<RouteSpec>,
+    /// TLS (HTTPS); unset: plain HTTP. Certificates reload live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// A named upstream group.
@@ -136,6 +147,9 @@ pub struct UpstreamConfig {
     /// `retry` changes apply over them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryOverride>,
+    /// TLS towards its backends; unset: plain HTTP. Reloads live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsConfig>,
 }
 
 /// The canary group.

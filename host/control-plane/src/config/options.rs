@@ -10,7 +10,10 @@ use veer_data_plane::observe::ObserveConfig;
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::proxy::ProxyConfig;
 use veer_data_plane::routing::canary::CanarySplit;
-use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM, RequestPolicy, RouteProblem, RouteSpec, Routes};
+use veer_data_plane::routing::{
+    CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM, RequestPolicy, RouteProblem, RouteSpec, Routes,
+};
+use veer_data_plane::tls::{BackendTlsConfig, ListenerTlsConfig};
 use veer_data_plane::upstream::{Upstream, UpstreamPolicy, UpstreamSpec};
 use veer_plugin_runtime::{Limits, PluginSource};
 
@@ -48,6 +51,10 @@ pub struct ServerOptions {
     pub routes: Option<Vec<RouteSpec>>,
     /// Further listeners, each with its own routes.
     pub listeners: Vec<ListenerSpec>,
+    /// TLS on `listen`; `None`: plain HTTP.
+    pub listen_tls: Option<ListenerTlsConfig>,
+    /// TLS towards the default and canary groups' backends.
+    pub backend_tls: Option<BackendTlsConfig>,
 }
 
 /// A further listener: its name, address and routes.
@@ -59,6 +66,8 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// Its routes.
     pub routes: Vec<RouteSpec>,
+    /// TLS; `None`: plain HTTP.
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 impl ServerOptions {
@@ -77,6 +86,30 @@ impl ServerOptions {
         self.listeners
             .iter()
             .try_fold(routes, |routes, listener| routes.with_listener(&listener.name, listener.routes.clone()))
+    }
+
+    /// A line for each certificate an `https` listener serves that expires
+    /// within `window` (what `veer check` warns about).
+    pub fn expiring_certificates(&self, window: std::time::Duration) -> Vec<String> {
+        let now = std::time::SystemTime::now();
+        let listeners = std::iter::once((DEFAULT_LISTENER, self.listen_tls.as_ref()))
+            .chain(self.listeners.iter().map(|listener| (listener.name.as_str(), listener.tls.as_ref())));
+        let mut warnings = Vec::new();
+        for (name, tls) in listeners {
+            for certificate in tls.and_then(|tls| tls.load().ok()).unwrap_or_default() {
+                if certificate.expires_within(window, now) {
+                    let left = std::time::Duration::from_secs(certificate.seconds_to_expiry(now).max(0.0) as u64);
+                    warnings.push(format!(
+                        "listener {name}: certificate {} ({}) expires in {} (at {})",
+                        certificate.label(),
+                        certificate.path.display(),
+                        humantime::format_duration(std::time::Duration::from_secs(left.as_secs() / 3600 * 3600)),
+                        humantime::format_rfc3339_seconds(certificate.not_after),
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// A request's timeout and retry policy before routes and upstreams
@@ -98,6 +131,7 @@ impl ServerOptions {
                 params: self.params.clone(),
                 health: self.health.clone(),
                 policy: UpstreamPolicy::default(),
+                tls: self.backend_tls.clone(),
             });
         }
         if let Some(canary) = &self.canary {
@@ -108,6 +142,7 @@ impl ServerOptions {
                 params: canary.params.clone(),
                 health: self.health.clone(),
                 policy: UpstreamPolicy::default(),
+                tls: self.backend_tls.clone(),
             });
         }
         specs.extend(self.upstreams.iter().cloned());

@@ -34,10 +34,11 @@ use super::{
 };
 use veer_data_plane::health::Health;
 use veer_data_plane::pool::{BackendSpec, Pool};
-use veer_data_plane::proxy::Proxy;
+use veer_data_plane::proxy::{Listener, ListenerTlsSlot, Proxy};
 use veer_data_plane::routing::canary::CanarySplit;
-use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_UPSTREAM};
-use veer_data_plane::upstream::{Upstream, UpstreamPolicy};
+use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM};
+use veer_data_plane::tls::{self, ListenerTls, server::PreparedTls};
+use veer_data_plane::upstream::{Upstream, UpstreamError, UpstreamPolicy, load_tls};
 use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport};
 
 /// What a reload did.
@@ -126,9 +127,29 @@ pub enum ReloadError {
     /// have caught it: a bug).
     #[error("the new routes do not compile; the running config stays: {0}")]
     Routes(String),
+    /// A certificate, key or CA bundle could not be used.
+    #[error("TLS: {0}; the running config stays")]
+    Tls(String),
     /// The blocking reload task died.
     #[error("the reload task failed: {0}")]
     Task(String),
+}
+
+impl From<UpstreamError> for ReloadError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::Picker(error) => ReloadError::Picker(error),
+            tls => ReloadError::Tls(tls.to_string()),
+        }
+    }
+}
+
+/// What a reload does to a listener's TLS once nothing can fail any more.
+enum TlsChange {
+    /// New certificates (or settings) for a listener that keeps its TLS.
+    Rotate(Arc<ListenerTls>, PreparedTls),
+    /// TLS turned on, off, or replaced whole.
+    Set(Option<Arc<ListenerTls>>),
 }
 
 /// Applies configs to a running veer. One reload runs at a time.
@@ -224,10 +245,18 @@ impl Reloader {
 
     /// Applies `new` to the running veer. Blocking (may compile a plugin).
     pub fn apply(&self, new: &ServerOptions) -> Result<ReloadReport, ReloadError> {
-        // New and moved listeners are bound first: nothing has changed if one cannot be.
+        // New and moved listeners are bound first, and every TLS file loaded:
+        // nothing has changed if one cannot be.
         let (to_start, to_stop, listener_report) = self.bind_listeners(new)?;
+        let tls_changes = self.prepare_listener_tls(new)?;
         let live = self.proxy.routes();
         let wanted = new.upstream_specs();
+        let mut upstream_tls = Vec::new();
+        for spec in &wanted {
+            if let Some(group) = live.upstream(&spec.name).filter(|group| group.tls_differs(spec.tls.as_ref())) {
+                upstream_tls.push((group.clone(), load_tls(&spec.name, spec.tls.as_ref())?));
+            }
+        }
         // Pickers first, and new groups started: the only steps that can fail.
         let mut swapped: Vec<(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)> = Vec::new();
         let undo = |swapped: &[(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)]| {
@@ -310,9 +339,29 @@ impl Reloader {
             }));
         }
         let route_names = routes.specs().iter().map(|route| route.name.clone()).collect();
+        for (group, tls) in upstream_tls {
+            group.replace_tls(tls);
+        }
+        for (slot, change) in tls_changes {
+            match change {
+                TlsChange::Rotate(tls, prepared) => tls.install(prepared),
+                TlsChange::Set(tls) => slot.store(tls),
+            }
+        }
         self.proxy.set_routes(routes);
-        for (name, listener) in to_start {
-            self.proxy.start_listener(&name, listener);
+        for listener in to_start {
+            if let Some(interval) = self.started.control.watch {
+                let watching = tls::server::watch(listener.name.to_string(), Arc::downgrade(&listener.tls), interval);
+                let stop = self.stop.clone();
+                self.tasks.spawn(async move {
+                    let mut stop = stop;
+                    tokio::select! {
+                        () = watching => {}
+                        _ = stop.wait_for(|stop| *stop) => {}
+                    }
+                });
+            }
+            self.proxy.start_listener(listener);
         }
         for name in to_stop {
             self.proxy.stop_listener(&name);
@@ -353,13 +402,36 @@ impl Reloader {
         })
     }
 
+    /// Loads the TLS of every listener `new` keeps (the default one
+    /// included), to apply once nothing can fail.
+    fn prepare_listener_tls(&self, new: &ServerOptions) -> Result<Vec<(ListenerTlsSlot, TlsChange)>, ReloadError> {
+        let wanted = std::iter::once((DEFAULT_LISTENER, new.listen_tls.as_ref()))
+            .chain(new.listeners.iter().map(|listener| (listener.name.as_str(), listener.tls.as_ref())));
+        let mut changes = Vec::new();
+        for (name, settings) in wanted {
+            // A listener added or moved gets its TLS with its new socket.
+            let Some(slot) = self.proxy.tls_slot(name) else { continue };
+            let invalid = |e: tls::TlsError| ReloadError::Tls(format!("listener {name}: {e}"));
+            let change = match (slot.load_full(), settings) {
+                (None, None) => continue,
+                (Some(_), None) => TlsChange::Set(None),
+                (None, Some(settings)) => TlsChange::Set(Some(Arc::new(ListenerTls::new(settings).map_err(invalid)?))),
+                (Some(running), Some(settings)) => match running.prepare(settings).map_err(invalid)? {
+                    Some(prepared) => TlsChange::Rotate(running, prepared),
+                    None => continue,
+                },
+            };
+            changes.push((slot, change));
+        }
+        Ok(changes)
+    }
+
     /// Binds the listeners `new` adds or moves; names the ones it removes.
     #[allow(clippy::type_complexity)]
     fn bind_listeners(
         &self,
         new: &ServerOptions,
-    ) -> Result<(Vec<(String, tokio::net::TcpListener)>, Vec<String>, BTreeMap<String, &'static str>), ReloadError>
-    {
+    ) -> Result<(Vec<Listener>, Vec<String>, BTreeMap<String, &'static str>), ReloadError> {
         let running = self.applied.lock().listeners.clone();
         let (mut to_start, mut report) = (Vec::new(), BTreeMap::new());
         for listener in &new.listeners {
@@ -373,7 +445,10 @@ impl Reloader {
             let socket = std::net::TcpListener::bind(listener.address).map_err(listen)?;
             socket.set_nonblocking(true).map_err(listen)?;
             let _runtime = self.tasks.enter();
-            to_start.push((listener.name.clone(), tokio::net::TcpListener::from_std(socket).map_err(listen)?));
+            let socket = tokio::net::TcpListener::from_std(socket).map_err(listen)?;
+            let started = crate::server::listener_with_tls(&listener.name, socket, listener.tls.as_ref())
+                .map_err(|e| ReloadError::Tls(e.to_string()))?;
+            to_start.push(started);
             report.insert(listener.name.clone(), if before.is_some() { "moved" } else { "added" });
         }
         let to_stop: Vec<String> = running
@@ -461,6 +536,7 @@ impl Reloader {
                     health: applied.upstreams.iter().find(|u| *u.name == *group.name).map(|u| u.health.clone()),
                     timeout: group.policy().timeout,
                     retry: group.policy().retry.clone(),
+                    tls: group.tls().map(|tls| tls.settings().clone()),
                 })
                 .collect(),
             routes: applied.routes.clone(),
@@ -471,8 +547,11 @@ impl Reloader {
                     name: listener.name.clone(),
                     address: listener.address.to_string(),
                     routes: listener.routes.clone(),
+                    tls: listener.tls.clone(),
                 })
                 .collect(),
+            listen_tls: applied.listen_tls.clone(),
+            backend_tls: applied.backend_tls.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ use super::{CanaryOptions, ListenerSpec, ServerOptions};
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM, RouteTable};
+use veer_data_plane::tls::{BackendTlsConfig, ListenerTlsConfig};
 use veer_data_plane::upstream::{UpstreamPolicy, UpstreamSpec};
 use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource};
 
@@ -107,6 +108,8 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         canary = Some(CanaryOptions { backends: canary_specs, picker: canary_source, params: canary_params, split });
     }
     health(&mut c, "health", &config.health);
+    let listen_tls = check_listener_tls(&mut c, "listen_tls", config.listen_tls.as_ref(), base);
+    let backend_tls = check_backend_tls(&mut c, "backend_tls", DEFAULT_UPSTREAM, config.backend_tls.as_ref(), base);
     let mut upstreams = Vec::new();
     let mut upstream_names: Vec<&str> = Vec::new();
     if default_group {
@@ -148,6 +151,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             params,
             health: upstream.health.clone().unwrap_or_else(|| config.health.clone()),
             policy: UpstreamPolicy { timeout: upstream.timeout, retry: upstream.retry.clone() },
+            tls: check_backend_tls(&mut c, &at("tls"), &upstream.name, upstream.tls.as_ref(), base),
         });
     }
     let mut listeners = Vec::new();
@@ -181,8 +185,9 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
                 c.push(&at(&format!("routes{}", problem.path)), problem.message);
             }
         }
+        let tls = check_listener_tls(&mut c, &at("tls"), listener.tls.as_ref(), base);
         if let Some(address) = address {
-            listeners.push(ListenerSpec { name: listener.name.clone(), address, routes: listener.routes.clone() });
+            listeners.push(ListenerSpec { name: listener.name.clone(), address, routes: listener.routes.clone(), tls });
         }
     }
     if let Some(routes) = &config.routes {
@@ -323,8 +328,41 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         upstreams,
         routes: config.routes.clone(),
         listeners,
+        listen_tls,
+        backend_tls,
     };
     Ok(Loaded { config, options })
+}
+
+/// A listener's TLS settings with their paths resolved, its files loaded
+/// and checked (certificates, keys, CA bundle) now, so that a broken pair
+/// is refused before anything starts or changes.
+fn check_listener_tls(
+    c: &mut Collector<'_>,
+    path: &str,
+    tls: Option<&ListenerTlsConfig>,
+    base: Option<&Path>,
+) -> Option<ListenerTlsConfig> {
+    let resolved = tls?.clone().resolved(base.unwrap_or(Path::new("")));
+    if let Err(error) = resolved.load() {
+        c.push(path, error.to_string());
+    }
+    Some(resolved)
+}
+
+/// An upstream's TLS settings towards its backends, resolved and loaded.
+fn check_backend_tls(
+    c: &mut Collector<'_>,
+    path: &str,
+    upstream: &str,
+    tls: Option<&BackendTlsConfig>,
+    base: Option<&Path>,
+) -> Option<BackendTlsConfig> {
+    let resolved = tls?.clone().resolved(base.unwrap_or(Path::new("")));
+    if let Err(error) = veer_data_plane::tls::BackendTls::new(upstream, &resolved) {
+        c.push(path, error.to_string());
+    }
+    Some(resolved)
 }
 
 /// Checks a group's backends (names unique across `names`, which maps each

@@ -13,6 +13,8 @@ use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::transport::{TlsSlot, Transport};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{CheckConfig, Health};
@@ -28,8 +30,9 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Checker {
     config: Arc<CheckConfig>,
     method: Method,
-    http1: Client<HttpConnector, Empty<Bytes>>,
-    http2: Client<HttpConnector, Empty<Bytes>>,
+    transport: Arc<Transport<Empty<Bytes>>>,
+    /// The group's TLS towards its backends, read at each check.
+    tls: TlsSlot,
 }
 
 impl std::fmt::Debug for Checker {
@@ -39,24 +42,19 @@ impl std::fmt::Debug for Checker {
 }
 
 impl Checker {
-    /// A checker for `config` (validated: an invalid method falls back to GET).
-    pub fn new(config: &CheckConfig) -> Self {
+    /// A checker for `config` (validated: an invalid method falls back to
+    /// GET), over TLS when `tls` holds settings.
+    pub fn new(config: &CheckConfig, tls: TlsSlot) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout));
-        let client = |http2_only: bool| {
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_max_idle_per_host(1)
-                .http2_only(http2_only)
-                .build(connector.clone())
-        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_max_idle_per_host(1);
         Checker {
             method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
             config: Arc::new(config.clone()),
-            http1: client(false),
-            http2: client(true),
+            transport: Arc::new(Transport::new(builder, connector)),
+            tls,
         }
     }
 
@@ -88,17 +86,15 @@ impl Checker {
         let mut request = Request::new(Empty::new());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri.parse().map_err(|e| format!("check URI {uri}: {e}"))?;
-        let client = match backend.spec.protocol {
-            BackendProtocol::Http1 => {
-                let host = self.config.host.clone().unwrap_or_else(|| backend.spec.address.to_string());
-                let host = HeaderValue::from_str(&host).map_err(|e| format!("check Host header {host:?}: {e}"))?;
-                request.headers_mut().insert(header::HOST, host);
-                &self.http1
-            }
-            BackendProtocol::Http2 => &self.http2,
-        };
+        if backend.spec.protocol == BackendProtocol::Http1 {
+            let host = self.config.host.clone().unwrap_or_else(|| backend.spec.address.to_string());
+            let host = HeaderValue::from_str(&host).map_err(|e| format!("check Host header {host:?}: {e}"))?;
+            request.headers_mut().insert(header::HOST, host);
+        }
         request.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("veer-health-check"));
-        let response = client.request(request).await.map_err(|e| root_cause(&e))?;
+        let tls = self.tls.load_full();
+        let response =
+            self.transport.request(backend.spec.protocol, tls.as_ref(), request).await.map_err(|e| root_cause(&e))?;
         let status = response.status().as_u16();
         if !(self.config.expect_status_min..=self.config.expect_status_max).contains(&status) {
             return Err(format!(
@@ -181,23 +177,28 @@ mod tests {
             ..CheckConfig::default()
         };
         let b = backend(address);
-        assert_eq!(Checker::new(&config).check(&b).await, Ok(()));
+        assert_eq!(Checker::new(&config, TlsSlot::default()).check(&b).await, Ok(()));
         let head = seen.lock()[0].clone();
         assert!(head.starts_with("head /ready?deep=1 http/1.1"), "{head}");
         assert!(head.contains("host: svc.internal"), "{head}");
 
         let config = CheckConfig { expect_body: Some("status: ok".into()), ..CheckConfig::default() };
-        assert_eq!(Checker::new(&config).check(&b).await, Ok(()));
+        assert_eq!(Checker::new(&config, TlsSlot::default()).check(&b).await, Ok(()));
         let config = CheckConfig { expect_body: Some("ready".into()), ..CheckConfig::default() };
-        assert!(Checker::new(&config).check(&b).await.unwrap_err().contains("body does not contain"));
+        assert!(
+            Checker::new(&config, TlsSlot::default()).check(&b).await.unwrap_err().contains("body does not contain")
+        );
         let config = CheckConfig { expect_status_min: 204, expect_status_max: 204, ..CheckConfig::default() };
-        assert!(Checker::new(&config).check(&b).await.unwrap_err().starts_with("status 200"));
+        assert!(Checker::new(&config, TlsSlot::default()).check(&b).await.unwrap_err().starts_with("status 200"));
     }
 
     #[tokio::test]
     async fn a_check_fails_on_a_5xx_a_refused_connection_and_a_timeout() {
         let (address, _) = server(503, "").await;
-        let checker = Checker::new(&CheckConfig { timeout: Duration::from_millis(200), ..CheckConfig::default() });
+        let checker = Checker::new(
+            &CheckConfig { timeout: Duration::from_millis(200), ..CheckConfig::default() },
+            TlsSlot::default(),
+        );
         assert!(checker.check(&backend(address)).await.unwrap_err().contains("503"));
         // A listener that never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -686,8 +686,9 @@ impl Health {
     }
 
     /// Runs the ticker and, when enabled, one active checker per backend
-    /// (backends added later get theirs too), until `stop` completes. Call once.
-    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    /// (backends added later get theirs too; over TLS as `tls` says, like the
+    /// group's requests), until `stop` completes. Call once.
+    pub async fn run(self: Arc<Self>, tls: crate::transport::TlsSlot, stop: impl std::future::Future<Output = ()>) {
         let Some(mut new_backends) = self.checks_rx.lock().take() else {
             tracing::error!("Health::run called twice; the second call does nothing");
             return;
@@ -706,7 +707,7 @@ impl Health {
                 }
             }
         });
-        let checker = self.config.check.enabled.then(|| check::Checker::new(&self.config.check));
+        let checker = self.config.check.enabled.then(|| check::Checker::new(&self.config.check, tls));
         // The tasks hold only weak references: a dropped group stops them.
         drop(self);
         tokio::pin!(stop);

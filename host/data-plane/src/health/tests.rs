@@ -326,7 +326,7 @@ async fn the_run_loop_ends_a_breakers_cool_down_on_the_paused_clock() {
     // No probes: they would connect for real while the clock is paused.
     config.check.enabled = false;
     let (health, log) = group(2, config);
-    let run = tokio::spawn(health.clone().run(std::future::pending()));
+    let run = tokio::spawn(health.clone().run(Default::default(), std::future::pending()));
     let opened = clock::now();
     for _ in 0..3 {
         fail(&health, 1, opened);

@@ -86,6 +86,8 @@ pub struct Live {
     pub admission: AdmissionSnapshot,
     /// Client connections.
     pub connections: ConnectionCounts,
+    /// The TLS of every `https` listener, by name.
+    pub tls: std::collections::BTreeMap<String, Arc<crate::tls::ListenerTls>>,
 }
 
 /// Client connections open now, and refused at accept since the start.
@@ -121,6 +123,8 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounter,
     mirror_requests: IntCounterVec,
     route_requests: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_certificate_expiry: prometheus::GaugeVec,
     /// Each backend's attempts, in-flight count, latency and weight.
     pub pool: PoolSeries,
     /// Each backend's checks, breaker and ejections.
@@ -194,6 +198,17 @@ impl Metrics {
                 "Mirrored copies by route and result: the shadow's status class, error (no response), no_backend, or skipped (a streamed body, or too many copies in flight).",
                 &["route", "result"],
             ),
+            tls_handshakes: r.counter_vec(
+                "veer_tls_handshakes_total",
+                "TLS handshakes with clients by listener and result: full, resumed, or why it failed \
+                 (unknown_sni, no_client_certificate, bad_client_certificate, incompatible, client_alert, protocol, timeout, closed).",
+                &["listener", "result"],
+            ),
+            tls_certificate_expiry: r.float_gauge_vec(
+                "veer_tls_certificate_expiry_seconds",
+                "Seconds until each certificate a listener serves expires (negative once it has).",
+                &["listener", "certificate", "file"],
+            ),
             pool: PoolSeries::register(r),
             health: HealthSeries::register(r),
             admission: AdmissionSeries::register(r),
@@ -229,6 +244,11 @@ impl Metrics {
         if let Some(route) = route {
             self.route_requests.with_label_values(&[&*route.route, &*route.upstream, STATUS_CLASSES[class]]).inc();
         }
+    }
+
+    /// Counts a client's TLS handshake on `listener`.
+    pub fn tls_handshake(&self, listener: &str, result: crate::tls::server::HandshakeResult) {
+        self.tls_handshakes.with_label_values(&[listener, result.label()]).inc();
     }
 
     /// Counts one mirrored copy of `route`'s traffic and what came of it.
@@ -294,6 +314,17 @@ impl Metrics {
             self.health.mirror(&group.health);
         }
         self.picker.mirror(&live.upstreams);
+        // Certificates come and go with reloads: the gauge holds exactly the ones served now.
+        self.tls_certificate_expiry.reset();
+        let now = std::time::SystemTime::now();
+        for (listener, tls) in &live.tls {
+            for certificate in tls.certificates() {
+                let file = certificate.path.display().to_string();
+                self.tls_certificate_expiry
+                    .with_label_values(&[listener.as_str(), &certificate.label(), &file])
+                    .set(certificate.seconds_to_expiry(now));
+            }
+        }
         let mut text = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
             tracing::warn!(%error, "encoding metrics failed");

@@ -24,8 +24,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::ResponseFuture;
 use hyper_util::rt::TokioIo;
 
 use super::RetryPolicy;
@@ -188,7 +187,7 @@ impl Proxy {
     /// attempt. `Err` says what veer answers itself, and why.
     pub(super) async fn forward(
         &self,
-        clients: &Clients,
+        clients: &Arc<Clients>,
         mut parts: http::request::Parts,
         body: Incoming,
         client: &super::ClientInfo,
@@ -202,7 +201,7 @@ impl Proxy {
             let reason = format!("listener {} is no longer configured", client.listener);
             return Err(Failure { status: StatusCode::SERVICE_UNAVAILABLE, reason, close: true });
         };
-        let (route, target) = match self.route(table, &parts)? {
+        let (route, target) = match self.route(table, &parts, &client.scheme)? {
             Routed::Forward(route, target) => (route, target),
             Routed::Answer(route, response) => {
                 guard.route(RouteNames { route: route.name.clone(), upstream: ANSWERED_BY_VEER.clone() });
@@ -247,9 +246,9 @@ impl Proxy {
             let outgoing = exchange
                 .outgoing(attempt, &picked.backend)
                 .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
-            let client = clients.for_protocol(picked.backend.spec.protocol);
             let sent_at = Instant::now();
-            let sent = self.send(client, outgoing, &exchange.progress, deadline).await;
+            let response = clients.request(picked.backend.spec.protocol, upstream.tls().as_ref(), outgoing);
+            let sent = self.send(response, &exchange.progress, deadline).await;
             let (choice, backend) = self.record(&picker, picked, &sent, sent_at.elapsed(), log.guard);
             exchange.exclude = Some(choice.backend);
             match sent {
@@ -288,7 +287,12 @@ impl Proxy {
     /// number for a split, once per request so that its retries stay in its
     /// group); or veer's own answer: a redirect, a direct response, or 404
     /// when no route matches.
-    fn route<'r>(&self, table: &'r RouteTable<Target>, parts: &http::request::Parts) -> Result<Routed<'r>, Failure> {
+    fn route<'r>(
+        &self,
+        table: &'r RouteTable<Target>,
+        parts: &http::request::Parts,
+        scheme: &Scheme,
+    ) -> Result<Routed<'r>, Failure> {
         let head = RequestHead { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
         let Some(route) = table.find(&head) else {
             let host = head.host().unwrap_or("");
@@ -301,7 +305,7 @@ impl Proxy {
             Action::Forward(upstream) => upstream,
             Action::Split(split) => split.choose(self.request_ids.next_random()),
             Action::Redirect(redirect) => {
-                let Some(location) = redirect.location(&head, &Scheme::HTTP, route) else {
+                let Some(location) = redirect.location(&head, scheme, route) else {
                     return Err(Failure::new(StatusCode::BAD_REQUEST, "the request has no valid host to redirect to"));
                 };
                 return Ok(Routed::Answer(
@@ -326,7 +330,7 @@ impl Proxy {
 
     /// After the body, for a mirroring route: a copy of the request to its
     /// shadow upstream for its sampled share, fire-and-forget.
-    fn mirror(&self, route: &RouteOf, exchange: &Exchange<'_>, clients: &Clients, client_ip: IpAddr) {
+    fn mirror(&self, route: &RouteOf, exchange: &Exchange<'_>, clients: &Arc<Clients>, client_ip: IpAddr) {
         let Some(mirror) = route.mirror.as_ref().filter(|m| m.samples(self.request_ids.next_random())) else {
             return;
         };
@@ -341,7 +345,7 @@ impl Proxy {
                     method: exchange.method,
                 };
                 let timeout = self.config.response_header_timeout.min(exchange.deadline - Instant::now());
-                self.mirrors.send(copy, [&clients.http1, &clients.http2], timeout, &self.metrics);
+                self.mirrors.send(copy, clients.clone(), timeout, &self.metrics);
             }
             // A streamed body goes to one backend only.
             Payload::Streaming(_) => self.metrics.mirror_result(&route.name, crate::observe::MirrorOutcome::Skipped),
@@ -485,20 +489,14 @@ impl Proxy {
     /// and a body still arriving at the request's deadline is the client's
     /// fault. Whatever the backend connection reports, a fault recorded by
     /// the body is the client's.
-    async fn send(
-        &self,
-        client: &Client<HttpConnector, OutgoingBody>,
-        outgoing: Request<OutgoingBody>,
-        progress: &BodyProgress,
-        deadline: Instant,
-    ) -> Sent {
+    async fn send(&self, response: ResponseFuture, progress: &BodyProgress, deadline: Instant) -> Sent {
         let per_try = self.config.response_header_timeout;
         let sent = Instant::now();
         // The backend's clock starts when the body is complete.
         let backend_deadline = |done: Instant| (done.max(sent) + per_try).min(deadline);
         // While the body is still arriving, look again at least every second.
         let recheck = per_try.min(Duration::from_secs(1));
-        let mut response = std::pin::pin!(client.request(outgoing));
+        let mut response = std::pin::pin!(response);
         loop {
             let limit = match progress.finished_at() {
                 Some(done) => backend_deadline(done),

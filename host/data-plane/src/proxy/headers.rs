@@ -72,13 +72,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// go, `X-Forwarded-*` and `Via` are added, and `Host` is set from the
 /// request target's authority when it has one (HTTP/2 clients send
 /// `:authority` instead of `Host`; HTTP/1.1 backends need `Host`).
-pub fn rewrite_for_backend(parts: &mut http::request::Parts, client: &HeaderValue) {
+pub fn rewrite_for_backend(parts: &mut http::request::Parts, client: &HeaderValue, scheme: &http::uri::Scheme) {
     let host = match parts.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
     remove_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client, host.as_ref());
+    add_forwarded(&mut parts.headers, client, scheme, host.as_ref());
     append_via(&mut parts.headers, parts.version);
     if let Some(host) = host.filter(|_| !parts.headers.contains_key(header::HOST)) {
         parts.headers.insert(header::HOST, host);
@@ -112,9 +112,16 @@ pub fn client_address_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
 }
 
-/// Appends the client to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` unless an earlier proxy already did.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&HeaderValue>) {
+/// Appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` to the
+/// scheme the client spoke to veer (never what the client claims: a
+/// plain-HTTP client must not pass for HTTPS), and `X-Forwarded-Host`
+/// unless an earlier proxy already did.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    scheme: &http::uri::Scheme,
+    host: Option<&HeaderValue>,
+) {
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
         Some(existing) => HeaderValue::from_bytes(&[existing.as_bytes(), b", ", client.as_bytes()].concat()).ok(),
         None => Some(client.clone()),
@@ -122,9 +129,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    let proto = if *scheme == http::uri::Scheme::HTTPS { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host.filter(|_| !headers.contains_key(&X_FORWARDED_HOST)) {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
@@ -215,12 +221,23 @@ mod tests {
     fn forwarded_for_is_appended_and_via_accumulates() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
         let client = client_address_value(IpAddr::from([127, 0, 0, 1]));
-        add_forwarded(&mut h, &client, Some(&HeaderValue::from_static("example.com")));
+        add_forwarded(&mut h, &client, &http::uri::Scheme::HTTP, Some(&HeaderValue::from_static("example.com")));
         append_via(&mut h, Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["via"], "1.1 edge, 1.1 veer");
+    }
+
+    #[test]
+    fn forwarded_proto_is_the_listeners_scheme_whatever_the_client_claims() {
+        let client = client_address_value(IpAddr::from([127, 0, 0, 1]));
+        let mut spoofed = headers(&[("x-forwarded-proto", "https")]);
+        add_forwarded(&mut spoofed, &client, &http::uri::Scheme::HTTP, None);
+        assert_eq!(spoofed["x-forwarded-proto"], "http");
+        let mut secure = HeaderMap::new();
+        add_forwarded(&mut secure, &client, &http::uri::Scheme::HTTPS, None);
+        assert_eq!(secure["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -16,17 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Clients;
+use super::forward::{judge, observe, outgoing_request};
+use crate::observe::{Metrics, MirrorOutcome};
+use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Either, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-
-use super::OutgoingBody;
-use super::forward::{judge, observe, outgoing_request};
-use crate::observe::{Metrics, MirrorOutcome};
-use crate::pool::BackendProtocol;
-use crate::upstream::Upstream;
 use veer_plugin_runtime::{ErrorKind, HttpMethod, PickContext, RequestMeta, RouteNames};
 
 /// Copies outstanding at once, across the process; more are skipped.
@@ -58,22 +54,15 @@ pub(super) struct Mirrors {
 }
 
 impl Mirrors {
-    /// Starts sending `copy` on the calling worker's runtime through `clients`
-    /// (HTTP/1.1 and HTTP/2 pools), unless too many copies are outstanding.
-    pub(super) fn send(
-        &self,
-        copy: Copy,
-        clients: [&Client<HttpConnector, OutgoingBody>; 2],
-        timeout: Duration,
-        metrics: &Arc<Metrics>,
-    ) {
+    /// Starts sending `copy` on the calling worker's runtime through its
+    /// `clients`, unless too many copies are outstanding.
+    pub(super) fn send(&self, copy: Copy, clients: Arc<Clients>, timeout: Duration, metrics: &Arc<Metrics>) {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_MIRRORS_IN_FLIGHT {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             metrics.mirror_result(&copy.route, MirrorOutcome::Skipped);
             return;
         }
         let in_flight = self.in_flight.clone();
-        let clients = [clients[0].clone(), clients[1].clone()];
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let route = copy.route.clone();
@@ -88,7 +77,7 @@ impl Mirrors {
 /// response headers, as the primary path judges a backend; then reads the
 /// body to its end (and drops it) so that the pooled connection stays
 /// reusable, within the same time again and judging nothing by it.
-async fn deliver(copy: Copy, clients: [Client<HttpConnector, OutgoingBody>; 2], timeout: Duration) -> MirrorOutcome {
+async fn deliver(copy: Copy, clients: Arc<Clients>, timeout: Duration) -> MirrorOutcome {
     let Copy { route, upstream, mut parts, body, client_ip, method } = copy;
     let names = RouteNames { route, upstream: upstream.name.clone() };
     parts.headers.insert(MIRROR_HEADER.clone(), HeaderValue::from_static("1"));
@@ -107,9 +96,9 @@ async fn deliver(copy: Copy, clients: [Client<HttpConnector, OutgoingBody>; 2], 
         drop(admitted);
         return not_sent(&picker);
     };
-    let client = &clients[usize::from(backend.spec.protocol == BackendProtocol::Http2)];
     let sent = Instant::now();
-    let (verdict, response) = match tokio::time::timeout(timeout, client.request(request)).await {
+    let response = clients.request(backend.spec.protocol, upstream.tls().as_ref(), request);
+    let (verdict, response) = match tokio::time::timeout(timeout, response).await {
         Ok(Ok(response)) => (Ok(response.status()), Some(response)),
         Ok(Err(error)) if error.is_connect() => (Err(ErrorKind::Connect), None),
         Ok(Err(_)) => (Err(ErrorKind::Reset), None),

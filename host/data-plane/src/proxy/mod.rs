@@ -44,9 +44,12 @@ use crate::admission::Admission;
 use crate::health::Health;
 use crate::observe::access_log::AccessLog;
 use crate::observe::{ConnectionCounts, Live, Metrics};
-use crate::pool::{BackendProtocol, Pool};
+use crate::pool::Pool;
 use crate::routing::Routes;
 use crate::routing::canary::CanarySplit;
+use crate::tls::ListenerTls;
+use crate::tls::server::HandshakeResult;
+pub use crate::tls::server::ListenerTlsSlot;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use veer_plugin_runtime::PickerSlot;
@@ -160,16 +163,35 @@ pub struct Proxy {
     /// [`Proxy::serve`] takes them from.
     listener_commands: tokio::sync::mpsc::UnboundedSender<ListenerCommand>,
     listener_inbox: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ListenerCommand>>>,
-    /// Where each listener accepts now, by name.
-    bound: parking_lot::Mutex<std::collections::BTreeMap<String, SocketAddr>>,
+    /// Where each listener accepts now, and its TLS, by name.
+    bound: parking_lot::Mutex<std::collections::BTreeMap<String, (SocketAddr, ListenerTlsSlot)>>,
+}
+
+/// A listening socket to serve clients on.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its name, for its routes.
+    pub name: Arc<str>,
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// Its TLS: set, an `https` listener; empty, plain HTTP. Each new
+    /// connection reads it, so a reload changes it without a new socket.
+    pub tls: ListenerTlsSlot,
+}
+
+impl Listener {
+    /// A plain-HTTP listener.
+    pub fn plain(name: &str, socket: TcpListener) -> Listener {
+        Listener { name: name.into(), socket, tls: ListenerTlsSlot::default() }
+    }
 }
 
 /// A listener to start or stop while serving.
 #[derive(Debug)]
 enum ListenerCommand {
-    /// Accept on this socket for the listener of this name (replacing one of
-    /// the same name, which stops and drains).
-    Start(Arc<str>, TcpListener),
+    /// Accept on this listener (replacing one of the same name, which stops
+    /// and drains).
+    Start(Listener),
     /// Stop accepting for this listener and drain its connections.
     Stop(Arc<str>),
 }
@@ -188,38 +210,23 @@ struct ClientInfo {
     address_value: HeaderValue,
     /// The listener it connected to, whose routes it is served by.
     listener: Arc<str>,
+    /// `https` over TLS, else `http`: what `X-Forwarded-Proto` and
+    /// redirects say.
+    scheme: http::uri::Scheme,
 }
 
 /// One data-path worker's pooled connections to backends.
-#[derive(Debug)]
-struct Clients {
-    http1: Client<HttpConnector, OutgoingBody>,
-    http2: Client<HttpConnector, OutgoingBody>,
-}
+type Clients = crate::transport::Transport<OutgoingBody>;
 
-impl Clients {
-    fn new(config: &ProxyConfig) -> Clients {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = |http2_only: bool| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(config.backend_idle_timeout)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(http2_only)
-                .build(connector.clone())
-        };
-        Clients { http1: client(false), http2: client(true) }
-    }
-
-    fn for_protocol(&self, protocol: BackendProtocol) -> &Client<HttpConnector, OutgoingBody> {
-        match protocol {
-            BackendProtocol::Http1 => &self.http1,
-            BackendProtocol::Http2 => &self.http2,
-        }
-    }
+/// A worker's clients, with the data path's connect and idle timeouts.
+fn worker_clients(config: &ProxyConfig) -> Clients {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.enforce_http(true);
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(config.backend_idle_timeout).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
+    Clients::new(builder, connector)
 }
 
 impl Proxy {
@@ -330,6 +337,7 @@ impl Proxy {
                 refused_total: connections.refused_total.load(std::sync::atomic::Ordering::Relaxed),
                 refused_per_client: connections.refused_per_client.load(std::sync::atomic::Ordering::Relaxed),
             },
+            tls: self.listener_tls(),
         }
     }
 
@@ -342,25 +350,25 @@ impl Proxy {
     /// workers and returns. Call it once.
     pub fn serve(
         self: Arc<Self>,
-        listeners: Vec<(Arc<str>, TcpListener)>,
+        listeners: Vec<Listener>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<impl Future<Output = ()>> {
-        let workers = Arc::new(Workers::start(self.config.workers, || Clients::new(&self.config))?);
-        for (name, listener) in &listeners {
-            self.bound.lock().insert(name.to_string(), listener.local_addr()?);
+        let workers = Arc::new(Workers::start(self.config.workers, || worker_clients(&self.config))?);
+        for listener in &listeners {
+            self.bound.lock().insert(listener.name.to_string(), (listener.socket.local_addr()?, listener.tls.clone()));
         }
         let mut inbox = self.listener_inbox.lock().take().expect("a proxy serves once");
         Ok(async move {
             tokio::pin!(shutdown);
             let mut running: HashMap<Arc<str>, (tokio::sync::watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
             let mut draining = Vec::new();
-            let start = |name: Arc<str>, listener: TcpListener| {
+            let start = |listener: Listener| {
                 let (stop, stopped) = tokio::sync::watch::channel(false);
-                let accepting = self.clone().accept_loop(name, listener, stopped, workers.clone());
+                let accepting = self.clone().accept_loop(listener, stopped, workers.clone());
                 (stop, tokio::spawn(accepting))
             };
-            for (name, listener) in listeners {
-                running.insert(name.clone(), start(name, listener));
+            for listener in listeners {
+                running.insert(listener.name.clone(), start(listener));
             }
             loop {
                 let command = tokio::select! {
@@ -368,15 +376,15 @@ impl Proxy {
                     command = inbox.recv() => command,
                 };
                 let name = match &command {
-                    Some(ListenerCommand::Start(name, _) | ListenerCommand::Stop(name)) => name.clone(),
+                    Some(ListenerCommand::Start(Listener { name, .. }) | ListenerCommand::Stop(name)) => name.clone(),
                     None => continue,
                 };
                 if let Some((stop, accepting)) = running.remove(&name) {
                     let _ = stop.send(true);
                     draining.push(accepting);
                 }
-                if let Some(ListenerCommand::Start(name, listener)) = command {
-                    running.insert(name.clone(), start(name, listener));
+                if let Some(ListenerCommand::Start(listener)) = command {
+                    running.insert(name, start(listener));
                 }
             }
             for (stop, accepting) in running.into_values() {
@@ -396,14 +404,14 @@ impl Proxy {
         })
     }
 
-    /// Starts accepting on `listener` for the listener `name` (its routes
-    /// must be in the routes by then); one already running under that name
-    /// stops and drains. A no-op once serving has ended.
-    pub fn start_listener(&self, name: &str, listener: TcpListener) {
-        if let Ok(address) = listener.local_addr() {
-            self.bound.lock().insert(name.to_string(), address);
+    /// Starts accepting on `listener` (its routes must be in the routes by
+    /// then); one already running under its name stops and drains. A no-op
+    /// once serving has ended.
+    pub fn start_listener(&self, listener: Listener) {
+        if let Ok(address) = listener.socket.local_addr() {
+            self.bound.lock().insert(listener.name.to_string(), (address, listener.tls.clone()));
         }
-        let _ = self.listener_commands.send(ListenerCommand::Start(name.into(), listener));
+        let _ = self.listener_commands.send(ListenerCommand::Start(listener));
     }
 
     /// Stops accepting for the listener `name` and drains its connections.
@@ -414,18 +422,29 @@ impl Proxy {
 
     /// Every listener accepting now and its bound address, by name.
     pub fn listeners(&self) -> std::collections::BTreeMap<String, SocketAddr> {
-        self.bound.lock().clone()
+        self.bound.lock().iter().map(|(name, (address, _))| (name.clone(), *address)).collect()
     }
 
-    /// Accepts clients for the listener `name` until `stop` turns true, then
-    /// lets its connections finish for up to `shutdown_grace`.
+    /// The TLS of every `https` listener accepting now, by name.
+    pub fn listener_tls(&self) -> std::collections::BTreeMap<String, Arc<ListenerTls>> {
+        self.bound.lock().iter().filter_map(|(name, (_, tls))| Some((name.clone(), tls.load_full()?))).collect()
+    }
+
+    /// The TLS slot of the listener `name` accepting now (to change its TLS
+    /// in place).
+    pub fn tls_slot(&self, name: &str) -> Option<ListenerTlsSlot> {
+        self.bound.lock().get(name).map(|(_, tls)| tls.clone())
+    }
+
+    /// Accepts clients for `listener` until `stop` turns true, then lets
+    /// its connections finish for up to `shutdown_grace`.
     async fn accept_loop(
         self: Arc<Self>,
-        name: Arc<str>,
-        listener: TcpListener,
+        listener: Listener,
         mut stop: tokio::sync::watch::Receiver<bool>,
         workers: Arc<Workers>,
     ) {
+        let Listener { name, socket, tls } = listener;
         let builder = Arc::new(self.connection_builder());
         let timeouts = ConnectionTimeouts {
             header: self.config.client_header_timeout,
@@ -435,7 +454,7 @@ impl Proxy {
         let graceful = GracefulShutdown::new();
         loop {
             let (stream, client) = tokio::select! {
-                accepted = crate::net::accept(&listener, "proxy") => accepted,
+                accepted = crate::net::accept(&socket, "proxy") => accepted,
                 _ = stop.wait_for(|stop| *stop) => break,
             };
             let slot = match self.connections.admit(client.ip(), &self.config.limits) {
@@ -455,29 +474,44 @@ impl Proxy {
                 }
             };
             let watcher = graceful.watcher();
-            let (proxy, builder, listener) = (self.clone(), builder.clone(), name.clone());
+            let (proxy, builder, tls) = (self.clone(), builder.clone(), tls.load_full());
+            let scheme = if tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+            let info = ClientInfo {
+                address: client,
+                address_value: headers::client_address_value(client.ip()),
+                listener: name.clone(),
+                scheme,
+            };
             workers.spawn_connection(move |clients| async move {
                 let stream = match tokio::net::TcpStream::from_std(stream) {
                     Ok(stream) => stream,
                     Err(error) => return tracing::warn!(%client, %error, "could not register the connection"),
                 };
-                let address_value = headers::client_address_value(client.ip());
-                let info = Arc::new(ClientInfo { address: client, address_value, listener });
                 let activity = Arc::new(Activity::default());
+                // Under TLS the limits time the encrypted bytes: a stalled handshake is a slow head.
                 let io = TimedIo::new(stream, activity.clone(), timeouts);
-                let service = hyper::service::service_fn(move |request| {
-                    let (proxy, clients, info) = (proxy.clone(), clients.clone(), info.clone());
-                    let in_flight = activity.begin();
-                    async move { Ok::<_, Infallible>(proxy.handle(&clients, request, &info, in_flight).await) }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(%client, error = %error, "client connection ended with an error");
+                let served = match tls {
+                    None => proxy.serve_client(io, info, activity, clients, &builder, watcher).await,
+                    Some(tls) => match tls.accept(io).await {
+                        Ok((stream, session)) => {
+                            let result = if session.resumed { HandshakeResult::Resumed } else { HandshakeResult::Full };
+                            proxy.metrics.tls_handshake(&info.listener, result);
+                            proxy.serve_client(stream, info, activity, clients, &builder, watcher).await
+                        }
+                        Err(failure) => {
+                            proxy.metrics.tls_handshake(&info.listener, HandshakeResult::Failed(failure));
+                            tracing::debug!(%client, ?failure, "TLS handshake failed");
+                            Ok(())
+                        }
+                    },
+                };
+                if let Err(error) = served {
+                    tracing::debug!(%client, %error, "client connection ended with an error");
                 }
                 drop(slot);
             });
         }
-        drop(listener);
+        drop(socket);
         tracing::info!(listener = %name, "no longer accepting; waiting for in-flight requests");
         tokio::select! {
             () = graceful.shutdown() => tracing::info!(listener = %name, "all connections closed"),
@@ -485,6 +519,29 @@ impl Proxy {
                 tracing::warn!(listener = %name, grace = ?self.config.shutdown_grace, "shutdown grace period over; closing the remaining connections");
             }
         }
+    }
+
+    /// Serves one client connection's requests on `io` (a TCP stream, or
+    /// TLS over one) until it closes.
+    async fn serve_client<I>(
+        self: Arc<Self>,
+        io: I,
+        info: ClientInfo,
+        activity: Arc<Activity>,
+        clients: Arc<Clients>,
+        builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = Arc::new(info);
+        let service = hyper::service::service_fn(move |request| {
+            let (proxy, clients, info) = (self.clone(), clients.clone(), info.clone());
+            let in_flight = activity.begin();
+            async move { Ok::<_, Infallible>(proxy.handle(&clients, request, &info, in_flight).await) }
+        });
+        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service)).await
     }
 
     /// The client connections' codec: HTTP/1.1 and HTTP/2 (prior knowledge),
@@ -518,7 +575,7 @@ impl Proxy {
     /// Handles one client request; never fails (errors become 4xx/5xx responses).
     async fn handle(
         &self,
-        clients: &Clients,
+        clients: &Arc<Clients>,
         mut request: Request<Incoming>,
         client: &ClientInfo,
         in_flight: conn::InFlight,
@@ -560,7 +617,7 @@ impl Proxy {
         let client_upgrade = headers::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let version = parts.version;
-        headers::rewrite_for_backend(&mut parts, &client.address_value);
+        headers::rewrite_for_backend(&mut parts, &client.address_value, &client.scheme);
         let mut close = false;
         let mut response = match self.forward(clients, parts, body, client, client_upgrade, &mut guard).await {
             Ok(response) => response,

@@ -190,6 +190,7 @@ mod tests {
             params,
             health,
             policy,
+            tls: None,
         };
         Arc::new(Upstream::new(runtime, spec, Arc::new(crate::pool::Unrecorded)).unwrap())
     }

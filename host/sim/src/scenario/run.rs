@@ -195,6 +195,8 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         upstreams: Vec::new(),
         routes: None,
         listeners: Vec::new(),
+        listen_tls: None,
+        backend_tls: None,
     };
     let veer =
         server::start(options).await.map_err(|source| RunError::Start { strategy: strategy.label.clone(), source })?;
