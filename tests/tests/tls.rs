@@ -294,6 +294,19 @@ async fn alpn_negotiates_h2_or_http1_and_sessions_resume() {
     assert_eq!(second.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
     assert_eq!(get_over(second, "site.test", "/").await.0, StatusCode::OK);
     assert!(handshakes(&server, "resumed").await >= 1);
+    // Resumption turned off: every connection pays a full handshake.
+    file.write(&https_config(
+        backend.addr,
+        &format!("  session_resumption: false\n  certificates:\n{}", certificate_entry(&pair)),
+    ));
+    assert_eq!(admin(&server, "POST", "/reload", "").await.status, StatusCode::OK);
+    let resumed = handshakes(&server, "resumed").await;
+    for _ in 0..2 {
+        let stream = connect(server.proxy_addr, "site.test", &client).await.unwrap();
+        assert_eq!(stream.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        assert_eq!(get_over(stream, "site.test", "/").await.0, StatusCode::OK);
+    }
+    assert_eq!(handshakes(&server, "resumed").await, resumed);
     // curl, a real client: HTTP/2 by ALPN, the CA verified.
     let output = tokio::process::Command::new("curl")
         .args(["-sS", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
@@ -576,4 +589,32 @@ async fn a_broken_certificate_is_a_clear_error_at_start() {
     ));
     let error = veer::config::load(&file.0).unwrap_err().to_string();
     assert!(error.contains("listen_tls") && error.contains("is not this certificate's key"), "{error}");
+}
+
+#[tokio::test]
+async fn a_reload_turns_a_plain_listener_into_https_on_the_same_socket_and_back() {
+    let pki = TestPki::new("toggle");
+    let backend = Backend::start(None).await;
+    let pair = pki.server("site", &["site.test"], 30);
+    let file = ConfigFile::new("tls", "toggle");
+    let plain = https_config(backend.addr, "").replace("listen_tls:\n", "");
+    file.write(&plain);
+    let server = start_from(&file).await;
+    assert_eq!(veer_tests::get(server.proxy_addr, "/").await.status, StatusCode::OK);
+    // Now with TLS: the socket is kept, new connections handshake.
+    let with_tls = format!("{plain}listen_tls:\n  certificates:\n{}", certificate_entry(&pair));
+    file.write(&with_tls);
+    let answer = admin(&server, "POST", "/reload", "").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let client = client_config(pki.ca(), &[b"http/1.1"], None);
+    let stream = connect(server.proxy_addr, "site.test", &client).await.unwrap();
+    let (status, body) = get_over(stream, "site.test", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"proto\":\"https\""), "{body}");
+    // And back to plain HTTP.
+    file.write(&plain);
+    assert_eq!(admin(&server, "POST", "/reload", "").await.status, StatusCode::OK);
+    let answer = veer_tests::get(server.proxy_addr, "/").await;
+    assert!(answer.body.contains("\"proto\":\"http\""), "{}", answer.body);
+    server.shutdown().await;
 }

@@ -433,6 +433,27 @@ mod tests {
     }
 
     #[test]
+    fn the_https_example_parses_and_shows_every_tls_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/https.yaml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        // Loading reads every certificate, key and CA bundle it names.
+        let loaded = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let listener = loaded.options.listeners[0].tls.as_ref().unwrap();
+        assert!(listener.certificates[0].cert.is_absolute(), "paths are relative to the file");
+        let upstream = loaded.options.upstreams[1].tls.as_ref().unwrap();
+        let mut missing = Vec::new();
+        for value in [serde_json::to_value(listener).unwrap(), serde_json::to_value(upstream).unwrap()] {
+            collect_keys(&value, "", &mut |_, key| {
+                if !example.contains(&format!("{key}:")) {
+                    missing.push(key.to_string());
+                }
+            });
+        }
+        assert!(missing.is_empty(), "TLS keys missing from examples/https.yaml: {missing:?}");
+        assert!(example.contains("insecure_skip_verify:"));
+    }
+
+    #[test]
     fn the_multi_service_example_parses_and_shows_every_route_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/multi-service.yaml");
         let example = std::fs::read_to_string(&path).unwrap();

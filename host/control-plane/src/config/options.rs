@@ -163,3 +163,40 @@ pub struct CanaryOptions {
     /// Which requests go to it.
     pub split: CanarySplit,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use veer_data_plane::tls::testing::TestPki;
+
+    #[test]
+    fn certificates_expiring_within_the_window_are_named() {
+        let pki = TestPki::new("expiring");
+        let soon = pki.server("soon", &["soon.test"], 3);
+        let later = pki.server("later", &["later.test"], 90);
+        let tls = |pair: &(std::path::PathBuf, std::path::PathBuf)| {
+            let text = format!("certificates:\n  - {{ cert: {}, key: {} }}\n", pair.0.display(), pair.1.display());
+            serde_norway::from_str::<ListenerTlsConfig>(&text).unwrap()
+        };
+        let loaded =
+            crate::config::parse("listen: 127.0.0.1:0\nbackends: [{name: a, address: 127.0.0.1:1}]\n", "t.yaml", None);
+        let mut options = loaded.unwrap().options;
+        options.listen_tls = Some(tls(&later));
+        options.listeners.push(ListenerSpec {
+            name: "edge".to_string(),
+            address: "127.0.0.1:0".parse().unwrap(),
+            routes: Vec::new(),
+            tls: Some(tls(&soon)),
+        });
+        let fortnight = std::time::Duration::from_secs(14 * 86_400);
+        let warnings = options.expiring_certificates(fortnight);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("listener edge: certificate soon.test") && warnings[0].contains("soon.pem"),
+            "{warnings:?}"
+        );
+        assert_eq!(options.expiring_certificates(std::time::Duration::from_secs(100 * 86_400)).len(), 2);
+    }
+}

@@ -46,6 +46,12 @@ pub struct ListenerTlsConfig {
     /// The oldest TLS version accepted: `"1.2"` (the default) or `"1.3"`.
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// Let clients resume sessions (tickets and a session cache: a returning
+    /// client skips the certificate and key exchange). `false`: every
+    /// connection pays a full handshake (what some policies ask, for
+    /// forward secrecy of tickets; and what the handshake benchmark measures).
+    #[serde(default = "default_true")]
+    pub session_resumption: bool,
 }
 
 fn default_alpn() -> Vec<AlpnProtocol> {
@@ -408,8 +414,14 @@ fn build(
     };
     let mut config = builder.with_cert_resolver(certificates.clone());
     config.alpn_protocols = settings.alpn.iter().map(|p| p.id().to_vec()).collect();
-    config.session_storage = sessions.clone();
-    config.ticketer = tickets.clone();
+    if settings.session_resumption {
+        config.session_storage = sessions.clone();
+        config.ticketer = tickets.clone();
+    } else {
+        // rustls's default ticketer makes no tickets; with no cache either, nothing resumes.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Active { config: Arc::new(config), certificates, settings: settings.clone(), fingerprint })
 }
 
@@ -478,6 +490,7 @@ mod tests {
             client_auth: None,
             alpn: default_alpn(),
             min_version: TlsVersion::Tls12,
+            session_resumption: true,
         }
     }
 
