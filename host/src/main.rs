@@ -5,7 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cli::bench::Bench;
 use cli::plugin::PluginCommand;
@@ -16,9 +16,12 @@ use cli::serve::{DemoArgs, RunArgs};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("VEER_COMMIT"), ")");
+
 /// veer: an HTTP load balancer whose routing policy is a WebAssembly component.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "veer", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,6 +67,14 @@ enum Command {
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Prints a completion script for SHELL, e.g.
+    /// `veer completions bash > /etc/bash_completion.d/veer`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints veer's man page (roff), e.g. `veer man > veer.1 && man ./veer.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -98,17 +109,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins => cli::plugin::list_builtins(),
         Command::CheckPlugin { source, params } => cli::plugin::check_plugin(&source, &params),
         Command::Plugin(command) => cli::plugin::run(command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "veer", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    #![allow(clippy::unwrap_used)]
 
     use super::*;
 
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let version = Cli::command().render_version();
+        assert!(version.starts_with(&format!("veer {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
+    }
+
+    #[test]
+    fn completions_cover_every_subcommand_and_bash_parses_them() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "veer", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for subcommand in ["run", "check", "demo", "completions", "plugin"] {
+                assert!(script.contains(subcommand), "{shell}: {subcommand}");
+            }
+            if shell == clap_complete::Shell::Bash {
+                let file = std::env::temp_dir().join(format!("veer-completion-{}.bash", std::process::id()));
+                std::fs::write(&file, &script).unwrap();
+                let checked = std::process::Command::new("bash").arg("-n").arg(&file).status().unwrap();
+                let _ = std::fs::remove_file(&file);
+                assert!(checked.success(), "bash -n rejects the completion script");
+            }
+        }
+    }
+
+    #[test]
+    fn the_man_page_has_a_title_and_the_subcommands() {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.starts_with(".ie") || page.contains(".TH veer"), "{page}");
+        assert!(page.contains(".TH veer 1"), "{page}");
+        for subcommand in ["run", "check", "completions", "man"] {
+            assert!(page.contains(subcommand), "{subcommand}");
+        }
     }
 }
