@@ -5,4 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-exec cargo run -q -p veer -- demo "$@"
+if [[ ! -x target/debug/veer ]]; then
+    echo "demo: first build: about 10 to 15 minutes on 2 cores (wasmtime and the built-in"
+    echo "demo: pickers compile once; later builds take seconds). cargo shows each crate below."
+fi
+echo "demo: building veer"
+# Not quiet: a long build must show that it is moving.
+cargo build -p veer
+exec target/debug/veer demo "$@"

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# Debian packages the tests drive: promtool checks /metrics; curl and openssl
-# are the real TLS clients of the HTTPS tests.
+# Debian packages the tests drive: promtool checks /metrics and the alert
+# rules; curl and openssl are the real TLS clients of the HTTPS tests;
+# systemd-analyze verifies the systemd unit.
 missing=()
-for tool in promtool:prometheus curl:curl openssl:openssl; do
+for tool in promtool:prometheus curl:curl openssl:openssl systemd-analyze:systemd; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -30,6 +31,14 @@ if ! python3 -c 'import h2' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'h2>=4,<5'
 fi
 echo "setup: python h2 $(python3 -c 'import h2; print(h2.__version__)')"
+
+# kubernetes-validate (PyPI): checks the Kubernetes manifests under deploy/
+# against the API's schemas, which it carries (no cluster needed).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    echo "setup: installing the Python package kubernetes-validate (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.30,<2'
+fi
+echo "setup: kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1)"
 
 # The Python and JavaScript example plugins: their build scripts install the
 # pinned toolchains (componentize-py from PyPI, jco from npm) and

@@ -170,6 +170,14 @@ async fn the_admin_api_refuses_non_loopback_without_a_token_and_checks_the_token
     assert_eq!(send(address, request(Some("s3cre"))).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(send(address, request(Some("s3cret!"))).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(send(address, request(Some("s3cret"))).await.status, StatusCode::OK);
+    // Probes (a kubelet's, a load balancer's) need no token, and learn only the status.
+    for path in ["/healthz", "/readyz"] {
+        let answer = send(address, Request::get(path).body(Full::new(Bytes::new())).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        assert!(answer.body.contains("\"status\""), "{path}: {}", answer.body);
+    }
+    let answer = send(address, Request::post("/readyz").body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "only GET is open");
     server.shutdown().await;
 
     // The same rule in a config file is a validation problem.

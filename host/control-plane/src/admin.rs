@@ -26,7 +26,9 @@
 //! | `DELETE /canary` | clear: percent 0 (the group stays, idle) |
 //!
 //! With a token configured, every request needs `Authorization: Bearer TOKEN`
-//! (compared in constant time); without one, the server refuses to bind the
+//! (compared in constant time), except the probes: `GET /healthz` and `GET
+//! /readyz` answer anyone with their status code and `{"status": ...}` only
+//! (the readiness problems need the token); without one, the server refuses to bind the
 //! admin API beyond loopback. Answers are JSON (except `/metrics`); errors are
 //! `{"error": "..."}` with a 4xx/5xx status.
 
@@ -234,6 +236,18 @@ impl Admin {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                // Orchestrators' probes carry no secrets: they get the status, never the details.
+                if request.method() == Method::GET {
+                    match request.uri().path() {
+                        "/healthz" => return json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
+                        "/readyz" => {
+                            let status = readyz(&self.proxy).status();
+                            let word = if status.is_success() { "ready" } else { "not ready" };
+                            return json(status, &serde_json::json!({ "status": word }));
+                        }
+                        _ => {}
+                    }
+                }
                 let mut response =
                     error(StatusCode::UNAUTHORIZED, "missing or wrong token; send Authorization: Bearer TOKEN");
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
