@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Work per proxied request, counted instead of timed, so that a shared,
+# noisy machine gives the same answer twice: veer (native and Wasm round
+# robin), nginx and HAProxy, each with one worker, in front of one 0 ms
+# backend, HTTP/1.1 keep-alive from h2load (4 connections).
+#
+#   bash bench/instructions.sh [REQUESTS]      # default 4000
+#
+# - user-space instructions per request: the proxy runs under callgrind;
+#   after a warm-up its counters are zeroed (callgrind_control -z), REQUESTS
+#   requests are sent, and the counters dumped: every thread's instructions
+#   over those requests only (start-up and plugin compilation excluded);
+# - system calls per request: the proxy runs under `strace -f -c`, once with
+#   REQUESTS and once with 3 x REQUESTS requests; the difference of the two
+#   totals over 2 x REQUESTS leaves start-up and shutdown out.
+#
+# Installs valgrind, strace, h2load (nghttp2-client), nginx and haproxy from
+# Debian packages if missing. Everything listens on 127.0.0.1 and stops on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${1:-4000}
+BASE=${BASE_PORT:-18200}
+BENCH_NAME=instructions
+source bench/common.sh
+install_peers valgrind strace nginx haproxy
+command -v h2load >/dev/null || install_peers nghttp2-client
+
+bash scripts/setup.sh >/dev/null
+echo "building veer (release)"
+cargo build --release -q -p veer
+VEER=target/release/veer
+BACKEND=$((BASE + 1)) PORT=$((BASE + 10)) ADMIN=$((BASE + 30))
+$VEER sim --backend "name=a,port=$BACKEND,latency=0ms" >"$WORK/sim.log" 2>&1 &
+PIDS+=($!)
+wait_port "$BACKEND"
+
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    upstream one { server 127.0.0.1:$BACKEND; keepalive 16; }
+    server {
+        listen 127.0.0.1:$PORT;
+        location / { proxy_pass http://one; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+CONF
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend in
+    bind 127.0.0.1:$PORT
+    default_backend one
+backend one
+    server a 127.0.0.1:$BACKEND
+CONF
+
+# name | command (listening on $PORT)
+TARGETS=(
+    "veer-native-rr|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker native:round-robin --backend a=127.0.0.1:$BACKEND"
+    "veer-wasm-rr|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker builtin:round-robin --backend a=127.0.0.1:$BACKEND"
+    "nginx|nginx -c $WORK/nginx.conf"
+    "haproxy|haproxy -db -f $WORK/haproxy.cfg"
+)
+
+send() { h2load --h1 -c 4 -n "$1" "http://127.0.0.1:$PORT/" >"$WORK/h2load.log" 2>&1 || { cat "$WORK/h2load.log"; exit 1; }
+    grep -q "succeeded, 0 failed, 0 errored" "$WORK/h2load.log" || { echo "requests failed:"; grep requests: "$WORK/h2load.log"; exit 1; }; }
+
+# start PREFIX...: runs a target's command under PREFIX in the background; sets PID.
+start() {
+    RUST_LOG=warn "$@" >"$WORK/target.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+        kill -0 "$PID" 2>/dev/null || { cat "$WORK/target.log"; exit 1; }
+        sleep 0.2
+    done
+    echo "nothing listening on $PORT" >&2; exit 1
+}
+stop() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+
+instructions() { # command...: user-space instructions per request
+    start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$@"
+    send 500 # warm-up: pools, caches, the picker's first calls
+    callgrind_control -z "$PID" >/dev/null
+    send "$REQUESTS"
+    callgrind_control -d "$PID" >/dev/null
+    stop
+    local dump
+    dump=$(ls -t "$WORK"/cg.out* | head -1)
+    awk -v n="$REQUESTS" '/^(summary|totals):/ { printf "%.0f", $2 / n; exit }' "$dump"
+    rm -f "$WORK"/cg.out*
+}
+
+syscalls() { # command...: system calls per request
+    local totals=()
+    for n in "$REQUESTS" $((3 * REQUESTS)); do
+        start strace -f -c -o "$WORK/strace.out" "$@"
+        send "$n"
+        stop
+        totals+=("$(awk '$NF == "total" { print $4 + 0 }' "$WORK/strace.out")")
+    done
+    awk -v a="${totals[0]}" -v b="${totals[1]}" -v n="$REQUESTS" 'BEGIN { printf "%.2f", (b - a) / (2 * n) }'
+}
+
+printf "%-16s %14s %14s\n" target "instr/request" "syscalls/req"
+declare -A IR SC
+for target in "${TARGETS[@]}"; do
+    IFS='|' read -r name command <<<"$target"
+    read -ra argv <<<"$command"
+    IR[$name]=$(instructions "${argv[@]}")
+    SC[$name]=$(syscalls "${argv[@]}")
+    printf "%-16s %14s %14s\n" "$name" "${IR[$name]}" "${SC[$name]}"
+done
+echo
+echo "$REQUESTS requests (syscalls: $REQUESTS and $((3 * REQUESTS))), one worker each, h2load --h1 -c 4, one 0 ms backend:"
+echo "| target | instructions per request | vs nginx | system calls per request | vs nginx |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+for target in "${TARGETS[@]}"; do
+    name=${target%%|*}
+    awk -v t="$name" -v i="${IR[$name]}" -v s="${SC[$name]}" -v ni="${IR[nginx]}" -v ns="${SC[nginx]}" \
+        'BEGIN { printf "| %s | %d | %.2fx | %.2f | %.2fx |\n", t, i, i / ni, s, s / ns }'
+done
