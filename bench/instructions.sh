@@ -89,17 +89,24 @@ start() {
     done
     echo "nothing listening on $PORT" >&2; exit 1
 }
-stop() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+# stop: SIGTERM to the proxy (strace's child when traced: strace then writes its summary).
+stop() {
+    local child
+    child=$(pgrep -P "$PID" || true)
+    kill -TERM ${child:-$PID} 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+}
 
 instructions() { # command...: user-space instructions per request
     start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$@"
     send 500 # warm-up: pools, caches, the picker's first calls
-    callgrind_control -z "$PID" >/dev/null
+    callgrind_control -z "$PID" >/dev/null 2>&1
     send "$REQUESTS"
-    callgrind_control -d "$PID" >/dev/null
+    callgrind_control -d "$PID" >/dev/null 2>&1
     stop
-    local dump
-    dump=$(ls -t "$WORK"/cg.out* | head -1)
+    # The dump asked for is cg.out.1 (the one at exit, cg.out, holds only the shutdown).
+    local dump=$WORK/cg.out.1
+    [[ -s $dump ]] || { echo "no callgrind dump" >&2; exit 1; }
     awk -v n="$REQUESTS" '/^(summary|totals):/ { printf "%.0f", $2 / n; exit }' "$dump"
     rm -f "$WORK"/cg.out*
 }

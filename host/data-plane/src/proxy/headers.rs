@@ -48,6 +48,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// For an upgrade, `Connection: upgrade` and `Upgrade` are kept: they are the
 /// point of the message and must reach the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their few names costs far less
+    // than a hashed removal per hop-by-hop name (callgrind: ~1.5 k of ~58 k
+    // instructions per proxied request went to those removals). A field a
+    // `Connection` header names comes with `Connection`, itself hop-by-hop.
+    if !headers.keys().any(|name| hop_by_hop().contains(&name)) {
+        return;
+    }
     let upgrade = is_upgrade(headers).then(|| headers.get(header::UPGRADE).cloned()).flatten();
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -205,6 +212,15 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        // Each hop-by-hop field alone is found by the one-pass check.
+        for name in hop_by_hop() {
+            let mut h = headers(&[(name.as_str(), "x"), ("x-kept", "yes")]);
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut untouched = headers(&[("host", "a"), ("accept", "*/*"), ("x-kept", "yes")]);
+        remove_hop_by_hop(&mut untouched);
+        assert_eq!(untouched.len(), 3);
     }
 
     #[test]
