@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::transport::{TlsSlot, Transport};
+use crate::transport::{PoolSettings, TlsSlot, Transport};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{CheckConfig, Health};
@@ -50,10 +50,16 @@ impl Checker {
         connector.set_connect_timeout(Some(config.timeout));
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_max_idle_per_host(1);
+        // One connection per backend is enough: checks never overlap.
+        let settings = PoolSettings {
+            connect_timeout: config.timeout,
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_backend: 1,
+        };
         Checker {
             method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
             config: Arc::new(config.clone()),
-            transport: Arc::new(Transport::new(builder, connector)),
+            transport: Arc::new(Transport::new(builder, connector, settings)),
             tls,
         }
     }

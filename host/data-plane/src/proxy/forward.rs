@@ -24,7 +24,6 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::ResponseFuture;
 use hyper_util::rt::TokioIo;
 
 use super::RetryPolicy;
@@ -489,7 +488,7 @@ impl Proxy {
     /// and a body still arriving at the request's deadline is the client's
     /// fault. Whatever the backend connection reports, a fault recorded by
     /// the body is the client's.
-    async fn send(&self, response: ResponseFuture, progress: &BodyProgress, deadline: Instant) -> Sent {
+    async fn send(&self, response: crate::transport::Sending, progress: &BodyProgress, deadline: Instant) -> Sent {
         let per_try = self.config.response_header_timeout;
         let sent = Instant::now();
         // The backend's clock starts when the body is complete.

@@ -226,7 +226,12 @@ fn worker_clients(config: &ProxyConfig) -> Clients {
     connector.enforce_http(true);
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_idle_timeout(config.backend_idle_timeout).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
-    Clients::new(builder, connector)
+    let settings = crate::transport::PoolSettings {
+        connect_timeout: config.connect_timeout,
+        idle_timeout: config.backend_idle_timeout,
+        max_idle_per_backend: usize::MAX,
+    };
+    Clients::new(builder, connector, settings)
 }
 
 impl Proxy {

@@ -65,29 +65,7 @@ pub struct RouteTable<U> {
 /// Host names to their routes, hashed with FNV-1a: a host name is short, and
 /// SipHash's protection against chosen collisions buys nothing here (the keys
 /// come from the config; a client only looks up).
-type HostMap = HashMap<Box<str>, Candidates, std::hash::BuildHasherDefault<Fnv>>;
-
-/// FNV-1a as a [`std::hash::Hasher`].
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type HostMap = HashMap<Box<str>, Candidates, veer_core::hash::FnvBuild>;
 
 /// The routes of one host key, narrowed further by path.
 #[derive(Debug, Default)]
