@@ -134,6 +134,13 @@ async fn backends_are_added_reweighted_and_removed_through_the_admin_api() {
     assert_eq!(admin(&server, "DELETE", "/backends/a", "").await.status, StatusCode::OK);
     assert_eq!(admin(&server, "DELETE", "/backends/a", "").await.status, StatusCode::NOT_FOUND);
     assert_eq!(backend_names(&server), ["b"]);
+    // The pickers hear of membership changes from the group's owner task, a
+    // moment after the admin call returns (longer on a loaded machine).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while get(server.proxy_addr, "/").await.status != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "b never served after a left");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for _ in 0..5 {
         assert_eq!(get(server.proxy_addr, "/").await.status, StatusCode::OK);
     }
