@@ -519,6 +519,8 @@ async fn upstream_tls_verifies_the_backend_against_the_configured_ca_and_speaks_
     let answer = veer_tests::get(server.proxy_addr, "/").await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.body);
     assert!(answer.body.contains("certificate") || answer.body.contains("UnknownIssuer"), "{}", answer.body);
+    assert!(server.proxy.metrics().failures_of("backend") > 0, "an untrusted certificate is the backend's failure");
+    assert_eq!(server.proxy.metrics().failures_of("client"), 0);
     // A name the certificate does not have: refused too.
     file.write(&upstream_tls_config(
         &[("tls1", h1.addr, "http1")],
@@ -617,4 +619,69 @@ async fn a_reload_turns_a_plain_listener_into_https_on_the_same_socket_and_back(
     let answer = veer_tests::get(server.proxy_addr, "/").await;
     assert!(answer.body.contains("\"proto\":\"http\""), "{}", answer.body);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_clients_on_an_https_port_cost_a_counted_failure_and_never_a_backend_strike() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new("hostile");
+    let backend = Backend::start(None).await;
+    let pair = pki.server("site", &["site.test"], 30);
+    let file = ConfigFile::new("tls", "hostile");
+    let text = https_config(backend.addr, &format!("  certificates:\n{}", certificate_entry(&pair)))
+        .replace("proxy:\n  workers: 2", "proxy:\n  workers: 2\n  client_header_timeout: 300ms");
+    file.write(&text);
+    let server = start_from(&file).await;
+    // Plain HTTP, and bytes that are no protocol at all: closed, counted as `protocol`.
+    for junk in [&b"GET / HTTP/1.1\r\nhost: site.test\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0][..]] {
+        let mut tcp = TcpStream::connect(server.proxy_addr).await.unwrap();
+        tcp.write_all(junk).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await.unwrap();
+        assert!(read.is_err() || !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"), "{answer:?}");
+    }
+    // A client that connects and never says hello: cut at the header limit, counted as `timeout`.
+    let mut silent = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let mut buffer = [0; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the silent connection is closed: {read:?}");
+    // A client that hangs up mid-handshake.
+    drop(TcpStream::connect(server.proxy_addr).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handshakes(&server, "protocol").await, 2);
+    assert_eq!(handshakes(&server, "timeout").await, 1);
+    // None of it reached a backend or counted against one, and honest clients are served.
+    let client = client_config(pki.ca(), &[b"http/1.1"], None);
+    let stream = connect(server.proxy_addr, "site.test", &client).await.unwrap();
+    assert_eq!(get_over(stream, "site.test", "/").await.0, StatusCode::OK);
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(server.proxy.metrics().failures_of("backend"), 0);
+    assert!(server.proxy.health().snapshot().iter().all(|b| b.eligible && b.checks_failed_total == 0));
+    server.shutdown().await;
+}
+
+#[test]
+fn bad_tls_settings_are_config_errors_naming_the_key() {
+    for (tls, expected) in [
+        ("  certificates: []\n", "needs at least one certificate"),
+        ("  alpn: [spdy/3]\n  certificates: []\n", "alpn"),
+        ("  min_version: \"1.1\"\n  certificates: []\n", "min_version"),
+        ("  unknown_sni: maybe\n  certificates: []\n", "unknown_sni"),
+        ("  certificates: []\n  ciphers: [RC4]\n", "unknown field `ciphers`"),
+    ] {
+        let text = https_config("127.0.0.1:1".parse().unwrap(), tls);
+        let error = veer::config::parse(&text, "t.yaml", None).unwrap_err().to_string();
+        assert!(error.contains(expected), "{tls}: {error}");
+    }
+    let upstream =
+        "listen: 127.0.0.1:0\nupstreams:\n  - name: u\n    backends: [{name: a, address: 127.0.0.1:1}]\n    tls:\n";
+    for (tls, expected) in [
+        ("      server_name: \"not a name!\"\n", "server_name"),
+        ("      client_cert: /nonexistent.pem\n", "client_cert and client_key go together"),
+        ("      ca: /nonexistent/ca.pem\n", "cannot read"),
+        ("      verify: false\n", "unknown field `verify`"),
+    ] {
+        let error = veer::config::parse(&format!("{upstream}{tls}"), "t.yaml", None).unwrap_err().to_string();
+        assert!(error.contains(expected), "{tls}: {error}");
+    }
 }

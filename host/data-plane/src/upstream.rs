@@ -128,9 +128,10 @@ impl Upstream {
         self.policy.store(Arc::new(policy));
     }
 
-    /// TLS towards its backends now; `None`: plain HTTP.
-    pub fn tls(&self) -> Option<Arc<BackendTls>> {
-        self.tls.load_full()
+    /// TLS towards its backends now; `None`: plain HTTP. A guard, not a
+    /// clone: read on every attempt, it costs no reference count.
+    pub fn tls(&self) -> arc_swap::Guard<Option<Arc<BackendTls>>> {
+        self.tls.load()
     }
 
     /// Whether `settings` differ from the TLS settings in use.

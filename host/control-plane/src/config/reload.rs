@@ -536,7 +536,7 @@ impl Reloader {
                     health: applied.upstreams.iter().find(|u| *u.name == *group.name).map(|u| u.health.clone()),
                     timeout: group.policy().timeout,
                     retry: group.policy().retry.clone(),
-                    tls: group.tls().map(|tls| tls.settings().clone()),
+                    tls: group.tls().as_ref().map(|tls| tls.settings().clone()),
                 })
                 .collect(),
             routes: applied.routes.clone(),
