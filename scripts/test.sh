@@ -5,13 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+# dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
+export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 
 # Debian packages the tests drive: promtool checks /metrics and the alert
 # rules; curl and openssl are the real TLS clients of the HTTPS tests;
-# systemd-analyze verifies the systemd unit.
+# systemd-analyze verifies the systemd unit; dnsmasq is the DNS server of the
+# discovery tests and redis-server the store of the fleet-wide rate limit.
 missing=()
-for tool in promtool:prometheus curl:curl openssl:openssl systemd-analyze:systemd; do
+for tool in promtool:prometheus curl:curl openssl:openssl systemd-analyze:systemd dnsmasq:dnsmasq-base redis-server:redis-server; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -24,6 +26,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 echo "setup: $(promtool --version 2>&1 | head -1); $(curl --version | head -1 | cut -d' ' -f1-2); $(openssl version)"
+echo "setup: $(dnsmasq --version | head -1 | cut -d' ' -f1-3); $(redis-server --version | cut -d' ' -f1-3)"
 
 # The Python h2 package: the HTTP/2 hostile-client test frames its attacks with it.
 if ! python3 -c 'import h2' >/dev/null 2>&1; then

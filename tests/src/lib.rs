@@ -130,6 +130,7 @@ pub fn veer_options(
         listeners: Vec::new(),
         listen_tls: None,
         backend_tls: None,
+        discovery: Default::default(),
     }
 }
 
@@ -372,6 +373,15 @@ pub mod echo {
         /// Starts one on 127.0.0.1, port 0.
         pub async fn start() -> EchoBackend {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds on loopback");
+            EchoBackend::serve(listener)
+        }
+
+        /// Starts one on `addr`, or says why it cannot bind there.
+        pub async fn start_on(addr: SocketAddr) -> std::io::Result<EchoBackend> {
+            Ok(EchoBackend::serve(tokio::net::TcpListener::bind(addr).await?))
+        }
+
+        fn serve(listener: tokio::net::TcpListener) -> EchoBackend {
             let addr = listener.local_addr().expect("has an address");
             let seen = Arc::new(Seen::default());
             let counters = seen.clone();
@@ -491,5 +501,133 @@ pub mod operator {
     /// The answer's body as JSON.
     pub fn json(answer: &Answer) -> serde_json::Value {
         serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.body))
+    }
+}
+
+/// A real DNS server for discovery tests: dnsmasq (Debian's `dnsmasq-base`)
+/// on 127.0.0.1 at a free port, serving A records from a hosts file the
+/// test rewrites (re-read on SIGHUP) and SRV records given at start.
+pub mod dnsmasq {
+    use std::path::PathBuf;
+
+    /// A running dnsmasq; killed when dropped.
+    #[derive(Debug)]
+    pub struct Dnsmasq {
+        /// Its UDP and TCP port on 127.0.0.1.
+        pub port: u16,
+        dir: PathBuf,
+        srv: Vec<String>,
+        child: Option<tokio::process::Child>,
+    }
+
+    impl Dnsmasq {
+        /// Starts one serving `hosts` (hosts-file lines) and `srv`
+        /// (`--srv-host` values: `_service._proto.name,target,port,priority,weight`),
+        /// each record with a TTL of 1 s.
+        pub async fn start(tag: &str, hosts: &str, srv: &[&str]) -> Dnsmasq {
+            let dir = std::env::temp_dir().join(format!("veer-dnsmasq-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("the temp dir is writable");
+            // dnsmasq re-reads the file as whatever user it runs as.
+            set_mode(&dir, 0o755);
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|socket| socket.local_addr())
+                .expect("a free UDP port")
+                .port();
+            let mut server = Dnsmasq { port, dir, srv: srv.iter().map(|s| s.to_string()).collect(), child: None };
+            server.write_hosts(hosts);
+            server.run().await;
+            server
+        }
+
+        async fn run(&mut self) {
+            let mut command = tokio::process::Command::new("dnsmasq");
+            command
+                .args(["--keep-in-foreground", "--conf-file=/dev/null", "--listen-address=127.0.0.1"])
+                .args(["--bind-interfaces", "--no-resolv", "--no-hosts", "--local-ttl=1", "--log-facility=-"])
+                .arg(format!("--port={}", self.port))
+                .arg(format!("--addn-hosts={}", self.hosts().display()))
+                .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+                .args(self.srv.iter().map(|srv| format!("--srv-host={srv}")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true);
+            if is_root() {
+                // Else it changes to a user Debian's dnsmasq-base does not create.
+                command.arg("--user=root");
+            }
+            let child = command.spawn().expect("dnsmasq runs (apt-get install dnsmasq-base)");
+            self.child = Some(child);
+            self.wait_until_answering().await;
+        }
+
+        async fn wait_until_answering(&self) {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
+            // A query for `.` NS: any answer means dnsmasq is up.
+            let query = [0u8, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
+            for _ in 0..100 {
+                let _ = socket.send_to(&query, ("127.0.0.1", self.port)).await;
+                let mut answer = [0u8; 512];
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(std::time::Duration::from_millis(100), socket.recv_from(&mut answer)).await
+                {
+                    return;
+                }
+            }
+            panic!("dnsmasq did not answer on port {}", self.port);
+        }
+
+        fn hosts(&self) -> PathBuf {
+            self.dir.join("hosts")
+        }
+
+        /// Replaces the hosts file; call [`Dnsmasq::reread`] to serve it.
+        pub fn write_hosts(&self, text: &str) {
+            std::fs::write(self.hosts(), text).expect("the temp dir is writable");
+            set_mode(&self.hosts(), 0o644);
+        }
+
+        /// SIGHUP: dnsmasq re-reads the hosts file and clears its cache.
+        pub async fn reread(&self) {
+            let pid = self.child.as_ref().and_then(|child| child.id()).expect("dnsmasq is running");
+            let status = tokio::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .await
+                .expect("kill runs");
+            assert!(status.success());
+        }
+
+        /// Stops it (the port stays reserved for [`Dnsmasq::restart`]).
+        pub async fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill().await;
+            }
+        }
+
+        /// Starts it again on the same port, serving `srv` now (dnsmasq reads
+        /// SRV records only at start).
+        pub async fn restart(&mut self, srv: &[&str]) {
+            self.stop().await;
+            self.srv = srv.iter().map(|s| s.to_string()).collect();
+            self.run().await;
+        }
+    }
+
+    impl Drop for Dnsmasq {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn set_mode(path: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("permissions can be set");
+    }
+
+    fn is_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /status` | picker (identity, health, counters), admission control, and every backend's live numbers |
+//! | `GET /status` | picker (identity, health, counters), admission control, every backend's live numbers, and each discovered source (DNS, SRV, file: its backends, last success, last error) |
 //! | `GET /snapshot` | everything an operator reads: request counters, picker, backends, access log |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /healthz` | 200 while the process runs |
@@ -77,6 +77,9 @@ struct StatusView {
     picker: PickerSnapshot,
     admission: AdmissionSnapshot,
     backends: Vec<BackendView>,
+    /// Every discovered source of every group (empty when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    discovery: Vec<crate::discovery::SourceStatus>,
 }
 
 /// A backend's live numbers and its health, side by side.
@@ -285,7 +288,10 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
     // Owned, so that a handler can consume the request for its body.
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     match (&method, path.as_str()) {
-        (&Method::GET, "/status") => json(StatusCode::OK, &status(proxy)),
+        (&Method::GET, "/status") => {
+            let status = StatusView { discovery: admin.reloader.discovery().status(), ..status(proxy) };
+            json(StatusCode::OK, &status)
+        }
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &snapshot(proxy.metrics(), &proxy.main())),
         (&Method::GET, "/metrics") => metrics(proxy),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
@@ -569,7 +575,7 @@ async fn change_backend(
 
 fn status(proxy: &Proxy) -> StatusView {
     let GroupView { picker, backends, .. } = group_view(&proxy.main());
-    StatusView { picker, admission: proxy.admission().snapshot(), backends }
+    StatusView { picker, admission: proxy.admission().snapshot(), backends, discovery: Vec::new() }
 }
 
 /// The problem when no backend of the main group can be picked.

@@ -2,6 +2,7 @@
 //! it serves.
 //!
 //! - [`config`]: the config file, its validation, and hot reload.
+//! - [`discovery`]: backends by DNS name, SRV name or file, kept up to date.
 //! - [`admin`]: the admin API (backends, drains, picker swaps, status).
 //! - [`server`]: starts a whole veer (plugin runtime, upstream groups, proxy
 //!   workers, admin listener) from validated options.
@@ -11,4 +12,5 @@
 
 pub mod admin;
 pub mod config;
+pub mod discovery;
 pub mod server;

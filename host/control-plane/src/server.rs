@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::reload::Reloader;
+use crate::discovery::Discovery;
 use veer_data_plane::admission::{Admission, InvalidAdmissionConfig};
 // The options are the config's product; `server` is where callers look for them.
 pub use crate::config::{CanaryOptions, ServerOptions};
@@ -54,6 +55,9 @@ pub enum StartError {
     /// The routes do not compile over the upstream groups.
     #[error("invalid routes: {}", .0.iter().map(|p| format!("routes{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
     Routes(Vec<RouteProblem>),
+    /// A backend name or file could not be resolved.
+    #[error("discovery: {0}")]
+    Discovery(String),
     /// The admin API would listen beyond loopback without a token.
     #[error(
         "the admin API on {0} would be reachable from other machines without a token: set admin.token or VEER_ADMIN_TOKEN, or listen on 127.0.0.1"
@@ -143,8 +147,14 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         Some(config) => Some(AccessLog::start(config, metrics.clone()).map_err(StartError::AccessLog)?),
         None => None,
     };
+    // Names resolve before anything starts: none may serve from a name that never resolved.
+    let discovery = Discovery::new(&options.discovery, &metrics);
+    let mut resolved = discovery.resolve_all(&options.discovery).await.map_err(StartError::Discovery)?;
     let mut upstreams = Vec::new();
-    for spec in options.upstream_specs() {
+    for mut spec in options.upstream_specs() {
+        if let Some(resolution) = resolved.get(&spec.name) {
+            spec.backends = resolution.backends();
+        }
         let group = Upstream::start(runtime.clone(), spec, metrics.clone()).await.map_err(|error| match error {
             UpstreamError::Picker(error) => StartError::Plugin(error),
             tls => StartError::Tls(tls.to_string()),
@@ -183,6 +193,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         None => Vec::new(),
     };
     let (stop, stop_rx) = watch::channel(false);
+    for group in &groups {
+        if let Some(resolution) = resolved.remove(&*group.name) {
+            discovery.adopt(group, resolution, stop_rx.clone());
+        }
+    }
     let serving = proxy.clone().serve(listeners, stopped(stop_rx.clone())).map_err(StartError::Workers)?;
     let mut tasks = vec![tokio::spawn(serving), tokio::spawn(admission.run(stopped(stop_rx.clone())))];
     for watching in watchers {
@@ -209,7 +224,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             crate::config::state::run(proxy.clone(), dir, options.control.state_interval, stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(persist));
     }
-    let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone(), runtime.clone(), stop_rx.clone()));
+    let reloader = Arc::new(Reloader::new(proxy.clone(), options.clone(), runtime.clone(), discovery, stop_rx.clone()));
     if let (Some(_), Some(interval)) = (&options.control.config_file, options.control.watch) {
         tasks.push(tokio::spawn(reloader.clone().watch(interval, stopped(stop_rx.clone()))));
     }

@@ -311,6 +311,7 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
         listeners: Vec::new(),
         listen_tls: None,
         backend_tls: None,
+        discovery: Default::default(),
     })
 }
 
@@ -427,6 +428,7 @@ async fn serve_demo(
         listeners: Vec::new(),
         listen_tls: None,
         backend_tls: None,
+        discovery: Default::default(),
     };
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");

@@ -105,6 +105,10 @@ pub struct Config {
     /// plain HTTP. Reloads live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_tls: Option<BackendTlsConfig>,
+    /// How backend names (`NAME:PORT`, `_service._proto.NAME`) are
+    /// resolved. Changing it needs a restart.
+    #[serde(default)]
+    pub discovery: crate::discovery::DiscoveryConfig,
 }
 
 /// A further listener.
@@ -130,8 +134,16 @@ pub struct UpstreamConfig {
     /// Unique among the upstreams (`default` and `canary` are taken by the
     /// groups the top-level `backends` and `canary` make).
     pub name: String,
-    /// Its backends; names unique across every group.
+    /// Its backends; names unique across every group. May be left out when
+    /// `backends_file` lists them.
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// A YAML or JSON file listing more backends (`backends: [...]`, each
+    /// entry as here but with an `IP:PORT` address), written by other
+    /// tooling; watched and applied like a reload of this upstream.
+    /// Relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends_file: Option<PathBuf>,
     /// Its picker.
     #[serde(default)]
     pub picker: PickerConfig,
@@ -201,7 +213,11 @@ impl Default for AdminConfig {
 pub struct BackendConfig {
     /// Unique name; reloads match backends by it.
     pub name: String,
-    /// `HOST:PORT` (an IP address; names are not resolved).
+    /// `IP:PORT`; or `NAME:PORT`, one backend per address the name
+    /// resolves to (named `NAME@IP:PORT` after this entry); or an SRV name,
+    /// `_service._proto.NAME`, one backend per target address with the
+    /// target's port and SRV weight. Names are re-resolved on their TTL
+    /// (see `discovery`).
     pub address: String,
     /// Relative weight, 1 to 10000.
     #[serde(default = "default_weight")]

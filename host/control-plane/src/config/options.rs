@@ -55,6 +55,8 @@ pub struct ServerOptions {
     pub listen_tls: Option<ListenerTlsConfig>,
     /// TLS towards the default and canary groups' backends.
     pub backend_tls: Option<BackendTlsConfig>,
+    /// Backends found by name or in files, and how names are resolved.
+    pub discovery: crate::discovery::DiscoveryOptions,
 }
 
 /// A further listener: its name, address and routes.

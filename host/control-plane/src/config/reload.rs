@@ -32,6 +32,7 @@ use super::{
     AdminConfig, BackendConfig, CanaryConfig, Config, ConfigErrors, ListenerConfig, PickerConfig, ReloadConfig,
     StateConfig, UpstreamConfig,
 };
+use crate::discovery::{Discovery, Resolution};
 use veer_data_plane::health::Health;
 use veer_data_plane::pool::{BackendSpec, Pool};
 use veer_data_plane::proxy::{Listener, ListenerTlsSlot, Proxy};
@@ -130,6 +131,9 @@ pub enum ReloadError {
     /// A certificate, key or CA bundle could not be used.
     #[error("TLS: {0}; the running config stays")]
     Tls(String),
+    /// A backend name or file of the new config could not be resolved.
+    #[error("discovery: {0}; the running config stays")]
+    Discovery(String),
     /// The blocking reload task died.
     #[error("the reload task failed: {0}")]
     Task(String),
@@ -158,6 +162,8 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     /// Loads the pickers of groups a reload adds.
     runtime: Arc<PluginRuntime>,
+    /// Resolves the new config's names and files, and keeps them fresh.
+    discovery: Arc<Discovery>,
     /// Where the owner tasks of added groups run, and when they stop.
     tasks: tokio::runtime::Handle,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -180,11 +186,13 @@ impl Reloader {
         proxy: Arc<Proxy>,
         started: ServerOptions,
         runtime: Arc<PluginRuntime>,
+        discovery: Arc<Discovery>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Reloader {
             proxy,
             runtime,
+            discovery,
             tasks: tokio::runtime::Handle::current(),
             stop,
             applied: parking_lot::Mutex::new(started.clone()),
@@ -205,6 +213,11 @@ impl Reloader {
         self.reloads.load(Ordering::Relaxed)
     }
 
+    /// Where discovered backends come from, and how each source is doing.
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
+    }
+
     /// Refused reloads so far.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
@@ -214,15 +227,7 @@ impl Reloader {
     pub async fn reload_file(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
         let Some(path) = self.config_file().cloned() else { return Err(ReloadError::NoConfigFile) };
         let _one_at_a_time = self.lock.lock().await;
-        let this = self.clone();
-        // Validation may read plugin files and the swap compiles Wasm: off the async workers.
-        let result = tokio::task::spawn_blocking(move || {
-            let loaded = super::load(&path).map_err(ReloadError::Invalid)?;
-            this.apply(&loaded.options)
-        })
-        .await
-        .map_err(|e| ReloadError::Task(e.to_string()))
-        .and_then(|result| result);
+        let result = self.load_and_apply(path).await;
         match &result {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -243,14 +248,36 @@ impl Reloader {
         result
     }
 
-    /// Applies `new` to the running veer. Blocking (may compile a plugin).
-    pub fn apply(&self, new: &ServerOptions) -> Result<ReloadReport, ReloadError> {
+    async fn load_and_apply(self: &Arc<Self>, path: PathBuf) -> Result<ReloadReport, ReloadError> {
+        let task = |e: tokio::task::JoinError| ReloadError::Task(e.to_string());
+        // Validation may read plugin files and the swap compiles Wasm: off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || super::load(&path))
+            .await
+            .map_err(task)?
+            .map_err(ReloadError::Invalid)?;
+        let resolved = self.discovery.resolve_all(&loaded.options.discovery).await.map_err(ReloadError::Discovery)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply(&loaded.options, resolved)).await.map_err(task)?
+    }
+
+    /// Applies `new`, whose names and files `resolved` holds, to the running
+    /// veer. Blocking (may compile a plugin).
+    fn apply(
+        &self,
+        new: &ServerOptions,
+        mut resolved: BTreeMap<String, Resolution>,
+    ) -> Result<ReloadReport, ReloadError> {
         // New and moved listeners are bound first, and every TLS file loaded:
         // nothing has changed if one cannot be.
         let (to_start, to_stop, listener_report) = self.bind_listeners(new)?;
         let tls_changes = self.prepare_listener_tls(new)?;
         let live = self.proxy.routes();
-        let wanted = new.upstream_specs();
+        let mut wanted = new.upstream_specs();
+        for spec in &mut wanted {
+            if let Some(resolution) = resolved.get(&spec.name) {
+                spec.backends = resolution.backends();
+            }
+        }
         let mut upstream_tls = Vec::new();
         for spec in &wanted {
             if let Some(group) = live.upstream(&spec.name).filter(|group| group.tls_differs(spec.tls.as_ref())) {
@@ -326,9 +353,21 @@ impl Reloader {
             }
         };
         // Nothing can fail from here on.
-        for spec in &wanted {
-            if let (Some(report), Some(group)) = (reports.get_mut(&spec.name), live.upstream(&spec.name)) {
-                report.backends = diff_backends(&group.health, &spec.backends);
+        for (spec, group) in wanted.iter().zip(&groups) {
+            let report = reports.get_mut(&spec.name);
+            match resolved.remove(&spec.name) {
+                Some(resolution) => {
+                    let changes = self.discovery.adopt(group, resolution, self.stop.clone());
+                    if let (Some(report), Some(_)) = (report, live.upstream(&spec.name)) {
+                        report.backends = changes;
+                    }
+                }
+                None => {
+                    self.discovery.forget(&spec.name);
+                    if let (Some(report), Some(group)) = (report, live.upstream(&spec.name)) {
+                        report.backends = diff_backends(&group.health, &spec.backends);
+                    }
+                }
             }
         }
         for group in groups.iter().filter(|group| live.upstream(&group.name).is_none()) {
@@ -368,6 +407,7 @@ impl Reloader {
         }
         for group in live.upstreams().iter().filter(|group| !wanted.iter().any(|spec| *spec.name == *group.name)) {
             group.retire();
+            self.discovery.forget(&group.name);
             // Kept for a later reload (or restart) that brings the group back.
             if let Some(dir) = &self.started.control.state_dir
                 && let Err(error) = super::state::save(dir, &group.name, &group.slot.current())
@@ -479,6 +519,7 @@ impl Reloader {
         check("admission", old.admission != new.admission);
         check("observe", old.observe != new.observe);
         check("reload", old.control.watch != new.control.watch);
+        check("discovery", old.discovery.settings != new.discovery.settings);
         // The default and canary groups follow the top-level `health`, checked above.
         for upstream in &new.upstreams {
             let before = old.upstreams.iter().find(|old| old.name == upstream.name);
@@ -508,7 +549,7 @@ impl Reloader {
                 token: started.control.admin_token.as_ref().map(|_| "<redacted>".to_string()),
                 plugin_dirs: started.control.plugin_dirs.clone(),
             },
-            backends: default.map(|group| backend_configs(&group.pool)).unwrap_or_default(),
+            backends: default.map(|group| group_backends(&applied, group)).unwrap_or_default(),
             picker: default.map(|group| picker_config(&group.slot)).unwrap_or_default(),
             proxy: started.proxy.clone(),
             health: started.health.clone(),
@@ -522,7 +563,7 @@ impl Reloader {
             canary: routes.canary().map(|(canary, split)| CanaryConfig {
                 percent: split.percent,
                 header: split.header.clone(),
-                backends: backend_configs(&canary.pool),
+                backends: group_backends(&applied, canary),
                 picker: picker_config(&canary.slot),
             }),
             upstreams: routes
@@ -531,7 +572,8 @@ impl Reloader {
                 .filter(|group| !matches!(&*group.name, DEFAULT_UPSTREAM | CANARY_UPSTREAM))
                 .map(|group| UpstreamConfig {
                     name: group.name.to_string(),
-                    backends: backend_configs(&group.pool),
+                    backends: group_backends(&applied, group),
+                    backends_file: applied.discovery.groups.get(&*group.name).and_then(|s| s.file.clone()),
                     picker: picker_config(&group.slot),
                     health: applied.upstreams.iter().find(|u| *u.name == *group.name).map(|u| u.health.clone()),
                     timeout: group.policy().timeout,
@@ -552,6 +594,7 @@ impl Reloader {
                 .collect(),
             listen_tls: applied.listen_tls.clone(),
             backend_tls: applied.backend_tls.clone(),
+            discovery: applied.discovery.settings.clone(),
         }
     }
 
@@ -565,7 +608,7 @@ impl Reloader {
         stop: impl std::future::Future<Output = ()>,
     ) -> impl std::future::Future<Output = ()> {
         let path = self.config_file().cloned();
-        let mut last = path.as_ref().and_then(fingerprint);
+        let mut last = path.as_deref().and_then(fingerprint);
         async move {
             let Some(path) = path else { return };
             tokio::pin!(stop);
@@ -591,7 +634,7 @@ impl Reloader {
 }
 
 /// A hash of the file's content, or `None` if it cannot be read.
-fn fingerprint(path: &PathBuf) -> Option<u64> {
+pub(crate) fn fingerprint(path: &std::path::Path) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let bytes = std::fs::read(path).ok()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -601,17 +644,30 @@ fn fingerprint(path: &PathBuf) -> Option<u64> {
 
 /// A group's live backends in the config file's schema.
 fn backend_configs(pool: &Pool) -> Vec<BackendConfig> {
-    pool.all()
-        .iter()
-        .map(|b| BackendConfig {
-            name: b.spec.name.clone(),
-            address: b.spec.address.to_string(),
-            weight: b.weight(),
-            max_concurrent: b.spec.max_concurrent,
-            protocol: b.spec.protocol,
-            labels: b.spec.labels.clone(),
-        })
-        .collect()
+    pool.all().iter().map(|b| backend_config(&b.spec, b.weight())).collect()
+}
+
+fn backend_config(spec: &BackendSpec, weight: u32) -> BackendConfig {
+    BackendConfig {
+        name: spec.name.clone(),
+        address: spec.address.to_string(),
+        weight,
+        max_concurrent: spec.max_concurrent,
+        protocol: spec.protocol,
+        labels: spec.labels.clone(),
+    }
+}
+
+/// A group's backends as configured: its entries with names as written
+/// when discovery finds them, its live backends otherwise.
+fn group_backends(applied: &ServerOptions, group: &Upstream) -> Vec<BackendConfig> {
+    let Some(sources) = applied.discovery.groups.get(&*group.name) else { return backend_configs(&group.pool) };
+    let fixed = backend_configs(&group.pool).into_iter().filter(|b| sources.fixed.iter().any(|f| f.name == b.name));
+    let named = sources.named.iter().map(|named| BackendConfig {
+        address: named.target.to_string(),
+        ..backend_config(&named.template, named.template.weight)
+    });
+    fixed.chain(named).collect()
 }
 
 /// A group's serving picker in the config file's schema.
@@ -641,7 +697,7 @@ fn swap_if_changed(
 
 /// Makes the group of `health` hold exactly `wanted`, matching by name; the
 /// diff is made and applied as one membership change.
-fn diff_backends(health: &Health, wanted: &[BackendSpec]) -> BackendChanges {
+pub(crate) fn diff_backends(health: &Health, wanted: &[BackendSpec]) -> BackendChanges {
     health.change(|pool| decide_backends(pool, health, wanted))
 }
 

@@ -1,13 +1,14 @@
 //! Turning config text into a [`Loaded`] config, or every problem with it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{
     BackendConfig, Config, ConfigErrors, ControlOptions, Loaded, PickerConfig, Problem, admin_token, is_loopback,
 };
 use super::{CanaryOptions, ListenerSpec, ServerOptions};
+use crate::discovery::{DiscoveryOptions, GroupSources, NamedBackend, Target};
 use veer_data_plane::pool::BackendSpec;
 use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM, RouteTable};
@@ -95,11 +96,22 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     let mut names: HashMap<&str, String> = HashMap::new();
     // The default group may be left out when named upstreams stand in for it.
     let default_group = !config.backends.is_empty() || config.upstreams.is_empty();
-    let (specs, mut unparsed) = backends(&mut c, "backends", &config.backends, default_group, &mut names);
+    let mut discovered = BTreeMap::new();
+    let default_backends = backends(&mut c, "backends", &config.backends, default_group, &mut names);
+    let mut unparsed = default_backends.unparsed;
+    if let Some(sources) = default_backends.sources(None) {
+        discovered.insert(DEFAULT_UPSTREAM.to_string(), sources);
+    }
+    let specs = default_backends.specs;
     let (source, params) = picker(&mut c, "picker", &config.picker, base);
     let mut canary = None;
     if let Some(canary_config) = &config.canary {
-        let (canary_specs, _) = backends(&mut c, "canary.backends", &canary_config.backends, true, &mut names);
+        let canary_backends = backends(&mut c, "canary.backends", &canary_config.backends, true, &mut names);
+        unparsed |= canary_backends.unparsed;
+        if let Some(sources) = canary_backends.sources(None) {
+            discovered.insert(CANARY_UPSTREAM.to_string(), sources);
+        }
+        let canary_specs = canary_backends.specs;
         let (canary_source, canary_params) = picker(&mut c, "canary.picker", &canary_config.picker, base);
         let split = CanarySplit { percent: canary_config.percent, header: canary_config.header.clone() };
         for (path, problem) in split.problems("canary.") {
@@ -132,8 +144,21 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             c.push(&at("name"), format!("{name:?} is already {why} name"));
         }
         upstream_names.push(name);
-        let (backend_specs, bad) = backends(&mut c, &at("backends"), &upstream.backends, true, &mut names);
-        unparsed |= bad;
+        let file = upstream.backends_file.as_ref().map(|file| match base {
+            Some(base) if file.is_relative() => base.join(file),
+            _ => file.clone(),
+        });
+        if let Some(file) = &file
+            && let Err(problem) = crate::discovery::file::read(file)
+        {
+            c.push(&at("backends_file"), problem);
+        }
+        let group = backends(&mut c, &at("backends"), &upstream.backends, file.is_none(), &mut names);
+        unparsed |= group.unparsed;
+        if let Some(sources) = group.sources(file) {
+            discovered.insert(upstream.name.clone(), sources);
+        }
+        let backend_specs = group.specs;
         let (source, params) = picker(&mut c, &at("picker"), &upstream.picker, base);
         if let Some(own) = &upstream.health {
             health(&mut c, &at("health"), own);
@@ -268,6 +293,9 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     {
         c.push("observe.access_log.sample", "must be between 0.0 and 1.0");
     }
+    for (key, message) in config.discovery.problems() {
+        c.push(&format!("discovery.{key}"), message);
+    }
     if config.reload.watch && config.reload.poll_interval.is_zero() {
         c.push("reload.poll_interval", "must be longer than 0s");
     }
@@ -330,6 +358,12 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         listeners,
         listen_tls,
         backend_tls,
+        discovery: DiscoveryOptions {
+            settings: config.discovery.clone(),
+            // A zero interval was reported above when watching; files are watched either way.
+            file_poll: config.reload.poll_interval.max(std::time::Duration::from_millis(100)),
+            groups: discovered,
+        },
     };
     Ok(Loaded { config, options })
 }
@@ -365,21 +399,39 @@ fn check_backend_tls(
     Some(resolved)
 }
 
+/// A group's backend entries, checked: the fixed ones as specs, the named
+/// ones for discovery.
+struct GroupBackends {
+    specs: Vec<BackendSpec>,
+    named: Vec<NamedBackend>,
+    /// Whether an address was neither `IP:PORT` nor a name.
+    unparsed: bool,
+}
+
+impl GroupBackends {
+    /// Where the group's backends come from, when discovery has a part in it.
+    fn sources(&self, file: Option<PathBuf>) -> Option<GroupSources> {
+        (!self.named.is_empty() || file.is_some()).then(|| GroupSources {
+            fixed: self.specs.clone(),
+            named: self.named.clone(),
+            file,
+        })
+    }
+}
+
 /// Checks a group's backends (names unique across `names`, which maps each
-/// name to where it was first given); returns the specs and whether any
-/// address failed to parse.
+/// name to where it was first given).
 fn backends<'a>(
     c: &mut Collector<'_>,
     prefix: &str,
     list: &'a [BackendConfig],
     required: bool,
     names: &mut HashMap<&'a str, String>,
-) -> (Vec<BackendSpec>, bool) {
+) -> GroupBackends {
     if list.is_empty() && required {
         c.push(prefix, "needs at least one backend");
     }
-    let mut specs = Vec::new();
-    let mut unparsed = false;
+    let mut group = GroupBackends { specs: Vec::new(), named: Vec::new(), unparsed: false };
     for (i, backend) in list.iter().enumerate() {
         let at = |key: &str| format!("{prefix}[{i}].{key}");
         if !backend.name.trim().is_empty()
@@ -387,10 +439,23 @@ fn backends<'a>(
         {
             c.push(&at("name"), format!("'{}' is already the name of {first}; names must be unique", backend.name));
         }
-        let address = c.address(&at("address"), &backend.address);
+        if backend.name.contains('@') {
+            c.push(&at("name"), "must not contain '@' (discovered backends are named ENTRY@IP:PORT)");
+        }
+        let address = backend.address.parse::<SocketAddr>().ok();
+        let target = address.is_none().then(|| Target::parse(&backend.address)).flatten();
+        if address.is_none() && target.is_none() {
+            c.push(
+                &at("address"),
+                format!(
+                    "'{}' is not IP:PORT, NAME:PORT or an SRV name (e.g. 127.0.0.1:9001, api.internal:9001, _http._tcp.api.internal)",
+                    backend.address
+                ),
+            );
+        }
         let spec = BackendSpec {
             name: backend.name.clone(),
-            // Unparsable addresses were reported just above; the rest is still checked.
+            // Names are resolved at start; unparsable addresses were reported just above.
             address: address.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
             weight: backend.weight,
             protocol: backend.protocol,
@@ -400,12 +465,13 @@ fn backends<'a>(
         for (field, message) in spec.problems() {
             c.push(&at(field), message);
         }
-        match address {
-            Some(_) => specs.push(spec),
-            None => unparsed = true,
+        match (address, target) {
+            (Some(_), _) => group.specs.push(spec),
+            (None, Some(target)) => group.named.push(NamedBackend { template: spec, target }),
+            (None, None) => group.unparsed = true,
         }
     }
-    (specs, unparsed)
+    group
 }
 
 /// Checks a group's health settings, each problem at its field under `prefix`.
@@ -625,6 +691,30 @@ picker:
         assert!(text.contains("veer.yaml:7:5: backends[1].address: 'nowhere' is not IP:PORT"), "{text}");
         assert!(text.contains("veer.yaml:8:5: backends[1].weight: must be from 1 to 10000"), "{text}");
         assert_eq!(errors.problems.len(), 2, "{text}");
+    }
+
+    #[test]
+    fn names_and_files_are_recorded_for_discovery_and_their_mistakes_reported() {
+        let text = "backends:\n  - {name: a, address: 127.0.0.1:1}\n  - {name: b, address: api.internal:80}\n\
+                    upstreams:\n  - {name: srv, backends: [{name: s, address: _http._tcp.s.internal}]}\n";
+        let options = super::super::parse(text, "f.yaml", None).unwrap().options;
+        assert_eq!(options.backends.len(), 1, "only the fixed entry is a backend before resolution");
+        let default = &options.discovery.groups[DEFAULT_UPSTREAM];
+        assert_eq!((default.fixed.len(), default.named[0].template.name.as_str()), (1, "b"));
+        assert_eq!(options.discovery.groups["srv"].named[0].target, Target::Srv("_http._tcp.s.internal".into()));
+
+        let text = "backends: [{name: a@b, address: 127.0.0.1:1}]\n\
+                    upstreams: [{name: f, backends_file: /nonexistent/veer-backends.yaml}]\n\
+                    discovery: {nameservers: [dns.internal], min_ttl: 0s}\n";
+        let errors = super::super::parse(text, "f.yaml", None).unwrap_err().to_string();
+        for expected in [
+            "backends[0].name: must not contain '@'",
+            "upstreams[0].backends_file: cannot read /nonexistent/veer-backends.yaml",
+            "discovery.nameservers[0]: \"dns.internal\" is not IP or IP:PORT",
+            "discovery.min_ttl: must be longer than 0s",
+        ] {
+            assert!(errors.contains(expected), "{expected} in {errors}");
+        }
     }
 
     #[test]

@@ -220,6 +220,12 @@ impl Metrics {
         }
     }
 
+    /// Registers series of a component outside the data plane (discovery,
+    /// the shared rate limit) in this registry, so that one scrape shows all.
+    pub fn registrar(&self) -> Registrar<'_> {
+        Registrar::new(&self.registry)
+    }
+
     /// How many series carry `backend="name"`; for tests.
     pub fn series_of_backend(&self, name: &str) -> usize {
         self.registry

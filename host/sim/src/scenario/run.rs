@@ -197,6 +197,7 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         listeners: Vec::new(),
         listen_tls: None,
         backend_tls: None,
+        discovery: Default::default(),
     };
     let veer =
         server::start(options).await.map_err(|source| RunError::Start { strategy: strategy.label.clone(), source })?;
