@@ -12,7 +12,7 @@
 //! | `veer-control-plane` | [`admin`], [`config`], [`server`] |
 //! | `veer-sim` | [`sim`], [`scenario`] |
 
-pub use veer_control_plane::{admin, config, discovery, server};
+pub use veer_control_plane::{admin, config, discovery, server, upgrade};
 pub use veer_core::{hash, rng};
 pub use veer_data_plane::{
     admission, clock, fault, health, net, observe, pool, proxy, routing, tls, transport, upstream,

@@ -631,3 +631,77 @@ pub mod dnsmasq {
             .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
     }
 }
+
+/// A real Redis for the fleet-wide rate limit tests: Debian's `redis-server`
+/// on 127.0.0.1 at a free port, without persistence.
+pub mod redis_server {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A running redis-server; killed when dropped.
+    #[derive(Debug)]
+    pub struct RedisServer {
+        /// Its port on 127.0.0.1.
+        pub port: u16,
+        child: Option<tokio::process::Child>,
+    }
+
+    impl RedisServer {
+        /// Starts one at a free port.
+        pub async fn start() -> RedisServer {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|socket| socket.local_addr())
+                .expect("a free port")
+                .port();
+            let mut server = RedisServer { port, child: None };
+            server.run().await;
+            server
+        }
+
+        /// `redis://127.0.0.1:PORT`.
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        async fn run(&mut self) {
+            let child = tokio::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port"])
+                .arg(self.port.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server runs (apt-get install redis-server)");
+            self.child = Some(child);
+            for _ in 0..100 {
+                if self.ping().await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("redis-server did not answer on port {}", self.port);
+        }
+
+        async fn ping(&self) -> bool {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
+            let mut answer = [0u8; 7];
+            stream.write_all(b"PING\r\n").await.is_ok()
+                && stream.read_exact(&mut answer).await.is_ok()
+                && &answer == b"+PONG\r\n"
+        }
+
+        /// Kills it (the port stays reserved for [`RedisServer::restart`]).
+        pub async fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill().await;
+            }
+        }
+
+        /// Starts it again on the same port, empty.
+        pub async fn restart(&mut self) {
+            self.kill().await;
+            self.run().await;
+        }
+    }
+}

@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::reload::Reloader;
 use crate::discovery::Discovery;
+use crate::upgrade::Handover;
+use std::os::fd::AsFd;
 use veer_data_plane::admission::{Admission, InvalidAdmissionConfig};
 // The options are the config's product; `server` is where callers look for them.
 pub use crate::config::{CanaryOptions, ServerOptions};
@@ -106,8 +108,14 @@ impl RunningServer {
     }
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address).await.map_err(|reason| StartError::Bind { address, reason })
+/// The socket for `address`: the one an upgrade handed over, else a new one.
+async fn bind(address: SocketAddr, handover: &mut Option<&mut Handover>) -> Result<TcpListener, StartError> {
+    let error = |reason| StartError::Bind { address, reason };
+    if let Some(socket) = handover.as_mut().and_then(|handover| handover.socket_at(address)) {
+        socket.set_nonblocking(true).map_err(error)?;
+        return TcpListener::from_std(socket).map_err(error);
+    }
+    TcpListener::bind(address).await.map_err(error)
 }
 
 /// A listener on `socket`, with TLS when `tls` is set.
@@ -131,6 +139,16 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Starts veer: loads and smoke-tests the picker, binds the listeners, and
 /// serves until shut down.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
+    start_with(options, None).await
+}
+
+/// [`start`], serving on the sockets `handover` took from a running veer
+/// wherever their addresses match (see [`crate::upgrade`]). Call
+/// [`Handover::ready`] once it returns.
+pub async fn start_with(
+    options: ServerOptions,
+    mut handover: Option<&mut Handover>,
+) -> Result<RunningServer, StartError> {
     options.health.validate()?;
     let admission = Admission::new(options.admission.clone())?;
     if let Some(admin) = options.admin
@@ -178,11 +196,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     };
     let groups = routes.upstreams().to_vec();
     let proxy = Proxy::new(routes, admission.clone(), options.proxy.clone(), metrics, access_log);
-    let listener = bind(options.listen).await?;
+    let listener = bind(options.listen, &mut handover).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let mut listeners = vec![listener_with_tls(DEFAULT_LISTENER, listener, options.listen_tls.as_ref())?];
     for further in &options.listeners {
-        listeners.push(listener_with_tls(&further.name, bind(further.address).await?, further.tls.as_ref())?);
+        let socket = bind(further.address, &mut handover).await?;
+        listeners.push(listener_with_tls(&further.name, socket, further.tls.as_ref())?);
     }
     // Certificate files are watched like the config file (and reloaded with it).
     let watchers: Vec<_> = match options.control.watch {
@@ -228,10 +247,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     if let (Some(_), Some(interval)) = (&options.control.config_file, options.control.watch) {
         tasks.push(tokio::spawn(reloader.clone().watch(interval, stopped(stop_rx.clone()))));
     }
+    let mut admin_socket = None;
     let admin_addr = match options.admin {
         Some(address) => {
-            let listener = bind(address).await?;
+            let listener = bind(address, &mut handover).await?;
             let bound = listener.local_addr().map_err(|reason| StartError::Bind { address, reason })?;
+            admin_socket = listener.as_fd().try_clone_to_owned().ok().map(|fd| (bound, Arc::new(fd)));
             let admin = crate::admin::Admin::new(
                 proxy.clone(),
                 reloader.clone(),
@@ -243,6 +264,10 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         }
         None => None,
     };
+    if let Some(path) = options.control.upgrade.socket.clone() {
+        let (state, ready) = (options.control.state_dir.clone(), options.control.upgrade.ready_timeout);
+        tasks.push(tokio::spawn(crate::upgrade::offer(path, proxy.clone(), admin_socket, state, ready, stop.clone())));
+    }
     let picker = proxy.slot().current();
     tracing::info!(%proxy_addr, ?admin_addr, picker = %picker.info().source, backends = options.backends.len(), "veer is serving");
     Ok(RunningServer { proxy_addr, admin_addr, proxy, reloader, restored_state, stop, tasks })

@@ -26,6 +26,12 @@ pub struct RunArgs {
     /// on SIGHUP, on change and by `POST /reload`. The other flags are refused with it.
     #[arg(long, conflicts_with_all = ["listen", "admin", "backends", "picker", "params", "plugin_dirs"])]
     config: Option<std::path::PathBuf>,
+    /// Take over the listening sockets of the veer running with this config
+    /// (through its `upgrade.socket`): it stops accepting once this one
+    /// serves, finishes its in-flight requests and exits; nothing is
+    /// refused. If this one fails to start, the running one keeps serving.
+    #[arg(long, requires = "config")]
+    upgrade: bool,
     /// Address clients connect to.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -258,11 +264,19 @@ fn set<T>(field: &mut T, value: Option<T>) {
 
 /// `veer run`: from the config file, or else from the flags.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let upgrade = args.upgrade;
     let options = match args.config.clone() {
         Some(path) => options_from_file(path, &args)?,
         None => options_from_flags(args)?,
     };
-    tokio_runtime()?.block_on(serve_until_signal(options))
+    let handover = match (upgrade, &options.control.upgrade.socket) {
+        (false, _) => None,
+        (true, Some(path)) => Some(veer::upgrade::Handover::take(path).map_err(anyhow::Error::msg)?),
+        (true, None) => {
+            bail!("--upgrade needs upgrade.socket in the config file: where the running veer offers its sockets")
+        }
+    };
+    tokio_runtime()?.block_on(serve_until_signal(options, handover))
 }
 
 /// With `--config`, everything comes from the file (clap refuses the
@@ -365,9 +379,21 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<veer::config::Loaded> {
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully; SIGHUP reloads
 /// the config file.
-async fn serve_until_signal(options: ServerOptions) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    options: ServerOptions,
+    mut handover: Option<veer::upgrade::Handover>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let running = server::start(options).await?;
+    // A failure here drops the handover unanswered: the running veer keeps serving.
+    let running = server::start_with(options, handover.as_mut()).await?;
+    if let Some(handover) = handover {
+        let unused: Vec<_> = handover.remaining().map(|s| format!("{}={}", s.name, s.address)).collect();
+        if !unused.is_empty() {
+            println!("veer: upgrade: sockets no longer in the config are closed: {}", unused.join(", "));
+        }
+        handover.ready().map_err(anyhow::Error::msg)?;
+        println!("veer: upgrade: serving on the sockets of the previous veer, which now drains and exits");
+    }
     println!("veer: proxy on http://{}", running.proxy_addr);
     if let Some(admin) = running.admin_addr {
         println!("veer: admin API on http://{admin}/status");
@@ -376,9 +402,16 @@ async fn serve_until_signal(options: ServerOptions) -> anyhow::Result<()> {
     let reloader = running.reloader.clone();
     let stop = wait_for_signal();
     tokio::pin!(stop);
+    // An upgrade stops the server from within: a new veer took over.
+    let mut stopped = running.stop_handle().subscribe();
     loop {
         tokio::select! {
             result = &mut stop => { result?; break; }
+            _ = stopped.wait_for(|stopped| *stopped) => {
+                println!("veer: a new veer took over the sockets; finishing in-flight requests");
+                running.wait().await;
+                return Ok(());
+            }
             _ = hangup.recv() => match reloader.reload_file().await {
                 // reload_file logs the details.
                 Ok(_) => println!("veer: SIGHUP: config reloaded"),
@@ -435,7 +468,7 @@ async fn serve_demo(
     println!(
         "veer demo: swap the picker live:  curl -X PUT http://{admin}/picker -d '{{\"source\": \"builtin:q-learning\"}}'"
     );
-    serve_until_signal(options).await?;
+    serve_until_signal(options, None).await?;
     for backend in &backends {
         backend.shutdown().await;
     }

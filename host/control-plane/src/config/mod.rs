@@ -109,6 +109,10 @@ pub struct Config {
     /// resolved. Changing it needs a restart.
     #[serde(default)]
     pub discovery: crate::discovery::DiscoveryConfig,
+    /// Handing the listening sockets to a new veer process (`veer run
+    /// --upgrade`). Changing it needs a restart.
+    #[serde(default)]
+    pub upgrade: crate::upgrade::UpgradeConfig,
 }
 
 /// A further listener.
@@ -377,6 +381,8 @@ pub struct ControlOptions {
     pub state_interval: Duration,
     /// Directories the admin API may load picker components from.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Handing the listening sockets to a new process (path resolved).
+    pub upgrade: crate::upgrade::UpgradeConfig,
 }
 
 impl Default for ControlOptions {
@@ -388,6 +394,7 @@ impl Default for ControlOptions {
             state_dir: None,
             state_interval: StateConfig::default().interval,
             plugin_dirs: Vec::new(),
+            upgrade: crate::upgrade::UpgradeConfig::default(),
         }
     }
 }

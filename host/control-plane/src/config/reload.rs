@@ -520,6 +520,7 @@ impl Reloader {
         check("observe", old.observe != new.observe);
         check("reload", old.control.watch != new.control.watch);
         check("discovery", old.discovery.settings != new.discovery.settings);
+        check("upgrade", old.control.upgrade != new.control.upgrade);
         // The default and canary groups follow the top-level `health`, checked above.
         for upstream in &new.upstreams {
             let before = old.upstreams.iter().find(|old| old.name == upstream.name);
@@ -595,6 +596,7 @@ impl Reloader {
             listen_tls: applied.listen_tls.clone(),
             backend_tls: applied.backend_tls.clone(),
             discovery: applied.discovery.settings.clone(),
+            upgrade: started.control.upgrade.clone(),
         }
     }
 

@@ -110,20 +110,22 @@ pub fn restore(dir: &Path, group: &Upstream) -> Option<HandoffResult> {
 }
 
 /// Saves the state of every group's serving picker (the groups `proxy`
-/// routes over at that moment, reloads included) every `interval` and once
-/// more when `stop` completes.
+/// routes over now, reloads included). Blocking.
+pub fn save_all(proxy: &Proxy, dir: &Path) {
+    for group in proxy.routes().upstreams() {
+        match save(dir, &group.name, &group.slot.current()) {
+            Ok(Some((file, bytes))) => tracing::debug!(file = %file.display(), bytes, "picker state saved"),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(upstream = %group.name, %error, "saving the picker state failed"),
+        }
+    }
+}
+
+/// Saves the state of every group's serving picker every `interval` and
+/// once more when `stop` completes.
 pub async fn run(proxy: Arc<Proxy>, dir: PathBuf, interval: Duration, stop: impl std::future::Future<Output = ()>) {
     let save_now = |proxy: Arc<Proxy>, dir: PathBuf| async move {
-        let result = tokio::task::spawn_blocking(move || {
-            for group in proxy.routes().upstreams() {
-                match save(&dir, &group.name, &group.slot.current()) {
-                    Ok(Some((file, bytes))) => tracing::debug!(file = %file.display(), bytes, "picker state saved"),
-                    Ok(None) => {}
-                    Err(error) => tracing::warn!(upstream = %group.name, %error, "saving the picker state failed"),
-                }
-            }
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || save_all(&proxy, &dir)).await;
         if let Err(error) = result {
             tracing::warn!(%error, "the state saving task failed");
         }

@@ -293,6 +293,9 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     {
         c.push("observe.access_log.sample", "must be between 0.0 and 1.0");
     }
+    if config.upgrade.ready_timeout.is_zero() {
+        c.push("upgrade.ready_timeout", "must be longer than 0s");
+    }
     for (key, message) in config.discovery.problems() {
         c.push(&format!("discovery.{key}"), message);
     }
@@ -351,6 +354,13 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             state_dir,
             state_interval: config.state.interval,
             plugin_dirs,
+            upgrade: crate::upgrade::UpgradeConfig {
+                socket: config.upgrade.socket.as_ref().map(|path| match base {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path.clone(),
+                }),
+                ready_timeout: config.upgrade.ready_timeout,
+            },
         },
         canary,
         upstreams,

@@ -112,11 +112,33 @@ impl KeyRule {
     /// it): from anyone else, a client could send a new value with every
     /// request and never run out of tokens, so it is keyed by its address.
     pub fn key(&self, headers: &HeaderMap, peer: IpAddr) -> ClientKey {
-        let header = self.header.as_ref().filter(|_| self.trusted(peer));
-        if let Some(value) = header.and_then(|name| headers.get(name)) {
-            return ClientKey::Header(self.hasher.hash_one(value.as_bytes()));
+        match self.believed_header(headers, peer) {
+            Some(value) => ClientKey::Header(self.hasher.hash_one(value.as_bytes())),
+            None => ClientKey::Address(self.client_address(headers, peer)),
         }
-        ClientKey::Address(self.client_address(headers, peer))
+    }
+
+    /// The same client's key as every instance of a fleet spells it (for
+    /// the shared limit: [`ClientKey`]s are hashed with a per-process
+    /// secret). A header value is stored hashed: API keys must not land in
+    /// the store.
+    pub fn fleet_key(&self, headers: &HeaderMap, peer: IpAddr) -> String {
+        use sha2::Digest;
+        match self.believed_header(headers, peer) {
+            Some(value) => {
+                let digest = sha2::Sha256::digest(value.as_bytes());
+                digest[..16].iter().fold(String::from("key:"), |mut hex, byte| {
+                    use std::fmt::Write;
+                    let _ = write!(hex, "{byte:02x}");
+                    hex
+                })
+            }
+            None => format!("ip:{}", self.client_address(headers, peer)),
+        }
+    }
+
+    fn believed_header<'h>(&self, headers: &'h HeaderMap, peer: IpAddr) -> Option<&'h http::HeaderValue> {
+        self.header.as_ref().filter(|_| self.trusted(peer)).and_then(|name| headers.get(name))
     }
 
     /// The client's address: the peer, unless the peer is a trusted proxy; then

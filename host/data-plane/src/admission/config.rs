@@ -70,6 +70,10 @@ pub struct ClientRateConfig {
     pub trusted_proxies: Vec<String>,
     /// Clients tracked at most (memory bound); idle ones are forgotten first.
     pub max_clients: usize,
+    /// Enforce the limit across every veer sharing this Redis (see
+    /// `admission::shared`); `None`: per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<super::shared::SharedRateConfig>,
 }
 
 impl ClientRateConfig {
@@ -87,6 +91,7 @@ impl Default for ClientRateConfig {
             key_header: None,
             trusted_proxies: Vec::new(),
             max_clients: 100_000,
+            shared: None,
         }
     }
 }
@@ -185,6 +190,9 @@ impl AdmissionConfig {
                      send a new value with every request); list the proxies that set it"
                         .to_string(),
                 );
+            }
+            if let Some(shared) = &rate.shared {
+                shared.problems(&mut problems);
             }
             let mut trusted_proxies = Vec::new();
             for (index, text) in rate.trusted_proxies.iter().enumerate() {
@@ -319,6 +327,7 @@ impl AdmissionArgs {
                 key_header: self.client_key_header.clone(),
                 trusted_proxies: self.trusted_proxies.clone(),
                 max_clients: self.max_clients.unwrap_or(defaults.max_clients),
+                shared: None,
             }
         });
         let any_adaptive_flag = self.adaptive

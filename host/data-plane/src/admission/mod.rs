@@ -6,7 +6,9 @@
 //!
 //! 1. **its client's token bucket** ([`client_bucket`]), if configured: 429
 //!    with `Retry-After` set to when the bucket has a token again. First, so a
-//!    greedy client's excess is refused before it takes an in-flight slot;
+//!    greedy client's excess is refused before it takes an in-flight slot.
+//!    With `client_rate.shared`, the bucket is kept in Redis for the whole
+//!    fleet ([`shared`]);
 //! 2. **the in-flight gate** ([`inflight`]): at most `min(global cap, adaptive
 //!    limit)` requests at once, with an optional short FIFO queue bounded in
 //!    length and waiting time; 503 with `Retry-After` when full or after the wait.
@@ -32,6 +34,7 @@ pub mod client_bucket;
 mod config;
 pub mod inflight;
 mod series;
+pub mod shared;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -65,6 +68,8 @@ pub enum RefusalReason {
     QueueTimeout,
     /// The client's token bucket was empty.
     ClientRate,
+    /// The shared limit's store could not be asked and `on_error: refuse`.
+    RateStore,
 }
 
 /// A refused request: what to answer.
@@ -97,6 +102,7 @@ struct Counters {
     adaptive_limit: AtomicU64,
     queue_timeout: AtomicU64,
     client_rate: AtomicU64,
+    rate_store: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +112,7 @@ impl Counters {
             RefusalReason::AdaptiveLimit => &self.adaptive_limit,
             RefusalReason::QueueTimeout => &self.queue_timeout,
             RefusalReason::ClientRate => &self.client_rate,
+            RefusalReason::RateStore => &self.rate_store,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -126,6 +133,8 @@ struct ClientLimit {
     rule: KeyRule,
     buckets: ClientBuckets,
     config: ClientRateConfig,
+    /// The fleet-wide limit, when configured.
+    shared: Option<shared::SharedLimit>,
 }
 
 /// Admission control for one proxy.
@@ -140,18 +149,78 @@ pub struct Admission {
     counters: Counters,
 }
 
+impl ClientLimit {
+    /// Takes the request's token: from the fleet's bucket in the store when
+    /// shared (from this instance's when the store cannot answer and
+    /// `on_error: local`), else from this instance's. The token stays spent
+    /// even if the gate then refuses: the client did send the request, and a
+    /// refund would let a client retry an overloaded proxy faster than its
+    /// rate.
+    async fn over_rate(&self, headers: &HeaderMap, peer: IpAddr) -> Option<Refusal> {
+        let local = || self.buckets.try_take(self.rule.key(headers, peer), clock::now()).err();
+        let wait = match &self.shared {
+            None => local()?,
+            Some(shared) => match shared.check(&self.rule.fleet_key(headers, peer)).await {
+                shared::Verdict::Allowed => return None,
+                shared::Verdict::Limited(wait) => wait,
+                shared::Verdict::Unavailable => match shared.on_error() {
+                    shared::OnStoreError::Local => local()?,
+                    shared::OnStoreError::Refuse => {
+                        return Some(Refusal {
+                            reason: RefusalReason::RateStore,
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            message: "the shared rate limit's store is unavailable (on_error: refuse)".to_string(),
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                },
+            },
+        };
+        let rate = &self.config;
+        Some(Refusal {
+            reason: RefusalReason::ClientRate,
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "client rate limit: {} requests/s with bursts of {}; a token is back in {} ms",
+                rate.per_second,
+                rate.effective_burst(),
+                wait.as_millis().max(1)
+            ),
+            retry_after: wait,
+        })
+    }
+}
+
 /// How often idle client buckets are swept when there is no faster AIMD tick.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Admission {
-    /// Admission control as `config` says, or every problem with it.
+    /// Admission control as `config` says, or every problem with it. With
+    /// a shared limit, call it within a tokio runtime.
     pub fn new(config: AdmissionConfig) -> Result<Arc<Self>, InvalidAdmissionConfig> {
         let client_parts = config.parts()?;
-        let clients = config.client_rate.clone().zip(client_parts).map(|(rate, parts)| ClientLimit {
-            rule: KeyRule::new(parts.header, parts.trusted_proxies),
-            buckets: ClientBuckets::new(BucketPolicy::new(rate.effective_burst(), rate.per_second), rate.max_clients),
-            config: rate,
-        });
+        let clients = match config.client_rate.clone().zip(client_parts) {
+            Some((rate, parts)) => {
+                let shared = rate
+                    .shared
+                    .clone()
+                    .map(|settings| shared::SharedLimit::new(settings, rate.per_second, rate.effective_burst()))
+                    .transpose()
+                    .map_err(|problem| InvalidAdmissionConfig {
+                        problems: vec![format!("client_rate.shared: {problem}")],
+                    })?;
+                Some(ClientLimit {
+                    rule: KeyRule::new(parts.header, parts.trusted_proxies),
+                    buckets: ClientBuckets::new(
+                        BucketPolicy::new(rate.effective_burst(), rate.per_second),
+                        rate.max_clients,
+                    ),
+                    config: rate,
+                    shared,
+                })
+            }
+            None => None,
+        };
         let adaptive = config.adaptive.as_ref().map(|adaptive| {
             let controller = AimdController::new(adaptive.params());
             Adaptive {
@@ -180,25 +249,10 @@ impl Admission {
     /// Admits a request from `peer` with `headers`, possibly after a short
     /// wait in the queue, or says why not.
     pub async fn admit(self: &Arc<Self>, headers: &HeaderMap, peer: IpAddr) -> Result<Permit, Refusal> {
-        if let Some(clients) = &self.clients {
-            // The token stays spent even if the gate then refuses: the client
-            // did send the request, and a refund would let a client retry an
-            // overloaded proxy faster than its rate.
-            let key = clients.rule.key(headers, peer);
-            if let Err(wait) = clients.buckets.try_take(key, clock::now()) {
-                let rate = &clients.config;
-                return Err(self.refuse(Refusal {
-                    reason: RefusalReason::ClientRate,
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    message: format!(
-                        "client rate limit: {} requests/s with bursts of {}; a token is back in {} ms",
-                        rate.per_second,
-                        rate.effective_burst(),
-                        wait.as_millis().max(1)
-                    ),
-                    retry_after: wait,
-                }));
-            }
+        if let Some(clients) = &self.clients
+            && let Some(refusal) = clients.over_rate(headers, peer).await
+        {
+            return Err(self.refuse(refusal));
         }
         match self.gate.acquire(|| self.limit()).await {
             Ok(()) => {
@@ -320,6 +374,11 @@ impl Admission {
                 max: clients.config.max_clients,
                 per_second: clients.config.per_second,
                 burst: clients.config.effective_burst(),
+                shared: clients.shared.as_ref().map(|shared| SharedSnapshot {
+                    up: shared.is_up(),
+                    on_error: shared.on_error(),
+                    checks: shared::OUTCOMES.into_iter().zip(shared.counts()).collect(),
+                }),
             }),
             admitted: counters.admitted.load(Ordering::Relaxed),
             refused: RefusedSnapshot {
@@ -327,6 +386,7 @@ impl Admission {
                 adaptive_limit: counters.adaptive_limit.load(Ordering::Relaxed),
                 queue_timeout: counters.queue_timeout.load(Ordering::Relaxed),
                 client_rate: counters.client_rate.load(Ordering::Relaxed),
+                rate_store: counters.rate_store.load(Ordering::Relaxed),
             },
         }
     }
@@ -419,6 +479,21 @@ pub struct ClientsSnapshot {
     pub per_second: f64,
     /// Burst per client.
     pub burst: u32,
+    /// The fleet-wide limit's store, when shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedSnapshot>,
+}
+
+/// The shared limit's store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SharedSnapshot {
+    /// Whether its last call answered.
+    pub up: bool,
+    /// What decides while it cannot.
+    pub on_error: shared::OnStoreError,
+    /// Checks by outcome: allowed, limited, error (no answer; `on_error`
+    /// decided), skipped (not asked after an error; `on_error` decided).
+    pub checks: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Refusals by reason.
@@ -432,6 +507,8 @@ pub struct RefusedSnapshot {
     pub queue_timeout: u64,
     /// Client over its rate (429).
     pub client_rate: u64,
+    /// The shared limit's store unavailable with `on_error: refuse` (503).
+    pub rate_store: u64,
 }
 
 #[cfg(test)]

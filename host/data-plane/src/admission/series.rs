@@ -15,6 +15,8 @@ pub struct AdmissionSeries {
     tracked_clients: IntGauge,
     admitted: IntCounter,
     refusals: IntCounterVec,
+    store_checks: IntCounterVec,
+    store_up: IntGauge,
 }
 
 impl AdmissionSeries {
@@ -36,8 +38,17 @@ impl AdmissionSeries {
             admitted: r.counter("veer_admission_admitted_total", "Requests admitted."),
             refusals: r.counter_vec(
                 "veer_admission_refusals_total",
-                "Requests refused at admission, by reason (global_limit, adaptive_limit, queue_timeout, client_rate).",
+                "Requests refused at admission, by reason (global_limit, adaptive_limit, queue_timeout, client_rate, rate_store).",
                 &["reason"],
+            ),
+            store_checks: r.counter_vec(
+                "veer_rate_limit_store_checks_total",
+                "Calls to the shared rate limit's Redis by outcome: allowed, limited, error (no answer in time; on_error decided), skipped (not asked after an error; on_error decided).",
+                &["result"],
+            ),
+            store_up: r.gauge(
+                "veer_rate_limit_store_up",
+                "1 while the shared rate limit's Redis answers, 0 after a failed call (absent without a shared limit: 1).",
             ),
         }
     }
@@ -56,8 +67,14 @@ impl AdmissionSeries {
             ("adaptive_limit", refused.adaptive_limit),
             ("queue_timeout", refused.queue_timeout),
             ("client_rate", refused.client_rate),
+            ("rate_store", refused.rate_store),
         ] {
             catch_up(&self.refusals.with_label_values(&[reason]), count);
+        }
+        let shared = admission.clients.as_ref().and_then(|clients| clients.shared.as_ref());
+        self.store_up.set(i64::from(shared.is_none_or(|shared| shared.up)));
+        for (result, count) in shared.iter().flat_map(|shared| &shared.checks) {
+            catch_up(&self.store_checks.with_label_values(&[result]), *count);
         }
     }
 }

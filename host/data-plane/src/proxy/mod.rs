@@ -92,6 +92,13 @@ pub struct ProxyConfig {
     /// How long graceful shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// At shutdown (and when a new process takes over), how long client
+    /// connections may still send requests, each answered with
+    /// `Connection: close`, before the idle ones are closed: a client that
+    /// had just connected, or just reused a kept-alive connection, is
+    /// answered instead of cut off.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
     /// Data-path threads; each serves its share of client connections with
     /// its own backend connection pools. Defaults to the number of cores.
     pub workers: usize,
@@ -115,6 +122,7 @@ impl Default for ProxyConfig {
             limits: RequestLimits::default(),
             http2: Http2Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            shutdown_drain: Duration::from_secs(1),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             retry: RetryPolicy::default(),
             sticky: None,
@@ -164,7 +172,30 @@ pub struct Proxy {
     listener_commands: tokio::sync::mpsc::UnboundedSender<ListenerCommand>,
     listener_inbox: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ListenerCommand>>>,
     /// Where each listener accepts now, and its TLS, by name.
-    bound: parking_lot::Mutex<std::collections::BTreeMap<String, (SocketAddr, ListenerTlsSlot)>>,
+    bound: parking_lot::Mutex<std::collections::BTreeMap<String, Bound>>,
+    /// Set when serving ends: every HTTP/1 answer from then on closes its
+    /// connection.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// A listener accepting now, as the admin API and upgrades see it.
+#[derive(Debug)]
+struct Bound {
+    address: SocketAddr,
+    tls: ListenerTlsSlot,
+    /// A duplicate of its socket, handed to a new process on upgrade.
+    socket: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+impl Bound {
+    fn of(listener: &Listener) -> std::io::Result<Bound> {
+        use std::os::fd::AsFd;
+        Ok(Bound {
+            address: listener.socket.local_addr()?,
+            tls: listener.tls.clone(),
+            socket: listener.socket.as_fd().try_clone_to_owned().ok().map(Arc::new),
+        })
+    }
 }
 
 /// A listening socket to serve clients on.
@@ -249,6 +280,7 @@ impl Proxy {
             listener_commands,
             listener_inbox: parking_lot::Mutex::new(Some(inbox)),
             bound: parking_lot::Mutex::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             routes: ArcSwap::from_pointee(routes),
             metrics,
             access_log: access_log.map(Arc::new),
@@ -360,7 +392,7 @@ impl Proxy {
     ) -> std::io::Result<impl Future<Output = ()>> {
         let workers = Arc::new(Workers::start(self.config.workers, || worker_clients(&self.config))?);
         for listener in &listeners {
-            self.bound.lock().insert(listener.name.to_string(), (listener.socket.local_addr()?, listener.tls.clone()));
+            self.bound.lock().insert(listener.name.to_string(), Bound::of(listener)?);
         }
         let mut inbox = self.listener_inbox.lock().take().expect("a proxy serves once");
         Ok(async move {
@@ -392,6 +424,10 @@ impl Proxy {
                     running.insert(name, start(listener));
                 }
             }
+            // The duplicates kept for upgrades go too: a socket still open
+            // would queue connections nobody accepts until the process exits.
+            self.bound.lock().clear();
+            self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             for (stop, accepting) in running.into_values() {
                 let _ = stop.send(true);
                 draining.push(accepting);
@@ -413,8 +449,8 @@ impl Proxy {
     /// then); one already running under its name stops and drains. A no-op
     /// once serving has ended.
     pub fn start_listener(&self, listener: Listener) {
-        if let Ok(address) = listener.socket.local_addr() {
-            self.bound.lock().insert(listener.name.to_string(), (address, listener.tls.clone()));
+        if let Ok(bound) = Bound::of(&listener) {
+            self.bound.lock().insert(listener.name.to_string(), bound);
         }
         let _ = self.listener_commands.send(ListenerCommand::Start(listener));
     }
@@ -427,18 +463,25 @@ impl Proxy {
 
     /// Every listener accepting now and its bound address, by name.
     pub fn listeners(&self) -> std::collections::BTreeMap<String, SocketAddr> {
-        self.bound.lock().iter().map(|(name, (address, _))| (name.clone(), *address)).collect()
+        self.bound.lock().iter().map(|(name, bound)| (name.clone(), bound.address)).collect()
     }
 
     /// The TLS of every `https` listener accepting now, by name.
     pub fn listener_tls(&self) -> std::collections::BTreeMap<String, Arc<ListenerTls>> {
-        self.bound.lock().iter().filter_map(|(name, (_, tls))| Some((name.clone(), tls.load_full()?))).collect()
+        self.bound.lock().iter().filter_map(|(name, bound)| Some((name.clone(), bound.tls.load_full()?))).collect()
     }
 
     /// The TLS slot of the listener `name` accepting now (to change its TLS
     /// in place).
     pub fn tls_slot(&self, name: &str) -> Option<ListenerTlsSlot> {
-        self.bound.lock().get(name).map(|(_, tls)| tls.clone())
+        self.bound.lock().get(name).map(|bound| bound.tls.clone())
+    }
+
+    /// Every listener accepting now with its address and a duplicate of its
+    /// socket, by name: what an upgrade hands to the new process.
+    pub fn listening_sockets(&self) -> Vec<(String, SocketAddr, Arc<std::os::fd::OwnedFd>)> {
+        let bound = self.bound.lock();
+        bound.iter().filter_map(|(name, b)| Some((name.clone(), b.address, b.socket.clone()?))).collect()
     }
 
     /// Accepts clients for `listener` until `stop` turns true, then lets
@@ -518,6 +561,13 @@ impl Proxy {
         }
         drop(socket);
         tracing::info!(listener = %name, "no longer accepting; waiting for in-flight requests");
+        // Connections accepted a moment ago have requests on the way: they
+        // get answers (closing their connections) before the idle ones close.
+        let drain = self.config.shutdown_drain.min(self.config.shutdown_grace);
+        let deadline = tokio::time::Instant::now() + drain;
+        while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::select! {
             () = graceful.shutdown() => tracing::info!(listener = %name, "all connections closed"),
             () = tokio::time::sleep(self.config.shutdown_grace) => {
@@ -640,7 +690,7 @@ impl Proxy {
             headers::remove_hop_by_hop(response.headers_mut());
         }
         headers::append_via(response.headers_mut(), version);
-        if close {
+        if close || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             close_after(&mut response, version);
         }
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
