@@ -529,17 +529,23 @@ pub mod dnsmasq {
             std::fs::create_dir_all(&dir).expect("the temp dir is writable");
             // dnsmasq re-reads the file as whatever user it runs as.
             set_mode(&dir, 0o755);
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|socket| socket.local_addr())
-                .expect("a free UDP port")
-                .port();
-            let mut server = Dnsmasq { port, dir, srv: srv.iter().map(|s| s.to_string()).collect(), child: None };
+            let mut server = Dnsmasq { port: 0, dir, srv: srv.iter().map(|s| s.to_string()).collect(), child: None };
             server.write_hosts(hosts);
-            server.run().await;
-            server
+            // A port free for UDP may be taken for TCP (dnsmasq binds both):
+            // another one is tried when dnsmasq cannot bind.
+            for _ in 0..10 {
+                server.port = free_udp_and_tcp_port();
+                if server.run().await.is_ok() {
+                    return server;
+                }
+            }
+            panic!("dnsmasq did not start: {}", server.log());
         }
 
-        async fn run(&mut self) {
+        /// Starts dnsmasq on `self.port`; `Err` when it exits at once (the
+        /// port taken) or never answers.
+        async fn run(&mut self) -> Result<(), ()> {
+            let log = std::fs::File::create(self.dir.join("log")).expect("the temp dir is writable");
             let mut command = tokio::process::Command::new("dnsmasq");
             command
                 .args(["--keep-in-foreground", "--conf-file=/dev/null", "--listen-address=127.0.0.1"])
@@ -548,32 +554,34 @@ pub mod dnsmasq {
                 .arg(format!("--addn-hosts={}", self.hosts().display()))
                 .arg(format!("--pid-file={}", self.dir.join("pid").display()))
                 .args(self.srv.iter().map(|srv| format!("--srv-host={srv}")))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("a log file"))
+                .stderr(log)
                 .kill_on_drop(true);
             if is_root() {
                 // Else it changes to a user Debian's dnsmasq-base does not create.
                 command.arg("--user=root");
             }
-            let child = command.spawn().expect("dnsmasq runs (apt-get install dnsmasq-base)");
-            self.child = Some(child);
-            self.wait_until_answering().await;
-        }
-
-        async fn wait_until_answering(&self) {
+            let mut child = command.spawn().expect("dnsmasq runs (apt-get install dnsmasq-base)");
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
             // A query for `.` NS: any answer means dnsmasq is up.
             let query = [0u8, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
             for _ in 0..100 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return Err(());
+                }
                 let _ = socket.send_to(&query, ("127.0.0.1", self.port)).await;
                 let mut answer = [0u8; 512];
-                if let Ok(Ok(_)) =
-                    tokio::time::timeout(std::time::Duration::from_millis(100), socket.recv_from(&mut answer)).await
-                {
-                    return;
+                let wait = std::time::Duration::from_millis(100);
+                if let Ok(Ok(_)) = tokio::time::timeout(wait, socket.recv_from(&mut answer)).await {
+                    self.child = Some(child);
+                    return Ok(());
                 }
             }
-            panic!("dnsmasq did not answer on port {}", self.port);
+            Err(())
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
         }
 
         fn hosts(&self) -> PathBuf {
@@ -609,13 +617,30 @@ pub mod dnsmasq {
         pub async fn restart(&mut self, srv: &[&str]) {
             self.stop().await;
             self.srv = srv.iter().map(|s| s.to_string()).collect();
-            self.run().await;
+            for _ in 0..20 {
+                if self.run().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("dnsmasq did not restart on port {}: {}", self.port, self.log());
         }
     }
 
     impl Drop for Dnsmasq {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A port free on 127.0.0.1 for both UDP and TCP right now.
+    fn free_udp_and_tcp_port() -> u16 {
+        loop {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+            let port = tcp.local_addr().expect("bound").port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
         }
     }
 

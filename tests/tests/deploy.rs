@@ -64,16 +64,19 @@ fn the_compose_example_carries_a_valid_veer_config() {
     let compose: serde_json::Value =
         serde_norway::from_str(&std::fs::read_to_string(deploy("compose/docker-compose.yaml")).unwrap()).unwrap();
     assert_eq!(compose["services"]["veer"]["volumes"][0], "./veer.yaml:/etc/veer/veer.yaml:ro");
-    load_with_token(&std::fs::read_to_string(deploy("compose/veer.yaml")).unwrap(), "compose veer.yaml");
+    let loaded = load_with_token(&std::fs::read_to_string(deploy("compose/veer.yaml")).unwrap(), "compose veer.yaml");
+    // The backends are the compose service, found by its name through Docker's DNS.
+    let named = &loaded.options.discovery.groups["default"].named;
+    let veer::discovery::Target::Host { host, port } = &named[0].target else { panic!("{named:?}") };
+    assert!(compose["services"][host.as_str()].is_object(), "{host} is a service of the compose file");
+    assert_eq!(*port, 8000);
 }
 
 /// Loads a config whose admin API listens beyond loopback, as its deployment
 /// does: with the token its environment provides.
-fn load_with_token(text: &str, name: &str) {
+fn load_with_token(text: &str, name: &str) -> veer::config::Loaded {
     let text = text.replacen("admin:\n", "admin:\n  token: from-the-environment\n", 1);
-    if let Err(errors) = veer::config::parse(&text, name, None) {
-        panic!("{errors}");
-    }
+    veer::config::parse(&text, name, None).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 use veer::admission::{AdmissionArgs, AdmissionConfig};
 use veer::config::ControlOptions;
+use veer::discovery::{DiscoveryOptions, GroupSources, NamedBackend, Target};
 use veer::health::HealthConfig;
 use veer::observe::ObserveConfig;
 use veer::observe::access_log::{AccessLogConfig, LogFormat, LogLevel};
@@ -295,15 +296,22 @@ fn options_from_file(path: std::path::PathBuf, args: &RunArgs) -> anyhow::Result
 }
 
 fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
+    let (mut backends, mut named) = (Vec::new(), Vec::new());
+    for (i, text) in args.backends.iter().enumerate() {
+        match parse_backend(i, text)? {
+            (spec, None) => backends.push(spec),
+            (template, Some(target)) => named.push(NamedBackend { template, target }),
+        }
+    }
+    let mut discovery = DiscoveryOptions::default();
+    if !named.is_empty() {
+        let sources = GroupSources { fixed: backends.clone(), named, file: None };
+        discovery.groups.insert(DEFAULT_UPSTREAM.to_string(), sources);
+    }
     Ok(ServerOptions {
         listen: args.listen,
         admin: Some(args.admin),
-        backends: args
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, text)| parse_backend(i, text))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+        backends,
         picker: PluginSource::parse(&args.picker),
         params: parse_params(&args.params)?,
         proxy: ProxyConfig {
@@ -325,7 +333,7 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
         listeners: Vec::new(),
         listen_tls: None,
         backend_tls: None,
-        discovery: Default::default(),
+        discovery,
     })
 }
 
@@ -350,10 +358,10 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
     }
     if let [(spec, info)] = groups.as_slice() {
         println!(
-            "ok: {}: listen {}, {} backends, picker {} {} ({})",
+            "ok: {}: listen {}, {}, picker {} {} ({})",
             file.display(),
             options.listen,
-            spec.backends.len(),
+            backends_of(&options, spec),
             info.name,
             info.version,
             info.source
@@ -363,10 +371,20 @@ pub fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let routes = options.routes.as_ref().map_or("derived".to_string(), |routes| routes.len().to_string());
     println!("ok: {}: listen {}, {} upstreams, routes: {routes}", file.display(), options.listen, groups.len());
     for (spec, info) in groups {
-        let count = spec.backends.len();
-        println!("  upstream {}: {count} backends, picker {} {} ({})", spec.name, info.name, info.version, info.source);
+        let backends = backends_of(&options, &spec);
+        println!("  upstream {}: {backends}, picker {} {} ({})", spec.name, info.name, info.version, info.source);
     }
     Ok(())
+}
+
+/// A group's backends as `veer check` tells them: the fixed ones counted,
+/// the names and files listed (they are resolved when veer starts).
+fn backends_of(options: &ServerOptions, spec: &veer::upstream::UpstreamSpec) -> String {
+    let fixed = format!("{} backends", spec.backends.len());
+    let Some(sources) = options.discovery.groups.get(&spec.name) else { return fixed };
+    let mut found: Vec<String> = sources.named.iter().map(|n| format!("{} ({})", n.template.name, n.target)).collect();
+    found.extend(sources.file.iter().map(|file| format!("the file {}", file.display())));
+    format!("{fixed} and those of {}, resolved when veer starts", found.join(", "))
 }
 
 /// Reads and validates a config file; the error lists every problem.
@@ -487,15 +505,22 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 /// Parses `[NAME=]HOST:PORT[,weight=N][,max_concurrent=N][,h2]`.
-fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
+/// A `--backend`: its spec, and what its address names when it is a name
+/// (resolved at start, like a config file's).
+fn parse_backend(index: usize, text: &str) -> anyhow::Result<(BackendSpec, Option<Target>)> {
     let mut fields = text.split(',');
     let target = fields.next().unwrap_or_default();
     let (name, address) = match target.split_once('=') {
         Some((name, address)) => (name.to_string(), address),
         None => (format!("backend-{}", index + 1), target),
     };
-    let address: SocketAddr =
-        address.parse().with_context(|| format!("--backend '{text}': '{address}' is not HOST:PORT"))?;
+    let (address, named) = match address.parse::<SocketAddr>() {
+        Ok(address) => (address, None),
+        Err(_) => match Target::parse(address) {
+            Some(target) => (SocketAddr::from(([0, 0, 0, 0], 0)), Some(target)),
+            None => bail!("--backend '{text}': '{address}' is not IP:PORT, NAME:PORT or an SRV name"),
+        },
+    };
     let mut spec = BackendSpec::new(name, address);
     for field in fields {
         match field.split_once('=') {
@@ -516,7 +541,7 @@ fn parse_backend(index: usize, text: &str) -> anyhow::Result<BackendSpec> {
     if let Some((field, message)) = spec.problems().into_iter().next() {
         bail!("--backend '{text}': {field} {message}");
     }
-    Ok(spec)
+    Ok((spec, named))
 }
 
 #[cfg(test)]
@@ -604,10 +629,23 @@ mod tests {
 
     #[test]
     fn backends_take_a_concurrency_cap_and_a_bounded_weight() {
-        let spec = parse_backend(0, "api=127.0.0.1:9001,weight=3,max_concurrent=50,h2").unwrap();
+        let (spec, named) = parse_backend(0, "api=127.0.0.1:9001,weight=3,max_concurrent=50,h2").unwrap();
         assert_eq!((spec.name.as_str(), spec.weight, spec.max_concurrent), ("api", 3, Some(50)));
-        assert_eq!(spec.protocol, BackendProtocol::Http2);
+        assert_eq!((spec.protocol, named), (BackendProtocol::Http2, None));
         assert!(parse_backend(0, "127.0.0.1:9001,max_concurrent=0").is_err());
         assert!(parse_backend(0, "127.0.0.1:9001,weight=10001").unwrap_err().to_string().contains("10000"));
+    }
+
+    #[test]
+    fn a_backend_flag_may_name_a_host_or_an_srv_record_for_discovery() {
+        let args =
+            Run::try_parse_from(["run", "--backend", "a=127.0.0.1:1", "--backend", "api=api.internal:80,weight=2"]);
+        let options = options_from_flags(args.unwrap().args).unwrap();
+        assert_eq!(options.backends.len(), 1, "the name is resolved at start, not here");
+        let sources = &options.discovery.groups[DEFAULT_UPSTREAM];
+        assert_eq!(sources.named[0].target, Target::Host { host: "api.internal".into(), port: 80 });
+        assert_eq!((sources.named[0].template.weight, sources.fixed.len()), (2, 1));
+        let error = parse_backend(0, "web=nowhere").unwrap_err().to_string();
+        assert!(error.contains("not IP:PORT, NAME:PORT or an SRV name"), "{error}");
     }
 }

@@ -146,7 +146,7 @@ impl Lookups {
     }
 
     async fn addresses(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), String> {
-        let lookup = self.resolver.lookup_ip(host).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        let lookup = self.resolver.lookup_ip(host).await.map_err(|e| failed(host, "A or AAAA", &e))?;
         let mut addresses: Vec<IpAddr> = lookup.iter().collect();
         addresses.sort();
         addresses.dedup();
@@ -154,7 +154,7 @@ impl Lookups {
     }
 
     async fn srv(&self, template: &BackendSpec, name: &str) -> Result<(Vec<BackendSpec>, Duration), String> {
-        let lookup = self.resolver.srv_lookup(name).await.map_err(|e| format!("cannot resolve {name}: {e}"))?;
+        let lookup = self.resolver.srv_lookup(name).await.map_err(|e| failed(name, "SRV", &e))?;
         let records: Vec<_> = lookup
             .answers()
             .iter()
@@ -186,6 +186,16 @@ impl Lookups {
         backends.sort_by(|a, b| a.name.cmp(&b.name));
         backends.dedup_by(|a, b| a.name == b.name);
         Ok((backends, ttl))
+    }
+}
+
+/// Why a lookup of `name` failed, in words: hickory's own message for a
+/// missing record spells out its query structure.
+fn failed(name: &str, records: &str, error: &hickory_resolver::net::NetError) -> String {
+    if error.is_no_records_found() {
+        format!("{name} has no {records} records")
+    } else {
+        format!("cannot resolve {name}: {error}")
     }
 }
 
