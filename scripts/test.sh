@@ -11,9 +11,10 @@ export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 # Debian packages the tests drive: promtool checks /metrics and the alert
 # rules; curl and openssl are the real TLS clients of the HTTPS tests;
 # systemd-analyze verifies the systemd unit; dnsmasq is the DNS server of the
-# discovery tests and redis-server the store of the fleet-wide rate limit.
+# discovery tests and redis-server the store of the fleet-wide rate limit;
+# chromium shows the dashboard to the browser test.
 missing=()
-for tool in promtool:prometheus curl:curl openssl:openssl systemd-analyze:systemd dnsmasq:dnsmasq-base redis-server:redis-server; do
+for tool in promtool:prometheus curl:curl openssl:openssl systemd-analyze:systemd dnsmasq:dnsmasq-base redis-server:redis-server chromium:chromium; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -27,6 +28,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 echo "setup: $(promtool --version 2>&1 | head -1); $(curl --version | head -1 | cut -d' ' -f1-2); $(openssl version)"
 echo "setup: $(dnsmasq --version | head -1 | cut -d' ' -f1-3); $(redis-server --version | cut -d' ' -f1-3)"
+
+# playwright-core (npm, pinned by tests/browser/package-lock.json) drives
+# chromium in the dashboard test.
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "setup: installing playwright-core (npm) for the browser test"
+    npm ci --prefix tests/browser --no-audit --no-fund --silent
+fi
 
 # The Python h2 package: the HTTP/2 hostile-client test frames its attacks with it.
 if ! python3 -c 'import h2' >/dev/null 2>&1; then

@@ -3,6 +3,8 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
+//! | `GET /` | the dashboard: a page (no data without the token) drawn from `GET /events` |
+//! | `GET /events` | server-sent events: `stats` every second (every upstream and backend, rates, p50/p99), and `eligibility`, `breaker`, `ejection`, `drain`, `membership`, `swap`, `reload` as they happen |
 //! | `GET /status` | picker (identity, health, counters), admission control, every backend's live numbers, and each discovered source (DNS, SRV, file: its backends, last success, last error) |
 //! | `GET /snapshot` | everything an operator reads: request counters, picker, backends, access log |
 //! | `GET /metrics` | Prometheus text exposition |
@@ -48,6 +50,8 @@ use tokio::net::TcpListener;
 use std::net::SocketAddr;
 
 use crate::config::reload::{ReloadError, Reloader};
+use crate::dashboard::{EventStream, Events, PAGE};
+use http_body_util::Either;
 use veer_data_plane::admission::AdmissionSnapshot;
 use veer_data_plane::health::BackendHealth;
 use veer_data_plane::observe::snapshot::{PickerSnapshot, picker_snapshot, snapshot};
@@ -107,7 +111,12 @@ pub struct Admin {
     token: Option<String>,
     /// Where `PUT /picker` may load component files from, canonical.
     plugin_dirs: Vec<PathBuf>,
+    /// The live stream of `GET /events`.
+    events: Arc<Events>,
 }
+
+/// An admin answer: JSON or text at once, or the event stream.
+pub type AdminBody = Either<Full<Bytes>, EventStream>;
 
 /// `POST /backends`.
 #[derive(serde::Deserialize)]
@@ -190,7 +199,7 @@ impl Admin {
         plugin_dirs: Vec<PathBuf>,
     ) -> Arc<Admin> {
         let plugin_dirs = plugin_dirs.iter().filter_map(|dir| dir.canonicalize().ok()).collect();
-        Arc::new(Admin { proxy, reloader, token, plugin_dirs })
+        Arc::new(Admin { proxy, reloader, token, plugin_dirs, events: Events::new() })
     }
 
     /// Whether the admin API may load `source`: a built-in, the host's round
@@ -213,9 +222,12 @@ impl Admin {
     /// Serves the admin API on `listener` until `shutdown` completes.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let events = self.events.clone().run(self.proxy.clone(), self.reloader.clone(), std::future::pending());
+        tokio::pin!(events);
         loop {
             let (stream, _) = tokio::select! {
                 accepted = veer_data_plane::net::accept(&listener, "admin") => accepted,
+                () = &mut events => return,
                 () = &mut shutdown => return,
             };
             let admin = self.clone();
@@ -230,7 +242,29 @@ impl Admin {
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<AdminBody> {
+        // The page holds no data: it asks for the token before it reads any.
+        if request.method() == Method::GET && matches!(request.uri().path(), "/" | "/index.html") {
+            let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(PAGE.as_bytes()))));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                ),
+            );
+            return response;
+        }
+        if request.method() == Method::GET && request.uri().path() == "/favicon.ico" {
+            let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            return response;
+        }
+        self.handle_data(request).await
+    }
+
+    async fn handle_data(&self, request: Request<Incoming>) -> Response<AdminBody> {
         if let Some(token) = &self.token {
             let given = request
                 .headers()
@@ -242,11 +276,13 @@ impl Admin {
                 // Orchestrators' probes carry no secrets: they get the status, never the details.
                 if request.method() == Method::GET {
                     match request.uri().path() {
-                        "/healthz" => return json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
+                        "/healthz" => {
+                            return json(StatusCode::OK, &serde_json::json!({ "status": "alive" })).map(Either::Left);
+                        }
                         "/readyz" => {
                             let status = readyz(&self.proxy).status();
                             let word = if status.is_success() { "ready" } else { "not ready" };
-                            return json(status, &serde_json::json!({ "status": word }));
+                            return json(status, &serde_json::json!({ "status": word })).map(Either::Left);
                         }
                         _ => {}
                     }
@@ -254,10 +290,17 @@ impl Admin {
                 let mut response =
                     error(StatusCode::UNAUTHORIZED, "missing or wrong token; send Authorization: Bearer TOKEN");
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-                return response;
+                return response.map(Either::Left);
             }
         }
-        route(self, request).await
+        if request.method() == Method::GET && request.uri().path() == "/events" {
+            let mut response = Response::new(Either::Right(self.events.subscribe()));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+            headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+            return response;
+        }
+        route(self, request).await.map(Either::Left)
     }
 }
 
@@ -356,7 +399,8 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         (
             _,
             "/status" | "/snapshot" | "/metrics" | "/healthz" | "/readyz" | "/health" | "/picker" | "/backends"
-            | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary" | "/upstreams" | "/routes" | "/listeners",
+            | "/events" | "/ejected" | "/config" | "/reload" | "/selftest" | "/canary" | "/upstreams" | "/routes"
+            | "/listeners",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}; try GET /status")),
     }

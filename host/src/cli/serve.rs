@@ -414,7 +414,7 @@ async fn serve_until_signal(
     }
     println!("veer: proxy on http://{}", running.proxy_addr);
     if let Some(admin) = running.admin_addr {
-        println!("veer: admin API on http://{admin}/status");
+        println!("veer: admin API on http://{admin}/status, dashboard on http://{admin}/");
     }
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let reloader = running.reloader.clone();
@@ -481,6 +481,7 @@ async fn serve_demo(
         backend_tls: None,
         discovery: Default::default(),
     };
+    println!("veer demo: dashboard on http://{admin}/  (open it in a browser)");
     println!("veer demo: try  curl -i http://{listen}/   and   curl http://{admin}/status");
     println!("veer demo: metrics  curl http://{admin}/metrics   snapshot  curl http://{admin}/snapshot");
     println!(

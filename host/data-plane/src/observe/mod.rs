@@ -288,6 +288,29 @@ impl Metrics {
         self.requests.iter().flatten().map(IntCounter::get).sum()
     }
 
+    /// Every answered request's duration so far, all classes together, as
+    /// cumulative bucket counts by upper bound in seconds (the last bound is
+    /// infinite): two readings' difference is a window's distribution.
+    pub fn request_duration_buckets(&self) -> Vec<(f64, u64)> {
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        for histogram in &self.request_seconds {
+            let metric = prometheus::core::Metric::metric(histogram);
+            let proto = metric.get_histogram();
+            for (i, bucket) in proto.get_bucket().iter().enumerate() {
+                match buckets.get_mut(i) {
+                    Some(entry) => entry.1 += bucket.cumulative_count(),
+                    None => buckets.push((bucket.upper_bound(), bucket.cumulative_count())),
+                }
+            }
+            let total = proto.get_sample_count();
+            match buckets.iter_mut().find(|(bound, _)| bound.is_infinite()) {
+                Some(entry) => entry.1 += total,
+                None => buckets.push((f64::INFINITY, total)),
+            }
+        }
+        buckets
+    }
+
     /// Client requests answered so far, by status class (`"2xx"` ...).
     pub fn requests_by_class(&self) -> [(&'static str, u64); 5] {
         let mut counts = STATUS_CLASSES.map(|class| (class, 0));
