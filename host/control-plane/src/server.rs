@@ -17,6 +17,7 @@ use veer_data_plane::admission::{Admission, InvalidAdmissionConfig};
 pub use crate::config::{CanaryOptions, ServerOptions};
 use veer_data_plane::health::InvalidHealthConfig;
 use veer_data_plane::observe::access_log::AccessLog;
+use veer_data_plane::observe::trace::Tracer;
 use veer_data_plane::observe::{Metrics, snapshot};
 use veer_data_plane::proxy::Listener;
 use veer_data_plane::proxy::Proxy;
@@ -57,6 +58,9 @@ pub enum StartError {
     /// The routes do not compile over the upstream groups.
     #[error("invalid routes: {}", .0.iter().map(|p| format!("routes{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
     Routes(Vec<RouteProblem>),
+    /// The span exporter could not be built.
+    #[error("{0}")]
+    Tracing(String),
     /// A backend name or file could not be resolved.
     #[error("discovery: {0}")]
     Discovery(String),
@@ -195,7 +199,11 @@ pub async fn start_with(
         None => None,
     };
     let groups = routes.upstreams().to_vec();
-    let proxy = Proxy::new(routes, admission.clone(), options.proxy.clone(), metrics, access_log);
+    let tracer = match options.observe.tracing.clone() {
+        Some(config) => Some(Tracer::start(config, metrics.registrar()).map_err(StartError::Tracing)?),
+        None => None,
+    };
+    let proxy = Proxy::new(routes, admission.clone(), options.proxy.clone(), metrics, access_log, tracer);
     let listener = bind(options.listen, &mut handover).await?;
     let proxy_addr = listener.local_addr().map_err(|reason| StartError::Bind { address: options.listen, reason })?;
     let mut listeners = vec![listener_with_tls(DEFAULT_LISTENER, listener, options.listen_tls.as_ref())?];

@@ -141,6 +141,7 @@ impl ObserveArgs {
             }),
             dump: DumpConfig { path: self.metrics_dump.clone(), interval: Some(self.metrics_dump_interval) },
             advisory: AdvisoryConfig { rise_percent: self.latency_advisory_percent, ..AdvisoryConfig::default() },
+            tracing: None,
         })
     }
 }

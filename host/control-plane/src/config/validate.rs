@@ -293,6 +293,9 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
     {
         c.push("observe.access_log.sample", "must be between 0.0 and 1.0");
     }
+    for (key, message) in config.observe.tracing.iter().flat_map(|tracing| tracing.problems()) {
+        c.push(&format!("observe.tracing.{key}"), message);
+    }
     if config.upgrade.ready_timeout.is_zero() {
         c.push("upgrade.ready_timeout", "must be longer than 0s");
     }

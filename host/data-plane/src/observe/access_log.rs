@@ -128,6 +128,8 @@ pub struct Record {
     pub route: Option<RouteLabels>,
     /// Client address.
     pub client: SocketAddr,
+    /// The request's trace id (32 hex digits), when tracing is on.
+    pub trace_id: Option<String>,
 }
 
 /// How often the writer thread writes what has gathered.
@@ -306,6 +308,8 @@ impl LineFormatter {
         struct Line<'a> {
             time: &'a str,
             request_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            trace_id: Option<&'a str>,
             client: &'a str,
             method: &'a str,
             path: &'a str,
@@ -322,6 +326,7 @@ impl LineFormatter {
         let line = Line {
             time: &self.time,
             request_id: record.request_id.to_str().unwrap_or("-"),
+            trace_id: record.trace_id.as_deref(),
             client: &self.client,
             method: record.method.as_str(),
             path: record.target.as_str(),
@@ -343,9 +348,11 @@ impl LineFormatter {
         use std::io::Write as _;
         let _ = write!(
             self.line,
-            "{} request_id={} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} route={} upstream={} backend={} picker={} attempts={} fault={}",
+            "{} request_id={}{}{} client={} method={} path={:?} status={} bytes={} duration_ms={:.3} route={} upstream={} backend={} picker={} attempts={} fault={}",
             self.time,
             record.request_id.to_str().unwrap_or("-"),
+            if record.trace_id.is_some() { " trace_id=" } else { "" },
+            record.trace_id.as_deref().unwrap_or(""),
             self.client,
             record.method,
             record.target.as_str(),
@@ -408,6 +415,7 @@ mod tests {
             fault: None,
             route: Some(RouteLabels { route: "api".into(), upstream: "default".into() }),
             client: "127.0.0.1:5000".parse().unwrap(),
+            trace_id: None,
         }
     }
 
@@ -427,7 +435,11 @@ mod tests {
         assert_eq!(value["picker"], picker().info().name.as_str());
         assert_eq!(value["attempts"], 2);
         assert_eq!(value["client"], "127.0.0.1:5000");
+        assert!(value.get("trace_id").is_none(), "no trace id without tracing");
         assert!(line.ends_with('\n'));
+        let traced = Record { trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()), ..record(200) };
+        let line = String::from_utf8(formatter.format(&traced, LogFormat::Json).to_vec()).unwrap();
+        assert!(line.contains(r#""request_id":"abc","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736""#), "{line}");
         // The cached second moves on with the records.
         let later = Record { time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_007), ..record(200) };
         let line = String::from_utf8(formatter.format(&later, LogFormat::Json).to_vec()).unwrap();
@@ -442,6 +454,9 @@ mod tests {
         assert!(line.contains(" status=502 ") && line.contains(" backend=b1 "), "{line}");
         assert!(line.contains(" route=api upstream=default "), "{line}");
         assert!(line.contains(&format!(" picker={} ", picker().info().name)), "{line}");
+        let traced = Record { trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()), ..record(200) };
+        let line = String::from_utf8(formatter.format(&traced, LogFormat::Text).to_vec()).unwrap();
+        assert!(line.contains("request_id=abc trace_id=4bf92f3577b34da6a3ce929d0e0e4736 client="), "{line}");
     }
 
     fn start_log(level: LogLevel, sample: f64, queue: usize) -> (AccessLog, Arc<Metrics>, PathBuf) {

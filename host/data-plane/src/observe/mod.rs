@@ -10,6 +10,7 @@
 pub mod access_log;
 pub mod advisory;
 pub mod snapshot;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub struct ObserveConfig {
     pub dump: snapshot::DumpConfig,
     /// The latency advisory.
     pub advisory: advisory::AdvisoryConfig,
+    /// W3C Trace Context and OTLP spans; `None` (the default): off, at no cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<trace::TracingConfig>,
 }
 
 /// Method classes used as a label: the common methods, everything else as `OTHER`.

@@ -32,6 +32,7 @@ use super::observed::RequestGuard;
 use super::{Clients, OutgoingBody, Proxy, ProxyBody, mirror};
 use crate::fault::{BackendFault, ClientFault, Fault};
 use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
+use crate::observe::trace::TRACEPARENT;
 use crate::pool::{BackendProtocol, BackendState, Pool};
 use crate::routing::{Action, RequestHead, RouteTable, Target};
 use crate::upstream::Upstream;
@@ -242,12 +243,26 @@ impl Proxy {
                 self.metrics.retries.inc();
             }
             log.attempt(&picked.backend);
-            let outgoing = exchange
+            let mut outgoing = exchange
                 .outgoing(attempt, &picked.backend)
                 .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
+            if let Some(trace) = log.guard.trace_mut() {
+                let spec = &picked.backend.spec;
+                let traceparent = trace.attempt(attempt, &spec.name, spec.address, self.request_ids.next_random());
+                outgoing.headers_mut().insert(TRACEPARENT.clone(), traceparent);
+            }
             let sent_at = Instant::now();
             let response = clients.request(picked.backend.spec.protocol, upstream.tls().as_ref(), outgoing);
             let sent = self.send(response, &exchange.progress, deadline).await;
+            if let Some(trace) = log.guard.trace_mut() {
+                match &sent {
+                    Sent::Response(response) => trace.attempt_ended(Some(response.status().as_u16()), None),
+                    Sent::Failed(error) => {
+                        trace.attempt_ended(None, Some(Fault::Backend(error.fault()).reason().to_string()));
+                    }
+                    Sent::ClientFault(_) => trace.attempt_ended(None, Some("the client left".to_string())),
+                }
+            }
             let (choice, backend) = self.record(&picker, picked, &sent, sent_at.elapsed(), log.guard);
             exchange.exclude = Some(choice.backend);
             match sent {

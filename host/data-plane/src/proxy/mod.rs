@@ -162,6 +162,8 @@ pub struct Proxy {
     config: ProxyConfig,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
+    /// Continues traces and exports spans; `None`: tracing is off.
+    tracer: Option<Arc<crate::observe::trace::Tracer>>,
     budget: RetryBudget,
     request_ids: RequestIds,
     admission: Arc<Admission>,
@@ -274,6 +276,7 @@ impl Proxy {
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         access_log: Option<AccessLog>,
+        tracer: Option<Arc<crate::observe::trace::Tracer>>,
     ) -> Arc<Self> {
         let (listener_commands, inbox) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
@@ -284,6 +287,7 @@ impl Proxy {
             routes: ArcSwap::from_pointee(routes),
             metrics,
             access_log: access_log.map(Arc::new),
+            tracer,
             budget: RetryBudget::new(&config.retry),
             request_ids: RequestIds::default(),
             admission,
@@ -645,6 +649,10 @@ impl Proxy {
             client.address,
         );
         guard.hold(in_flight);
+        if let Some(tracer) = &self.tracer {
+            let trace = tracer.begin(&request, &request_id, || self.request_ids.next_random());
+            guard.trace(tracer.clone(), trace);
+        }
         if let Err(refused) = limits::check_request(&request, &self.config.limits) {
             self.metrics.request_refused(refused.status);
             let mut response = error_response(refused.status, refused.reason, &request_id);

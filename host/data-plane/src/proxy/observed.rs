@@ -22,6 +22,7 @@ use super::conn::InFlight;
 use crate::fault::{CLIENT_CLOSED_REQUEST, ClientFault, Fault};
 use crate::observe::Metrics;
 use crate::observe::access_log::{AccessLog, Record, RouteLabels};
+use crate::observe::trace::{RequestSummary, RequestTrace, Tracer};
 use crate::pool::BackendState;
 use veer_plugin_runtime::Picker;
 
@@ -52,6 +53,8 @@ pub struct RequestGuard {
     log: Option<LogContext>,
     /// Keeps the connection's read limits off while the request is answered.
     in_flight: Option<InFlight>,
+    /// The request's trace, when tracing is on.
+    trace: Option<(Arc<Tracer>, RequestTrace)>,
 }
 
 impl RequestGuard {
@@ -77,6 +80,7 @@ impl RequestGuard {
             fault: None,
             route: None,
             in_flight: None,
+            trace: None,
             log: log.map(|log| LogContext {
                 log: log.clone(),
                 time: SystemTime::now(),
@@ -100,9 +104,19 @@ impl RequestGuard {
         self.route = Some(names);
     }
 
-    /// Whether an access log wants the request's names (backend, picker).
+    /// Whether an access log or a trace wants the request's names (backend, picker).
     pub(super) fn logging(&self) -> bool {
-        self.log.is_some()
+        self.log.is_some() || self.trace.is_some()
+    }
+
+    /// Traces the request with `tracer` from now on.
+    pub(super) fn trace(&mut self, tracer: Arc<Tracer>, trace: RequestTrace) {
+        self.trace = Some((tracer, trace));
+    }
+
+    /// The request's trace, when tracing is on.
+    pub(super) fn trace_mut(&mut self) -> Option<&mut RequestTrace> {
+        self.trace.as_mut().map(|(_, trace)| trace)
     }
 
     /// Holds the connection's in-flight mark until the request is finished.
@@ -132,6 +146,17 @@ impl Drop for RequestGuard {
         });
         let duration = self.started.elapsed();
         self.metrics.request_finished(self.method_class, status, duration, self.route.as_ref());
+        let trace_id = self.trace.as_ref().map(|(_, trace)| trace.trace_id());
+        if let Some((tracer, trace)) = self.trace.take() {
+            let summary = RequestSummary {
+                status: status.as_u16(),
+                route: self.route.as_ref().map(|route| &*route.route),
+                upstream: self.route.as_ref().map(|route| &*route.upstream),
+                picker: self.picker.as_ref().map(|picker| picker.info().name.as_str()),
+                fault: self.fault.map(|fault| fault.label()),
+            };
+            tracer.finish(trace, summary);
+        }
         let Some(context) = self.log.take() else { return };
         if context.log.wants(status) {
             context.log.submit(Record {
@@ -148,6 +173,7 @@ impl Drop for RequestGuard {
                 fault: self.fault,
                 route: self.route.take(),
                 client: context.client,
+                trace_id,
             });
         }
     }
