@@ -5,6 +5,11 @@
 # backend, HTTP/1.1 keep-alive from h2load (4 connections).
 #
 #   bash bench/instructions.sh [REQUESTS]      # default 4000
+#   ONLY='veer' bash bench/instructions.sh      # only the targets whose name matches
+#
+# veer-traced has observe.tracing on without export (trace context continued
+# and passed on); veer-otlp also exports every request's spans over OTLP to a
+# local sink. Their difference to veer-native-rr is what tracing costs.
 #
 # - user-space instructions per request: the proxy runs under callgrind;
 #   after a warm-up its counters are zeroed (callgrind_control -z), REQUESTS
@@ -67,10 +72,30 @@ backend one
     server a 127.0.0.1:$BACKEND
 CONF
 
+SINK=$((BASE + 2))
+$VEER sim --backend "name=otlp-sink,port=$SINK,latency=0ms" >"$WORK/sink.log" 2>&1 &
+PIDS+=($!)
+wait_port "$SINK"
+traced_config() { # file, tracing settings
+    cat >"$1" <<CONF
+listen: 127.0.0.1:$PORT
+admin: {listen: 127.0.0.1:$ADMIN}
+proxy: {workers: 1}
+reload: {watch: false}
+picker: {source: "native:round-robin"}
+backends: [{name: a, address: "127.0.0.1:$BACKEND"}]
+observe: {tracing: $2}
+CONF
+}
+traced_config "$WORK/traced.yaml" "{}"
+traced_config "$WORK/otlp.yaml" "{otlp_endpoint: \"http://127.0.0.1:$SINK/v1/traces\"}"
+
 # name | command (listening on $PORT)
 TARGETS=(
     "veer-native-rr|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker native:round-robin --backend a=127.0.0.1:$BACKEND"
     "veer-wasm-rr|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker builtin:round-robin --backend a=127.0.0.1:$BACKEND"
+    "veer-traced|$VEER run --config $WORK/traced.yaml"
+    "veer-otlp|$VEER run --config $WORK/otlp.yaml"
     "nginx|nginx -c $WORK/nginx.conf"
     "haproxy|haproxy -db -f $WORK/haproxy.cfg"
 )
@@ -124,8 +149,11 @@ syscalls() { # command...: system calls per request
 
 printf "%-16s %14s %14s\n" target "instr/request" "syscalls/req"
 declare -A IR SC
+MEASURED=()
 for target in "${TARGETS[@]}"; do
     IFS='|' read -r name command <<<"$target"
+    [[ -n ${ONLY:-} && ! $name =~ $ONLY ]] && continue
+    MEASURED+=("$name")
     read -ra argv <<<"$command"
     IR[$name]=$(instructions "${argv[@]}")
     SC[$name]=$(syscalls "${argv[@]}")
@@ -133,10 +161,11 @@ for target in "${TARGETS[@]}"; do
 done
 echo
 echo "$REQUESTS requests (syscalls: $REQUESTS and $((3 * REQUESTS))), one worker each, h2load --h1 -c 4, one 0 ms backend:"
-echo "| target | instructions per request | vs nginx | system calls per request | vs nginx |"
+PEER=nginx
+[[ -n ${IR[nginx]:-} ]] || PEER=${MEASURED[0]}
+echo "| target | instructions per request | vs $PEER | system calls per request | vs $PEER |"
 echo "| --- | ---: | ---: | ---: | ---: |"
-for target in "${TARGETS[@]}"; do
-    name=${target%%|*}
-    awk -v t="$name" -v i="${IR[$name]}" -v s="${SC[$name]}" -v ni="${IR[nginx]}" -v ns="${SC[nginx]}" \
+for name in "${MEASURED[@]}"; do
+    awk -v t="$name" -v i="${IR[$name]}" -v s="${SC[$name]}" -v ni="${IR[$PEER]}" -v ns="${SC[$PEER]}" \
         'BEGIN { printf "| %s | %d | %.2fx | %.2f | %.2fx |\n", t, i, i / ni, s, s / ns }'
 done

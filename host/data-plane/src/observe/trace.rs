@@ -118,7 +118,8 @@ impl TracingConfig {
     }
 }
 
-/// One request's trace: its context, its span and its attempts'.
+/// One request's trace: its context, and what its spans need when they
+/// are exported.
 #[derive(Debug)]
 pub struct RequestTrace {
     trace_id: [u8; 16],
@@ -126,6 +127,14 @@ pub struct RequestTrace {
     parent: Option<[u8; 8]>,
     span: [u8; 8],
     sampled: bool,
+    /// Kept only for a sampled request whose spans are exported: passing
+    /// the context on costs no allocation.
+    recorded: Option<Box<Recorded>>,
+}
+
+/// What a request's spans are made of.
+#[derive(Debug)]
+struct Recorded {
     state: Option<HeaderValue>,
     start: SystemTime,
     attempts: Vec<AttemptSpan>,
@@ -145,7 +154,7 @@ struct AttemptSpan {
     number: u32,
     retry_reason: Option<String>,
     status: Option<u16>,
-    error: Option<String>,
+    error: Option<&'static str>,
 }
 
 /// What a finished request adds to its span.
@@ -169,31 +178,38 @@ impl RequestTrace {
         hex(&self.trace_id)
     }
 
+    /// Whether its spans will be exported (so its names are wanted).
+    pub fn is_recorded(&self) -> bool {
+        self.recorded.is_some()
+    }
+
     /// An attempt starts: its `traceparent` for the backend.
     pub fn attempt(&mut self, number: u32, backend: &str, address: SocketAddr, span: u64) -> HeaderValue {
-        let retry_reason = self.attempts.last().map(|last| match (&last.error, last.status) {
-            (Some(error), _) => format!("error: {error}"),
-            (None, Some(status)) => format!("status {status}"),
-            (None, None) => "no answer".to_string(),
-        });
-        let span = span.to_be_bytes();
-        self.attempts.push(AttemptSpan {
-            span,
-            start: SystemTime::now(),
-            end: None,
-            backend: backend.to_string(),
-            address,
-            number,
-            retry_reason,
-            status: None,
-            error: None,
-        });
+        let span = span.max(1).to_be_bytes();
+        if let Some(recorded) = &mut self.recorded {
+            let retry_reason = recorded.attempts.last().map(|last| match (last.error, last.status) {
+                (Some(error), _) => format!("error: {error}"),
+                (None, Some(status)) => format!("status {status}"),
+                (None, None) => "no answer".to_string(),
+            });
+            recorded.attempts.push(AttemptSpan {
+                span,
+                start: SystemTime::now(),
+                end: None,
+                backend: backend.to_string(),
+                address,
+                number,
+                retry_reason,
+                status: None,
+                error: None,
+            });
+        }
         traceparent(&self.trace_id, &span, self.sampled)
     }
 
     /// The attempt started last ended with `status`, or `error`.
-    pub fn attempt_ended(&mut self, status: Option<u16>, error: Option<String>) {
-        if let Some(attempt) = self.attempts.last_mut() {
+    pub fn attempt_ended(&mut self, status: Option<u16>, error: Option<&'static str>) {
+        if let Some(attempt) = self.recorded.as_mut().and_then(|recorded| recorded.attempts.last_mut()) {
             attempt.end = Some(SystemTime::now());
             attempt.status = status;
             attempt.error = error;
@@ -251,7 +267,6 @@ impl Tracer {
         mut random: impl FnMut() -> u64,
     ) -> RequestTrace {
         let headers = request.headers();
-        let state = headers.get(&TRACESTATE).cloned();
         let (trace_id, parent, sampled) = match headers.get(&TRACEPARENT).and_then(parse_traceparent) {
             Some((trace_id, parent, sampled)) => (trace_id, Some(parent), sampled),
             None => {
@@ -260,26 +275,25 @@ impl Tracer {
                 (id, None, draw < self.config.sample_ratio)
             }
         };
-        RequestTrace {
-            trace_id,
-            parent,
-            span: random().max(1).to_be_bytes(),
-            sampled,
-            state: if parent.is_some() { state } else { None },
-            start: SystemTime::now(),
-            attempts: Vec::new(),
-            method: request.method().clone(),
-            path: request.uri().path().to_string(),
-            request_id: request_id.clone(),
-        }
+        let recorded = (sampled && self.queue.is_some()).then(|| {
+            Box::new(Recorded {
+                state: if parent.is_some() { headers.get(&TRACESTATE).cloned() } else { None },
+                start: SystemTime::now(),
+                attempts: Vec::new(),
+                method: request.method().clone(),
+                path: request.uri().path().to_string(),
+                request_id: request_id.clone(),
+            })
+        });
+        RequestTrace { trace_id, parent, span: random().max(1).to_be_bytes(), sampled, recorded }
     }
 
     /// The request is answered: its spans go to the export queue, when it
     /// is sampled and spans are exported.
     pub fn finish(&self, trace: RequestTrace, summary: RequestSummary<'_>) {
-        let Some(queue) = self.queue.as_ref().filter(|_| trace.sampled) else { return };
+        let (Some(queue), Some(recorded)) = (&self.queue, trace.recorded) else { return };
         let end = SystemTime::now();
-        let state = trace
+        let state = recorded
             .state
             .as_ref()
             .and_then(|v| v.to_str().ok())
@@ -290,11 +304,11 @@ impl Tracer {
             SpanContext::new(trace_id, SpanId::from_bytes(span), TraceFlags::SAMPLED, false, state.clone())
         };
         let mut attributes = vec![
-            KeyValue::new("http.request.method", trace.method.to_string()),
-            KeyValue::new("url.path", trace.path.clone()),
+            KeyValue::new("http.request.method", recorded.method.to_string()),
+            KeyValue::new("url.path", recorded.path.clone()),
             KeyValue::new("http.response.status_code", i64::from(summary.status)),
-            KeyValue::new("veer.request_id", trace.request_id.to_str().unwrap_or("").to_string()),
-            KeyValue::new("veer.attempts", trace.attempts.len() as i64),
+            KeyValue::new("veer.request_id", recorded.request_id.to_str().unwrap_or("").to_string()),
+            KeyValue::new("veer.attempts", recorded.attempts.len() as i64),
         ];
         let optional =
             [("veer.route", summary.route), ("veer.upstream", summary.upstream), ("veer.picker", summary.picker)];
@@ -304,8 +318,8 @@ impl Tracer {
             attributes.push(KeyValue::new("veer.fault", fault.to_string()));
         }
         let name = match summary.route {
-            Some(route) => format!("{} {route}", trace.method),
-            None => trace.method.to_string(),
+            Some(route) => format!("{} {route}", recorded.method),
+            None => recorded.method.to_string(),
         };
         let request = self.span(
             context(trace.span),
@@ -313,12 +327,12 @@ impl Tracer {
             trace.parent.is_some(),
             SpanKind::Server,
             name,
-            (trace.start, end),
+            (recorded.start, end),
             attributes,
             if failed { Status::error(format!("answered {}", summary.status)) } else { Status::Unset },
         );
         let mut spans = vec![request];
-        for attempt in &trace.attempts {
+        for attempt in &recorded.attempts {
             let mut attributes = vec![
                 KeyValue::new("veer.backend", attempt.backend.clone()),
                 KeyValue::new("server.address", attempt.address.ip().to_string()),
@@ -334,10 +348,10 @@ impl Tracer {
             if let Some(status) = attempt.status {
                 attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
             }
-            let status = match (&attempt.error, attempt.status) {
+            let status = match (attempt.error, attempt.status) {
                 (Some(error), _) => {
-                    attributes.push(KeyValue::new("error.type", error.clone()));
-                    Status::error(error.clone())
+                    attributes.push(KeyValue::new("error.type", error));
+                    Status::error(error)
                 }
                 (None, Some(status)) if status >= 500 => Status::error(format!("status {status}")),
                 _ => Status::Unset,
@@ -435,10 +449,20 @@ async fn export(
     }
 }
 
-/// `00-TRACE-SPAN-FLAGS` for the backend.
+/// `00-TRACE-SPAN-FLAGS` for the backend, written in place.
 fn traceparent(trace_id: &[u8; 16], span: &[u8; 8], sampled: bool) -> HeaderValue {
-    let text = format!("00-{}-{}-{}", hex(trace_id), hex(span), if sampled { "01" } else { "00" });
-    HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for (i, byte) in trace_id.iter().chain(span).enumerate() {
+        // The span's digits start after the second dash.
+        let at = 3 + i * 2 + usize::from(i >= 16);
+        text[at] = DIGITS[usize::from(byte >> 4)];
+        text[at + 1] = DIGITS[usize::from(byte & 15)];
+    }
+    if sampled {
+        text[54] = b'1';
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits and dashes are a valid header value")
 }
 
 /// A `traceparent` header: its trace id, parent span and sampled flag, or
@@ -524,7 +548,10 @@ mod tests {
     #[tokio::test]
     async fn a_valid_caller_is_continued_and_anything_else_starts_a_trace() {
         let registry = prometheus::Registry::new();
-        let tracer = Tracer::start(TracingConfig::default(), Registrar::new(&registry)).unwrap();
+        // An endpoint nobody listens on: spans are recorded (and fail to export, unseen here).
+        let config =
+            TracingConfig { otlp_endpoint: Some("http://127.0.0.1:9/v1/traces".into()), ..TracingConfig::default() };
+        let tracer = Tracer::start(config, Registrar::new(&registry)).unwrap();
         let mut counter = 0u64;
         let mut random = || {
             counter += 1;
@@ -540,13 +567,20 @@ mod tests {
         let outgoing = trace.attempt(0, "a", "127.0.0.1:1".parse().unwrap(), 0xabc);
         assert_eq!(outgoing, "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01");
         trace.attempt_ended(Some(503), None);
+        let untraced = Tracer::start(TracingConfig::default(), Registrar::new(&prometheus::Registry::new())).unwrap();
+        let mut passed_on = untraced.begin(&request, &id, &mut random);
+        assert!(!passed_on.is_recorded(), "without an endpoint nothing is kept for spans");
+        let header = passed_on.attempt(0, "a", "127.0.0.1:1".parse().unwrap(), 0xabc);
+        assert_eq!(header, "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01", "but the context passes on");
         trace.attempt(1, "b", "127.0.0.1:2".parse().unwrap(), 0xdef);
-        assert_eq!(trace.attempts[1].retry_reason.as_deref(), Some("status 503"));
+        let recorded = trace.recorded.as_ref().unwrap();
+        assert_eq!(recorded.attempts[1].retry_reason.as_deref(), Some("status 503"));
 
         request.headers_mut().insert(&TRACEPARENT, value("00-garbage"));
         let fresh = tracer.begin(&request, &id, &mut random);
         assert_ne!(fresh.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert!(fresh.parent.is_none() && fresh.state.is_none(), "a new trace carries no caller state");
+        assert!(fresh.parent.is_none(), "a new trace has no parent");
+        assert!(fresh.recorded.as_ref().unwrap().state.is_none(), "nor the caller's state");
         assert!(fresh.sampled, "sample_ratio 1");
     }
 }

@@ -257,10 +257,8 @@ impl Proxy {
             if let Some(trace) = log.guard.trace_mut() {
                 match &sent {
                     Sent::Response(response) => trace.attempt_ended(Some(response.status().as_u16()), None),
-                    Sent::Failed(error) => {
-                        trace.attempt_ended(None, Some(Fault::Backend(error.fault()).reason().to_string()));
-                    }
-                    Sent::ClientFault(_) => trace.attempt_ended(None, Some("the client left".to_string())),
+                    Sent::Failed(error) => trace.attempt_ended(None, Some(Fault::Backend(error.fault()).reason())),
+                    Sent::ClientFault(_) => trace.attempt_ended(None, Some("the client left")),
                 }
             }
             let (choice, backend) = self.record(&picker, picked, &sent, sent_at.elapsed(), log.guard);

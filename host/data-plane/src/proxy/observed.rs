@@ -106,7 +106,7 @@ impl RequestGuard {
 
     /// Whether an access log or a trace wants the request's names (backend, picker).
     pub(super) fn logging(&self) -> bool {
-        self.log.is_some() || self.trace.is_some()
+        self.log.is_some() || self.trace.as_ref().is_some_and(|(_, trace)| trace.is_recorded())
     }
 
     /// Traces the request with `tracer` from now on.
@@ -146,7 +146,7 @@ impl Drop for RequestGuard {
         });
         let duration = self.started.elapsed();
         self.metrics.request_finished(self.method_class, status, duration, self.route.as_ref());
-        let trace_id = self.trace.as_ref().map(|(_, trace)| trace.trace_id());
+        let trace_id = self.log.as_ref().and(self.trace.as_ref()).map(|(_, trace)| trace.trace_id());
         if let Some((tracer, trace)) = self.trace.take() {
             let summary = RequestSummary {
                 status: status.as_u16(),
