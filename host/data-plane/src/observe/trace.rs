@@ -15,8 +15,10 @@
 //!   a client span per attempt (backend, address, attempt number, why it was
 //!   retried, its status or error). veer builds the spans itself (it already
 //!   knows every time and outcome) and a task exports them in batches with
-//!   the OpenTelemetry OTLP exporter, so a request pays for pushing one
-//!   record onto a bounded queue; a full queue drops spans and counts them.
+//!   the OpenTelemetry OTLP exporter. A request appends its spans to a
+//!   bounded batch under a lock and wakes nobody (the task takes the batch
+//!   whole every `export_interval`, as the access log's writer does); a full
+//!   batch drops spans and counts them.
 //!
 //! The trace id is in the access log beside the request id.
 
@@ -221,7 +223,8 @@ impl RequestTrace {
 #[derive(Debug)]
 pub struct Tracer {
     config: TracingConfig,
-    queue: Option<tokio::sync::mpsc::Sender<SpanData>>,
+    /// Spans waiting for the export task; `None` when none are exported.
+    pending: Option<Arc<Pending>>,
     spans: IntCounterVec,
     scope: InstrumentationScope,
 }
@@ -235,7 +238,7 @@ impl Tracer {
             "Spans by what became of them: exported, failed (the collector refused or did not answer), dropped (the queue was full).",
             &["result"],
         );
-        let queue = match &config.otlp_endpoint {
+        let pending = match &config.otlp_endpoint {
             Some(endpoint) => {
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
@@ -248,14 +251,14 @@ impl Tracer {
                     .with_headers(config.headers.clone().into_iter().collect())
                     .build()
                     .map_err(|e| format!("observe.tracing: the OTLP exporter: {e}"))?;
-                let (sender, receiver) = tokio::sync::mpsc::channel(config.max_queued_spans);
-                tokio::spawn(export(exporter, receiver, config.clone(), spans.clone()));
-                Some(sender)
+                let pending = Arc::new(Pending::default());
+                tokio::spawn(export(exporter, pending.clone(), config.clone(), spans.clone()));
+                Some(pending)
             }
             None => None,
         };
         let scope = InstrumentationScope::builder("veer").with_version(env!("CARGO_PKG_VERSION")).build();
-        Ok(Arc::new(Tracer { config, queue, spans, scope }))
+        Ok(Arc::new(Tracer { config, pending, spans, scope }))
     }
 
     /// A request's trace: the caller's continued when its `traceparent` is
@@ -275,7 +278,7 @@ impl Tracer {
                 (id, None, draw < self.config.sample_ratio)
             }
         };
-        let recorded = (sampled && self.queue.is_some()).then(|| {
+        let recorded = (sampled && self.pending.is_some()).then(|| {
             Box::new(Recorded {
                 state: if parent.is_some() { headers.get(&TRACESTATE).cloned() } else { None },
                 start: SystemTime::now(),
@@ -291,7 +294,7 @@ impl Tracer {
     /// The request is answered: its spans go to the export queue, when it
     /// is sampled and spans are exported.
     pub fn finish(&self, trace: RequestTrace, summary: RequestSummary<'_>) {
-        let (Some(queue), Some(recorded)) = (&self.queue, trace.recorded) else { return };
+        let (Some(pending), Some(recorded)) = (&self.pending, trace.recorded) else { return };
         let end = SystemTime::now();
         let state = recorded
             .state
@@ -367,11 +370,13 @@ impl Tracer {
                 status,
             ));
         }
-        for span in spans {
-            if queue.try_send(span).is_err() {
-                self.spans.with_label_values(&["dropped"]).inc();
-            }
+        let mut batch = pending.spans.lock();
+        let room = self.config.max_queued_spans.saturating_sub(batch.len());
+        if spans.len() > room {
+            self.spans.with_label_values(&["dropped"]).inc_by((spans.len() - room) as u64);
+            spans.truncate(room);
         }
+        batch.append(&mut spans);
     }
 
     #[allow(clippy::too_many_arguments, reason = "a span's fields, each named at the call")]
@@ -404,38 +409,35 @@ impl Tracer {
     }
 }
 
-/// Sends queued spans in batches every `export_interval` (or sooner, once
-/// 512 wait) until the tracer is gone.
+/// Spans waiting for export.
+#[derive(Debug, Default)]
+struct Pending {
+    spans: parking_lot::Mutex<Vec<SpanData>>,
+}
+
+/// Takes the pending spans every `export_interval` and sends them, 512 to a
+/// request, until the tracer is gone (then once more).
 async fn export(
     mut exporter: opentelemetry_otlp::SpanExporter,
-    mut receiver: tokio::sync::mpsc::Receiver<SpanData>,
+    pending: Arc<Pending>,
     config: TracingConfig,
     spans: IntCounterVec,
 ) {
     const BATCH: usize = 512;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(config.service_name.clone()).build();
     exporter.set_resource(&resource);
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut ticker = tokio::time::interval(config.export_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let flush = tokio::time::sleep(config.export_interval);
-        tokio::pin!(flush);
-        let open = loop {
-            tokio::select! {
-                () = &mut flush => break true,
-                span = receiver.recv() => match span {
-                    Some(span) => {
-                        batch.push(span);
-                        if batch.len() >= BATCH {
-                            break true;
-                        }
-                    }
-                    None => break false,
-                },
-            }
-        };
-        if !batch.is_empty() {
+        ticker.tick().await;
+        // The tracer gone, this is the last round.
+        let open = Arc::strong_count(&pending) > 1;
+        let taken = std::mem::take(&mut *pending.spans.lock());
+        let mut taken = taken.into_iter().peekable();
+        while taken.peek().is_some() {
+            let batch: Vec<SpanData> = taken.by_ref().take(BATCH).collect();
             let count = batch.len() as u64;
-            match exporter.export(std::mem::take(&mut batch)).await {
+            match exporter.export(batch).await {
                 Ok(()) => spans.with_label_values(&["exported"]).inc_by(count),
                 Err(error) => {
                     spans.with_label_values(&["failed"]).inc_by(count);
