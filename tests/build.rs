@@ -1,6 +1,6 @@
 //! Builds the Wasm plugins that only the tests load: the hostile plugin
-//! (`plugins/hostile`), a plugin built against the released 0.1.0 contract
-//! (`plugins/contract-0.1.0`) and the example plugin (`examples/affinity-plugin`).
+//! (`plugins/hostile`), plugins built against the released 0.1.0 and 0.1.1
+//! contracts (`plugins/contract-0.1.*`) and the example plugin (`examples/affinity-plugin`).
 
 #[path = "../host/plugin-runtime/build/wasm_plugins.rs"]
 mod wasm_plugins;
@@ -19,7 +19,12 @@ fn main() {
     );
     wasm_plugins::build(
         &workspace,
-        &["veer-test-plugin-hostile", "veer-test-plugin-contract-0-1-0", "veer-example-affinity"],
+        &[
+            "veer-test-plugin-hostile",
+            "veer-test-plugin-contract-0-1-0",
+            "veer-test-plugin-contract-0-1-1",
+            "veer-example-affinity",
+        ],
         &out_dir,
     );
 }

@@ -8,6 +8,11 @@ pub const HOSTILE_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer
 pub const CONTRACT_0_1_0_PLUGIN: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/veer_test_plugin_contract_0_1_0.wasm"));
 
+/// A picker built against the released `veer:picker@0.1.1` contract, using
+/// its addition `host.in-flight` (see `plugins/contract-0.1.1`).
+pub const CONTRACT_0_1_1_PLUGIN: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/veer_test_plugin_contract_0_1_1.wasm"));
+
 /// The example affinity plugin's component bytes (see `examples/affinity-plugin`).
 pub const AFFINITY_EXAMPLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veer_example_affinity.wasm"));
 

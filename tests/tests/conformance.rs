@@ -9,7 +9,8 @@ use veer::plugin::conformance::{self, Report};
 
 use veer::plugin::{BUILTIN_NAMES, Limits, PluginRuntime, PluginSource};
 use veer_tests::{
-    AFFINITY_EXAMPLE, CONTRACT_0_1_0_PLUGIN, hostile_plugin_file, js_example, python_example, runtime_with,
+    AFFINITY_EXAMPLE, CONTRACT_0_1_0_PLUGIN, CONTRACT_0_1_1_PLUGIN, hostile_plugin_file, js_example, python_example,
+    runtime_with,
 };
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -73,20 +74,28 @@ fn the_rust_example_conforms() {
     assert_conforms(&run(PluginSource::Path(path), &[("header", "x-user")]));
 }
 
-/// A component built against an earlier release of the contract (0.1.0, whose
-/// `host` interface has no `in-flight`) loads into this host, which speaks a
-/// later 0.1 release, and passes the whole suite: a patch release only adds.
+/// Components built against every earlier release of the contract load
+/// into this host, which speaks a later 0.1 release, and pass the whole
+/// suite: a patch release only adds (`docs/wit-versions.md`). 0.1.0's `host`
+/// has no `in-flight`; the 0.1.1 one picks with it.
 #[test]
-fn a_component_built_against_contract_0_1_0_still_conforms() {
-    let wit = include_str!("../plugins/contract-0.1.0/wit/picker.wit");
-    assert!(wit.contains("package veer:picker@0.1.0;") && !wit.contains("in-flight: func"), "the frozen copy is 0.1.0");
+fn components_built_against_every_earlier_contract_still_conform() {
     let current = include_str!("../../wit/picker.wit");
-    assert!(!current.contains("package veer:picker@0.1.0;"), "the host speaks a later release than the plugin");
-    let path = std::env::temp_dir().join(format!("veer-contract-0.1.0-{}.wasm", std::process::id()));
-    std::fs::write(&path, CONTRACT_0_1_0_PLUGIN).unwrap();
-    let report = run(PluginSource::Path(path), &[]);
-    assert_conforms(&report);
-    assert_eq!(report.plugin.as_deref(), Some("contract-0.1.0 0.1.0"));
+    let earlier = [
+        ("0.1.0", include_str!("../plugins/contract-0.1.0/wit/picker.wit"), CONTRACT_0_1_0_PLUGIN),
+        ("0.1.1", include_str!("../plugins/contract-0.1.1/wit/picker.wit"), CONTRACT_0_1_1_PLUGIN),
+    ];
+    for (version, wit, component) in earlier {
+        let package = format!("package veer:picker@{version};");
+        assert!(wit.contains(&package), "the frozen copy is {version}");
+        assert!(!current.contains(&package), "the host speaks a later release than {version}");
+        assert_eq!(wit.contains("in-flight: func"), version != "0.1.0", "{version}: in-flight came in 0.1.1");
+        let path = std::env::temp_dir().join(format!("veer-contract-{version}-{}.wasm", std::process::id()));
+        std::fs::write(&path, component).unwrap();
+        let report = run(PluginSource::Path(path), &[]);
+        assert_conforms(&report);
+        assert_eq!(report.plugin.as_deref(), Some(format!("contract-{version} {version}").as_str()));
+    }
 }
 
 #[test]
