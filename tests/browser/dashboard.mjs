@@ -3,7 +3,8 @@
 //   node tests/browser/dashboard.mjs ADMIN_URL SCREENSHOT.png [TOKEN]
 //
 // Loads the page, gives the admin token when the page asks for it, waits for
-// the backends of the live stream, clicks "Drain" on backend `b`, waits for
+// the backends of the live stream, clicks "Drain" on backend `b` (a press
+// held across a redraw), waits for
 // the row and the event log to say so, and takes a screenshot. Prints one
 // JSON line; exits non-zero on any failure or script error in the page.
 import { chromium } from "playwright-core";
@@ -34,7 +35,11 @@ try {
   const backends = await page.$$eval("tr[data-backend]", (rows) => rows.map((row) => row.dataset.backend));
   // A few seconds of charts for the screenshot (longer for the README's).
   await page.waitForTimeout(Number(process.env.VEER_DASHBOARD_WAIT_MS || 4000));
-  await page.click('tr[data-backend="b"] button[data-action="drain"]');
+  // A slow click, held across a redraw of the table (one a second): it must still count.
+  await page.hover('tr[data-backend="b"] button[data-action="drain"]');
+  await page.mouse.down();
+  await page.waitForTimeout(1500);
+  await page.mouse.up();
   await page.waitForSelector('tr[data-backend="b"] td.state-drained', { timeout: 10000 });
   await page.waitForFunction(() => document.getElementById("events").textContent.includes("b: drained"), null, { timeout: 10000 });
   await page.screenshot({ path: screenshot });
