@@ -56,7 +56,13 @@ fn the_kubernetes_manifests_validate_and_carry_a_valid_veer_config() {
     run("python3", &args, "with the PyPI package kubernetes-validate");
     let text = std::fs::read_to_string(deploy("kubernetes/configmap.yaml")).unwrap();
     let configmap: serde_json::Value = serde_norway::from_str(text.split("\n---\n").next().unwrap()).unwrap();
-    load_with_token(configmap["data"]["veer.yaml"].as_str().unwrap(), "configmap veer.yaml");
+    let loaded = load_with_token(configmap["data"]["veer.yaml"].as_str().unwrap(), "configmap veer.yaml");
+    // The backends are a headless Service's pods, found by SRV.
+    let named = &loaded.options.discovery.groups["default"].named;
+    assert!(
+        matches!(&named[0].target, veer::discovery::Target::Srv(name) if name.ends_with(".svc.cluster.local")),
+        "{named:?}"
+    );
 }
 
 #[test]

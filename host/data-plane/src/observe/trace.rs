@@ -103,7 +103,10 @@ impl TracingConfig {
         if let Some(endpoint) = &self.otlp_endpoint
             && (!endpoint.starts_with("http://") || endpoint.parse::<http::Uri>().is_err())
         {
-            problems.push(("otlp_endpoint", format!("{endpoint:?} is not an http:// URL")));
+            problems.push((
+                "otlp_endpoint",
+                format!("{endpoint:?} is not an http:// URL (spans go over plain HTTP, to a collector beside veer)"),
+            ));
         }
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             problems.push(("sample_ratio", "must be between 0.0 and 1.0".to_string()));
@@ -545,6 +548,20 @@ mod tests {
         ] {
             assert!(parse_traceparent(&value(bad)).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_named() {
+        let config = TracingConfig {
+            otlp_endpoint: Some("https://collector:4318/v1/traces".into()),
+            sample_ratio: 1.5,
+            ..TracingConfig::default()
+        };
+        let problems = config.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].1.contains("plain HTTP"), "{problems:?}");
+        assert_eq!(problems[1].0, "sample_ratio");
+        assert!(TracingConfig::default().problems().is_empty());
     }
 
     #[tokio::test]
