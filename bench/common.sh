@@ -1,6 +1,6 @@
 # Shared by the bench scripts (sourced, not run): a work directory cleaned up
 # on exit with every process listed in PIDS, the peers from Debian packages,
-# and waiting for a port on 127.0.0.1.
+# waiting for a port on 127.0.0.1, and the CPU time processes have used.
 WORK=$(mktemp -d "/tmp/veer-${BENCH_NAME:-bench}.XXXXXX")
 PIDS=()
 cleanup() {
@@ -31,4 +31,17 @@ wait_port() {
     done
     echo "nothing listening on port $1" >&2
     exit 1
+}
+
+# CPU time (clock ticks of TICK_US µs) used so far by the given processes, all threads.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$@"; do
+        for stat in /proc/"$pid"/task/*/stat; do
+            # Fields 14 and 15: utime and stime (after the ")" that ends the command name).
+            total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$stat" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$total"
 }

@@ -131,19 +131,6 @@ TARGETS=(
 )
 BACKENDS="--backend a=127.0.0.1:$B1 --backend b=127.0.0.1:$B2 --backend c=127.0.0.1:$B3"
 
-# CPU time (clock ticks) used so far by the given processes, all threads.
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
-cpu_ticks() {
-    local total=0 pid stat
-    for pid in "$@"; do
-        for stat in /proc/"$pid"/task/*/stat; do
-            # Fields 14 and 15: utime and stime (after the ")" that ends the command name).
-            total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$stat" 2>/dev/null || echo 0)))
-        done
-    done
-    echo "$total"
-}
-
 # wrk's latency in ms, whatever unit it printed.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }' <<<"$1"; }
 

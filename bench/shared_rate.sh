@@ -51,15 +51,6 @@ config none "null"
 config local "{per_second: 1000000, burst: 1000000}"
 config shared "{per_second: 1000000, burst: 1000000, shared: {redis: \"redis://127.0.0.1:$REDIS\", timeout: 100ms, on_error: refuse}}"
 
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
-cpu_ticks() { # pid: utime + stime of every thread, in clock ticks
-    local total=0 stat
-    for stat in /proc/"$1"/task/*/stat; do
-        total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
-
 run() { # name: one round; prints "mean_us veer_cpu_us redis_cpu_us" per request
     RUST_LOG=warn $VEER run --config "$WORK/$1.yaml" >"$WORK/veer.log" 2>&1 &
     local pid=$!
