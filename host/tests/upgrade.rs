@@ -199,6 +199,26 @@ async fn a_new_process_that_fails_to_start_leaves_the_old_one_serving() {
     fresh_connection_request(proxy).await.unwrap();
     assert!(old.try_wait().unwrap().is_none(), "the old veer keeps running");
 
+    // Whatever else connects to the upgrade socket (garbage, silence, a
+    // request then nothing) gets no socket and changes nothing.
+    use std::io::Write;
+    let socket = dir.0.join("upgrade.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "only its user may connect: {mode:o}");
+    let mut garbage = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    drop(garbage);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut walks_away = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    walks_away.write_all(b"veer-upgrade 1\n").unwrap();
+    drop(walks_away);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fresh_connection_request(proxy).await.unwrap();
+    assert!(old.try_wait().unwrap().is_none(), "the old veer keeps running after hostile upgrade requests");
+
     // And it still offers: a good new process takes over.
     std::fs::write(&config, text("native:round-robin")).unwrap();
     let mut new = spawn(&config, true, &dir.0.join("new2.log"));

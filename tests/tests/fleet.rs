@@ -108,6 +108,13 @@ async fn when_redis_dies_each_instance_fails_as_configured_and_recovers() {
     let metrics = get(closed.admin_addr.unwrap(), "/metrics").await.body;
     assert!(metrics.contains("veer_rate_limit_store_up 0"), "{metrics}");
     assert!(metrics.contains("veer_admission_refusals_total{reason=\"rate_store\"} 1"), "{metrics}");
+    // A 503 for the store's failure is veer's own: the backend is not blamed.
+    let backend_view = status(&closed).await["backends"][0].clone();
+    assert_eq!(
+        (backend_view["failures"].as_u64(), backend_view["health"]["eligible"].as_bool()),
+        (Some(0), Some(true)),
+        "{backend_view}"
+    );
     let open_status = status(&open).await;
     let checks = &open_status["admission"]["clients"]["shared"]["checks"];
     assert!(checks["error"].as_u64().unwrap() >= 1, "{checks}");

@@ -196,7 +196,11 @@ fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    tokio::net::UnixListener::bind(path)
+    let listener = tokio::net::UnixListener::bind(path)?;
+    // Whoever connects gets the listening sockets: this user only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// One handover, on a blocking thread: the request, the state, the
