@@ -51,13 +51,14 @@ if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
 fi
 echo "setup: kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1)"
 
-# The Python and JavaScript example plugins: their build scripts install the
-# pinned toolchains (componentize-py from PyPI, jco from npm) and
-# write the components the conformance and end-to-end tests load. The tests
-# fail, not skip, without them.
-echo "== example plugins in Python and JavaScript"
+# The Python, JavaScript and C example plugins: their build scripts install the
+# pinned toolchains (componentize-py from PyPI, jco from npm, clang-16 and
+# wasi-libc from Debian) and write the components the conformance and
+# end-to-end tests load. The tests fail, not skip, without them.
+echo "== example plugins in Python, JavaScript and C"
 bash examples/python-plugin/build.sh
 bash examples/js-plugin/build.sh
+bash examples/c-plugin/build.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

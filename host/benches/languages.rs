@@ -1,8 +1,9 @@
 //! The same policy — least connections — written in Rust (the built-in), Python
-//! (componentize-py) and JavaScript (componentize-js): cost of one request
-//! (`pick` + `observe`) through the Wasm boundary at 3 and 100 backends, and the
-//! size of each component. The Python and JavaScript components come from
-//! `examples/python-plugin/build.sh` and `examples/js-plugin/build.sh`.
+//! (componentize-py), JavaScript (jco, QuickJS) and C (clang, wasi-libc): cost
+//! of one request (`pick` + `observe`) through the Wasm boundary at 3 and 100
+//! backends, and the size of each component. The Python, JavaScript and C
+//! components come from the `build.sh` in `examples/python-plugin`,
+//! `examples/js-plugin` and `examples/c-plugin`.
 //!
 //! `cargo bench -p veer --bench languages`; the README quotes its numbers.
 
@@ -41,6 +42,7 @@ fn languages(c: &mut Criterion) {
         ("rust", PluginSource::Builtin("least-conn".into())),
         ("python", PluginSource::Path(example("least-conn-py.wasm"))),
         ("javascript", PluginSource::Path(example("least-conn-js.wasm"))),
+        ("c", PluginSource::Path(example("least-conn-c.wasm"))),
     ];
     let mut group = c.benchmark_group("least-conn");
     for (language, source) in plugins {

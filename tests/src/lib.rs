@@ -324,6 +324,12 @@ pub fn js_example() -> std::path::PathBuf {
     example_component("least-conn-js.wasm", "examples/js-plugin/build.sh")
 }
 
+/// The C example's component (`examples/c-plugin`), built by its `build.sh`;
+/// see [`python_example`].
+pub fn c_example() -> std::path::PathBuf {
+    example_component("least-conn-c.wasm", "examples/c-plugin/build.sh")
+}
+
 fn example_component(file: &str, script: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root");
     let path = root.join("target/example-plugins").join(file);

@@ -9,8 +9,8 @@ use veer::plugin::conformance::{self, Report};
 
 use veer::plugin::{BUILTIN_NAMES, Limits, PluginRuntime, PluginSource};
 use veer_tests::{
-    AFFINITY_EXAMPLE, CONTRACT_0_1_0_PLUGIN, CONTRACT_0_1_1_PLUGIN, hostile_plugin_file, js_example, python_example,
-    runtime_with,
+    AFFINITY_EXAMPLE, CONTRACT_0_1_0_PLUGIN, CONTRACT_0_1_1_PLUGIN, c_example, hostile_plugin_file, js_example,
+    python_example, runtime_with,
 };
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -114,6 +114,22 @@ fn the_javascript_example_conforms() {
     let rejected = run(PluginSource::Path(js_example()), &[("weighted", "maybe")]);
     let check = rejected.check("configure-accepts").unwrap();
     assert!(!check.passed && check.detail.contains("weighted: expected true or false"), "{rejected}");
+}
+
+#[test]
+fn the_c_example_conforms() {
+    let report = run(PluginSource::Path(c_example()), &[]);
+    assert_conforms(&report);
+    assert_eq!(report.plugin.as_deref(), Some("least-conn-c 0.1.0"));
+    assert_conforms(&run(PluginSource::Path(c_example()), &[("weighted", "false")]));
+    let rejected = run(PluginSource::Path(c_example()), &[("weighted", "maybe"), ("wieghted", "true")]);
+    let check = rejected.check("configure-accepts").unwrap();
+    assert!(
+        !check.passed
+            && check.detail.contains("weighted: expected true or false, got 'maybe'")
+            && check.detail.contains("unknown parameter 'wieghted'"),
+        "every problem is reported at once: {rejected}"
+    );
 }
 
 #[test]

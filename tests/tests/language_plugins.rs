@@ -1,4 +1,4 @@
-//! The Python and JavaScript example pickers serve real traffic: real veer,
+//! The Python, JavaScript and C example pickers serve real traffic: real veer,
 //! real simulated backends on 127.0.0.1, assertions on what clients see and on
 //! the policy (least connections keeps requests away from a slow backend).
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::StatusCode;
 use veer::proxy::ProxyConfig;
 use veer::sim::{BackendProfile, FailureKind, Latency, SimBackend, SimBackendSpec};
-use veer_tests::{get, js_example, python_example, start_veer};
+use veer_tests::{c_example, get, js_example, python_example, start_veer};
 
 async fn sim(name: &str, latency_ms: u64) -> SimBackend {
     let profile = BackendProfile {
@@ -84,4 +84,9 @@ async fn the_python_picker_serves_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_picker_serves_traffic() {
     serves_traffic_and_avoids_the_slow_backend(&js_example(), "least-conn-js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_picker_serves_traffic() {
+    serves_traffic_and_avoids_the_slow_backend(&c_example(), "least-conn-c").await;
 }
