@@ -60,6 +60,12 @@ bash examples/python-plugin/build.sh
 bash examples/js-plugin/build.sh
 bash examples/c-plugin/build.sh
 
+# The Python and JavaScript SDKs' own tests and the examples' policy tests,
+# under each SDK's fake host (pytest, node --test): no component involved.
+echo "== SDK tests: Python (pytest) and JavaScript (node --test)"
+bash examples/python-plugin/build.sh test
+bash examples/js-plugin/build.sh test
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (-D warnings)"

@@ -4,7 +4,9 @@
 # Installs its toolchain first if it is missing: Node.js and npm from Debian,
 # then the pinned @bytecodealliance/jco from package-lock.json (into
 # this directory's node_modules). Skips the build when the component is newer
-# than its sources.
+# than its sources (the policy, the SDK in sdk/js, the WIT).
+# `bash build.sh test` runs the policy's and the SDK's `node --test` suites
+# (fake host, no component) instead.
 #
 # jco builds with its QuickJS backend (componentize-qjs), not the default
 # StarlingMonkey one (componentize-js): measured here, a StarlingMonkey picker
@@ -33,15 +35,21 @@ if [[ ! -x node_modules/.bin/jco ]] || [[ package-lock.json -nt node_modules/.pa
     npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 
-if [[ -f "$out" && "$out" -nt least-conn.js && "$out" -nt "$root/wit/picker.wit" && "$out" -nt package-lock.json ]]; then
+if [[ "${1:-}" == "test" ]]; then
+    exec node --test "$here/least-conn.test.js" "$root/sdk/js/test/"
+fi
+
+newest_source="$(find "$here"/*.js "$root/sdk/js" -name '*.js' ! -name '*.test.js' -newer "$out" 2>/dev/null | head -1)"
+if [[ -f "$out" && -z "$newest_source" && "$out" -nt "$root/wit/picker.wit" && "$out" -nt package-lock.json ]]; then
     echo "js-plugin: $out is up to date"
     exit 0
 fi
 mkdir -p "$(dirname "$out")"
 # --backend-qjs-disable-async: plain synchronous exports (veer's engine runs
-# without component-model async). Paths are relative to this directory: jco
-# resolves the source against the working directory.
-node_modules/.bin/jco componentize least-conn.js --wit ../../wit --world-name picker \
+# without component-model async). --cwd is the repository: jco takes in only
+# modules under it, and app.js imports least-conn.js and the SDK (sdk/js).
+cd "$root"
+"$here/node_modules/.bin/jco" componentize examples/js-plugin/app.js --cwd "$root" --wit wit --world-name picker \
     --backend quickjs --backend-qjs-disable-async --out "${out}.tmp"
 mv "${out}.tmp" "$out"
 echo "js-plugin: wrote $out ($(du -h "$out" | cut -f1))"

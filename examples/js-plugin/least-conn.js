@@ -1,137 +1,76 @@
-// Least connections, written in JavaScript: each request goes to the eligible
-// backend with the fewest requests in flight (relative to its weight unless
-// `weighted=false`); equally loaded backends take turns.
+// Least connections, written in JavaScript on the veer-picker SDK (sdk/js):
+// each request goes to the eligible backend with the fewest requests in
+// flight (relative to its weight unless `weighted=false`); equally loaded
+// backends take turns.
 //
-// The same policy as the Rust built-in `least-conn` and the Python example, so
-// the three can be compared request for request (see the README's cost table).
-// Unlike the built-in, a pick scans the eligible backends (O(n)): clear code
-// matters more here than the last microsecond, and at tens of backends the
-// scan is cheap next to the boundary crossing.
+// The same policy as the Rust built-in `least-conn` and the Python and C
+// examples, so the four can be compared request for request (see the README's
+// cost table). A pick does not scan the pool: the eligible backends sit in the
+// SDK's `Ranked` (a heap by load, least recently moved first), so a pick or an
+// outcome costs O(log n).
 //
 // Parameters: `weighted` (true/false, default true). Unknown keys are
-// rejected, as the contract asks, so an operator's typo does not go unnoticed.
+// rejected, so an operator's typo does not go unnoticed.
 //
-// Built with `jco componentize` (see build.sh); this module's `policy` export
-// implements the `veer:picker/policy` interface of wit/picker.wit.
+// The component's entry module is app.js; this one imports no host interface,
+// so least-conn.test.js runs it under `node --test` with the SDK's fake host.
 
-import { log } from "veer:picker/host@0.1.2";
+import { InFlight, Policy, Ranked, eventBackendId } from "../../sdk/js/index.js";
 
-/** id -> { id, weight, eligible, inFlight } for every backend in the pool. */
-const backends = new Map();
-/** The same records in a dense array, kept in step by the events, so a pick
- * scans without allocating (an interpreter inside Wasm pays for every object). */
-let order = [];
-let weighted = true;
-/** Rotates the tie-break so equally loaded backends take turns. */
-let cursor = 0;
+export class LeastConn extends Policy {
+  static NAME = "least-conn-js";
+  static VERSION = "0.2.0";
+  static WANTS_OUTCOMES = true;
 
-function parseFlag(key, value, problems) {
-  if (value === "true") return true;
-  if (value === "false") return false;
-  problems.push(`${key}: expected true or false, got '${value}'`);
-  return weighted;
-}
+  static configure(params) {
+    const reader = params.reader();
+    const weighted = reader.flag("weighted", true);
+    reader.finish();
+    return new LeastConn(weighted);
+  }
 
-export const policy = {
-  info() {
-    return { name: "least-conn-js", version: "0.1.0", feedback: { outcomes: true } };
-  },
+  constructor(weighted) {
+    super();
+    this.weighted = weighted;
+    this.inFlight = new InFlight();
+    this.ranked = new Ranked();
+  }
 
-  configure(params) {
-    // Validate everything first and report every problem at once; only then
-    // apply, so a rejected configure leaves the plugin as it was.
-    const problems = [];
-    let nextWeighted = true;
-    for (const [key, value] of params) {
-      if (key === "weighted") nextWeighted = parseFlag(key, value, problems);
-      else problems.push(`unknown parameter '${key}' (known: weighted)`);
+  /** Files an eligible backend under its load, or takes an ineligible one out. */
+  file(pool, id) {
+    if (!pool.isEligible(id)) {
+      this.ranked.remove(id);
+      return;
     }
-    if (problems.length > 0) {
-      // jco turns a thrown value into the `err` of the WIT result.
-      throw problems.join("; ");
-    }
-    weighted = nextWeighted;
-  },
+    const weight = this.weighted ? Math.max(1, pool.get(id).weight) : 1;
+    this.ranked.set(id, (this.inFlight.get(id) + 1) / weight);
+  }
 
-  backendsChanged(events) {
-    // Removals are collected and the array rebuilt once per batch: a batch
-    // removing every backend stays O(n), not O(n²).
-    let gone = false;
+  backendsChanged(pool, events) {
     for (const event of events) {
-      const value = event.val;
-      switch (event.tag) {
-        case "added": {
-          const record = { id: value.id, weight: Math.max(1, value.weight), eligible: true, inFlight: 0 };
-          if (backends.has(value.id)) gone = true;
-          backends.set(value.id, record);
-          order.push(record);
-          break;
-        }
-        case "updated": {
-          const known = backends.get(value.id);
-          if (known) known.weight = Math.max(1, value.weight);
-          break;
-        }
-        case "removed":
-          if (backends.delete(value)) gone = true;
-          break;
-        case "eligibility": {
-          const [id, eligible] = value;
-          const known = backends.get(id);
-          if (known) known.eligible = eligible;
-          break;
-        }
-        default:
-          log("warn", `unknown backend event '${event.tag}'`);
+      const id = eventBackendId(event);
+      if (event.tag === "added") this.inFlight.forget(id); // a re-added id is a new backend
+      if (pool.get(id) === undefined) {
+        this.ranked.remove(id);
+        this.inFlight.forget(id);
+      } else {
+        this.file(pool, id);
       }
     }
-    if (gone) {
-      // Keep only the records the map still holds (a re-added id has a new one).
-      order = order.filter((b) => backends.get(b.id) === b);
+  }
+
+  pick(pool, ctx) {
+    const choice = this.ranked.best(ctx.exclude);
+    if (choice !== undefined) {
+      this.inFlight.picked(choice);
+      this.file(pool, choice);
     }
-  },
+    return choice;
+  }
 
-  pick(ctx) {
-    const exclude = ctx.exclude ?? null;
-    const n = order.length;
-    if (n === 0) return undefined;
-    const start = cursor % n;
-    cursor = (start + 1) % n;
-    let best;
-    let bestLoad = Infinity;
-    // Visit from the cursor onwards so ties go to the next backend in turn.
-    for (let step = 0; step < n; step++) {
-      const backend = order[(start + step) % n];
-      if (!backend.eligible || backend.id === exclude) continue;
-      const load = (backend.inFlight + 1) / (weighted ? backend.weight : 1);
-      if (load < bestLoad) {
-        bestLoad = load;
-        best = backend;
-      }
-    }
-    if (best === undefined) return undefined;
-    best.inFlight += 1;
-    return best.id;
-  },
-
-  observe(outcome) {
-    // Exactly one outcome per pick of ours (`picked`); the host's own
-    // fallback choices were never counted. Late outcomes for removed
-    // backends find nothing to decrement.
-    if (!outcome.picked) return;
-    const backend = backends.get(outcome.backend);
-    if (backend && backend.inFlight > 0) backend.inFlight -= 1;
-  },
-
-  exportState() {
-    // In-flight counts belong to the instance that routed those requests
-    // (their outcomes go back to it), so there is nothing to hand over.
-    return new Uint8Array(0);
-  },
-
-  importState(state) {
-    if (state.length !== 0) {
-      throw `least-conn-js keeps no state, got ${state.length} bytes`;
-    }
-  },
-};
+  observe(pool, outcome) {
+    // Only outcomes of our own picks count down; the host's fallback choices
+    // and late outcomes for removed backends change nothing.
+    if (this.inFlight.settle(outcome) && pool.get(outcome.backend) !== undefined) this.file(pool, outcome.backend);
+  }
+}

@@ -2,9 +2,11 @@
 # Builds the Python least-connections picker into a component:
 #   target/example-plugins/least-conn-py.wasm
 # Installs its toolchain first if it is missing: python3 with venv from Debian,
-# then the pinned componentize-py (requirements.txt) from PyPI into a venv at
-# target/example-toolchains/python. Skips the build when the component is
-# newer than its sources.
+# then the pinned componentize-py and pytest (requirements.txt) from PyPI into
+# a venv at target/example-toolchains/python. Skips the build when the
+# component is newer than its sources (the policy, the SDK in sdk/python, the
+# WIT). `bash build.sh test` runs the policy's and the SDK's pytest suites
+# (fake host, no component) instead.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -23,14 +25,22 @@ if [[ ! -x "$venv/bin/componentize-py" ]] || [[ "$here/requirements.txt" -nt "$v
     touch "$venv/bin/componentize-py"
 fi
 
-if [[ -f "$out" && "$out" -nt "$here/app.py" && "$out" -nt "$root/wit/picker.wit" && "$out" -nt "$here/requirements.txt" ]]; then
+if [[ "${1:-}" == "test" ]]; then
+    cd "$here"
+    PYTHONPATH="$root/sdk/python:$here" exec "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+        "$here" "$root/sdk/python/tests"
+fi
+
+newest_source="$(find "$here" "$root/sdk/python/veer_picker" -name '*.py' ! -name 'test_*' -newer "$out" 2>/dev/null | head -1)"
+if [[ -f "$out" && -z "$newest_source" && "$out" -nt "$root/wit/picker.wit" && "$out" -nt "$here/requirements.txt" ]]; then
     echo "python-plugin: $out is up to date"
     exit 0
 fi
 mkdir -p "$(dirname "$out")"
-# The bindings (the `wit_world` package app.py imports) are generated from the
-# WIT during componentize; CPython and app.py are snapshotted into the component.
+# The bindings (the `wit_world` package the SDK's export imports) are generated
+# from the WIT during componentize; CPython, app.py, least_conn.py and the SDK
+# are snapshotted into the component.
 "$venv/bin/componentize-py" --wit-path "$root/wit" --world picker \
-    componentize --python-path "$here" app --output "${out}.tmp"
+    componentize --python-path "$here" --python-path "$root/sdk/python" app --output "${out}.tmp"
 mv "${out}.tmp" "$out"
 echo "python-plugin: wrote $out ($(du -h "$out" | cut -f1))"

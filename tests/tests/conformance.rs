@@ -102,7 +102,7 @@ fn components_built_against_every_earlier_contract_still_conform() {
 fn the_python_example_conforms() {
     let report = run(PluginSource::Path(python_example()), &[]);
     assert_conforms(&report);
-    assert_eq!(report.plugin.as_deref(), Some("least-conn-py 0.1.0"));
+    assert_eq!(report.plugin.as_deref(), Some("least-conn-py 0.2.0"));
     assert_conforms(&run(PluginSource::Path(python_example()), &[("weighted", "false")]));
 }
 
@@ -110,7 +110,7 @@ fn the_python_example_conforms() {
 fn the_javascript_example_conforms() {
     let report = run(PluginSource::Path(js_example()), &[]);
     assert_conforms(&report);
-    assert_eq!(report.plugin.as_deref(), Some("least-conn-js 0.1.0"));
+    assert_eq!(report.plugin.as_deref(), Some("least-conn-js 0.2.0"));
     let rejected = run(PluginSource::Path(js_example()), &[("weighted", "maybe")]);
     let check = rejected.check("configure-accepts").unwrap();
     assert!(!check.passed && check.detail.contains("weighted: expected true or false"), "{rejected}");
