@@ -5,7 +5,7 @@
 # Debian packages: clang-16, lld-16 for wasm-ld, wasi-libc, and
 # libclang-rt-16-dev-wasm32 for the compiler builtins), builds
 # veer-c-component (wit-bindgen's C generator and wit-component with the WASI
-# adapter, as Rust crates), writes the bindings of wit/picker.wit, compiles the
+# adapter, as Rust crates; $VEER_C_COMPONENT names one already built), writes the bindings of wit/picker.wit, compiles the
 # sources with them for wasm32-wasi as a reactor (a library: no main) and
 # wraps the core module into the component OUT.
 
@@ -30,9 +30,12 @@ build_c_picker() {
     local out="$1"
     shift
     c_toolchain_install
-    echo "c-toolchain: building veer-c-component (cargo)"
-    (cd "$root" && cargo build --locked --quiet -p veer-c-component)
-    local tool="$root/target/debug/veer-c-component"
+    local tool="${VEER_C_COMPONENT:-}"
+    if [[ -z "$tool" ]]; then
+        echo "c-toolchain: building veer-c-component (cargo)"
+        (cd "$root" && cargo build --locked --quiet -p veer-c-component)
+        tool="$root/target/debug/veer-c-component"
+    fi
     local work
     work="$root/target/c-build/$(basename "$out" .wasm)"
     mkdir -p "$work"

@@ -50,6 +50,16 @@ fn plugin_new_writes_a_crate_and_refuses_to_overwrite() {
     assert!(stdout(&output).contains("cargo build --profile plugin --target wasm32-wasip2"));
     assert!(dir.join("my-policy/Cargo.toml").is_file());
     assert!(dir.join("my-policy/src/lib.rs").is_file());
+    for (lang, file) in [("python", "policy.py"), ("js", "policy.js"), ("c", "c_policy.c")] {
+        let name = if lang == "c" { "c-policy" } else { lang };
+        let output = veer(&["plugin", "new", name, "--lang", lang, "--dir", dir_text]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout(&output).contains("bash build.sh"), "{}", stdout(&output));
+        assert!(dir.join(name).join(file).is_file(), "{lang}: {file}");
+    }
+    let unknown = veer(&["plugin", "new", "x", "--lang", "go", "--dir", dir_text]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known: rust, python, js, c"));
     let again = veer(&["plugin", "new", "my-policy", "--dir", dir_text]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));

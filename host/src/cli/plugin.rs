@@ -28,27 +28,30 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Writes a new Rust picker crate, NAME/, against the SDK: a working
-    /// policy skeleton with native tests, ready for `cargo test` and
-    /// `cargo build --profile plugin --target wasm32-wasip2`.
+    /// Writes a new picker project, NAME/, in Rust, Python, JavaScript or C:
+    /// a working policy (round robin with a parameter), its tests against the
+    /// language's fake host, and its build. Prints the commands to run.
     New {
-        /// Crate and policy name: lowercase letters, digits and '-'.
+        /// Policy name: lowercase letters, digits and '-'.
         name: String,
-        /// Directory to create the crate in.
+        /// The language: rust, python, js or c.
+        #[arg(long, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Directory to create the project in.
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
-        /// The veer-sdk to depend on (a veer checkout's sdk/ directory);
+        /// The veer checkout whose SDK, WIT and C toolchain the project uses;
         /// defaults to the one this veer was built from.
         #[arg(long)]
-        sdk: Option<std::path::PathBuf>,
+        veer_dir: Option<std::path::PathBuf>,
     },
 }
 
 /// `veer plugin SUBCOMMAND`.
 pub fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
-        PluginCommand::New { name, dir, sdk } => {
-            new_plugin(&name, &dir, &sdk.unwrap_or_else(scaffold::default_sdk_dir))
+        PluginCommand::New { name, lang, dir, veer_dir } => {
+            new_plugin(&name, lang, &dir, &veer_dir.unwrap_or_else(scaffold::default_veer_dir))
         }
         PluginCommand::Test { source, params, memory_mib, call_timeout_ms, json } => {
             test_plugin(&source, &params, memory_mib, call_timeout_ms, json)
@@ -78,15 +81,22 @@ pub fn check_plugin(source: &str, params: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `veer plugin new NAME`: a picker crate to start from.
-fn new_plugin(name: &str, dir: &std::path::Path, sdk: &std::path::Path) -> anyhow::Result<()> {
-    let made = scaffold::new_plugin(name, dir, sdk)?;
-    let dir = made.dir.display();
-    println!("veer: wrote the picker crate {} in {dir}", made.crate_name);
-    println!("  cd {dir}");
-    println!("  cargo test                                             # native tests, fake host");
-    println!("  cargo build --profile plugin --target wasm32-wasip2    # the component");
-    println!("  veer plugin test {}                 # the contract", made.component.display());
+/// `veer plugin new NAME --lang LANG`: a picker project to start from.
+fn new_plugin(
+    name: &str,
+    lang: scaffold::Lang,
+    dir: &std::path::Path,
+    veer_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let made = scaffold::new_plugin(name, lang, dir, veer_dir)?;
+    println!("veer: wrote the {} picker {} in {}", made.lang.name(), made.name, made.dir.display());
+    println!("  cd {}", made.dir.display());
+    let test = format!("veer plugin test {}", made.component.display());
+    let bench = format!("veer plugin bench {}", made.component.display());
+    let steps = made.steps.iter().map(|(command, what)| (command.as_str(), *what));
+    for (command, what) in steps.chain([(test.as_str(), "the contract"), (bench.as_str(), "how it routes")]) {
+        println!("  {command:<56} # {what}");
+    }
     Ok(())
 }
 
