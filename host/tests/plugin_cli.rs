@@ -65,3 +65,20 @@ fn plugin_new_writes_a_crate_and_refuses_to_overwrite() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn plugin_bench_runs_a_picker_beside_the_builtins_in_virtual_time() {
+    let out = std::env::temp_dir().join(format!("veer-plugin-bench-{}", std::process::id()));
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    let args = ["plugin", "bench", "builtin:least-conn", "--dir", scenarios, "--only", "one-dead", "--scale", "0.1"];
+    let output = veer(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = stdout(&output);
+    assert!(text.contains("Goodput, % of the oracle's"), "{text}");
+    assert!(text.contains("| scenario | least-conn | round-robin |"), "the candidate first, no duplicate: {text}");
+    assert!(text.contains("| one-dead |") && text.contains("| oracle |"), "{text}");
+    let missing = veer(&["plugin", "bench", "/nonexistent.wasm", "--dir", scenarios, "--only", "one-dead"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.wasm"), "names what failed");
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -2,6 +2,8 @@
 //! validates, and a very short run of two scenarios (one closed loop with
 //! phases, one open loop) with a Wasm picker and the oracle writes every
 //! report. Nothing here asserts on timing: the machine is shared and noisy.
+//! The virtual-time mode runs the whole suite at a small scale, twice, and
+//! must print the same figures both times.
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
@@ -37,8 +39,10 @@ async fn a_short_run_writes_csv_plots_and_a_summary_with_the_oracle() {
         out: out.clone(),
         // 6 s scenarios → 0.3 s runs.
         scale: 0.05,
+        virtual_seeds: None,
     };
-    let reports = bench(&options).await.unwrap();
+    let (reports, seeded) = bench(&options).await.unwrap();
+    assert!(seeded.is_empty(), "real sockets: one run per cell");
     assert_eq!(reports.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["the-trap", "open-loop"]);
     for report in &reports {
         assert_eq!(report.summaries.len(), 2);
@@ -63,4 +67,50 @@ async fn a_short_run_writes_csv_plots_and_a_summary_with_the_oracle() {
     assert_eq!(csv.lines().count(), 1 + 2 * 2, "{csv}");
     assert!(std::fs::read_to_string(out.join("summary.svg")).unwrap().contains("<rect"));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// The whole suite in virtual time at a tenth of its length, every built-in
+/// through the Wasm boundary, two seeds.
+async fn virtual_suite(out: PathBuf) -> Vec<(String, Vec<veer::scenario::Seeded>)> {
+    let options = BenchOptions {
+        dir: scenario_dir(),
+        only: vec![],
+        strategies: Strategy::defaults(),
+        out,
+        scale: 0.1,
+        virtual_seeds: Some(2),
+    };
+    bench(&options).await.unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_virtual_suite_is_deterministic_and_the_oracle_leads_where_it_must() {
+    let base = std::env::temp_dir().join(format!("veer-virtual-{}", std::process::id()));
+    let first = virtual_suite(base.join("a")).await;
+    let second = virtual_suite(base.join("b")).await;
+    assert_eq!(first, second, "identical inputs, identical output");
+    assert_eq!(first.len(), load_all(&scenario_dir()).unwrap().len(), "every shipped scenario ran");
+    for file in ["one-dead.csv", "the-trap.backends.csv", "summary.md"] {
+        let a = std::fs::read_to_string(base.join("a").join(file)).unwrap();
+        assert_eq!(a, std::fs::read_to_string(base.join("b").join(file)).unwrap(), "{file}");
+    }
+    let cell = |scenario: &str, strategy: &str| {
+        let (_, cells) = first.iter().find(|(name, _)| name == scenario).unwrap();
+        cells.iter().find(|c| c.strategy == strategy).unwrap().clone()
+    };
+    for (scenario, _) in &first {
+        let oracle = cell(scenario, Strategy::ORACLE);
+        assert!(oracle.goodput.iter().all(|g| *g > 0.0), "{scenario}: {oracle:?}");
+        assert_eq!(oracle.of_oracle, vec![1.0, 1.0]);
+        assert_eq!(cell(scenario, "builtin:round-robin").goodput.len(), 2, "{scenario}: a figure per seed");
+    }
+    // One backend of five always fails: blind rotation loses a fifth of the
+    // requests, the oracle none, and a learning picker stops using it.
+    let round_robin = cell("one-dead", "builtin:round-robin");
+    assert!(round_robin.error_rate.iter().all(|e| (0.15..0.25).contains(e)), "{round_robin:?}");
+    assert!(cell("one-dead", Strategy::ORACLE).error_rate.iter().all(|e| *e == 0.0));
+    assert!(cell("one-dead", "builtin:p2c-ewma").error_rate.iter().all(|e| *e < 0.05));
+    let table = veer::scenario::report::seeded_markdown(&first);
+    assert!(table.contains("| one-dead |") && table.contains("virtual time, 2 seeds"), "{table}");
+    std::fs::remove_dir_all(&base).unwrap();
 }

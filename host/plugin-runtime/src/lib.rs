@@ -29,7 +29,7 @@ pub use native::{NativePicker, NativePolicy};
 pub use picker::{
     Choice, FaultKind, Handoff, HandoffResult, Picker, PickerHealth, PickerInfo, PickerStatsSnapshot, set_worker_index,
 };
-pub use runtime::{BackendLoad, Limits, NoLoad, PluginCode, PluginRuntime, RequestMeta, RouteNames};
+pub use runtime::{BackendLoad, Limits, NoLoad, PluginCode, PluginRuntime, RequestMeta, RouteNames, VirtualClock};
 pub use slot::{PickerSlot, RequestPicker, SwapReport};
 pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 

@@ -48,6 +48,27 @@ pub struct Limits {
     /// for one another: the server makes it its number of data-path workers
     /// (see `picker.rs`). Each costs the plugin's memory once more.
     pub instances: usize,
+    /// What `host.now-us` reads: the monotonic clock when `None`; a
+    /// [`VirtualClock`] the caller advances in a simulation (the scenario
+    /// bench's virtual mode), so identical inputs give identical answers.
+    pub clock: Option<VirtualClock>,
+}
+
+/// A clock in microseconds that only moves when told: the time plugins see
+/// in a discrete-event simulation. Clones share one reading.
+#[derive(Debug, Clone, Default)]
+pub struct VirtualClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl VirtualClock {
+    /// The reading, µs.
+    pub fn now_us(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves the reading to `us`; never backwards.
+    pub fn advance_to(&self, us: u64) {
+        self.0.fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 impl Default for Limits {
@@ -63,6 +84,7 @@ impl Default for Limits {
             seed: None,
             log_lines_per_second: 10,
             instances: 1,
+            clock: None,
         }
     }
 }
@@ -232,6 +254,7 @@ impl PluginRuntime {
             limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build(),
             rng: seed,
             origin: self.origin,
+            clock: self.limits.clock.clone(),
             request: None,
             plugin: plugin.to_string(),
             log_tokens: f64::from(self.limits.log_lines_per_second) * 10.0,
@@ -365,6 +388,7 @@ pub struct StoreState {
     limits: StoreLimits,
     rng: u64,
     origin: Instant,
+    clock: Option<VirtualClock>,
     pub(crate) request: Option<RequestMeta>,
     plugin: String,
     log_tokens: f64,
@@ -415,7 +439,10 @@ impl host::Host for StoreState {
     }
 
     fn now_us(&mut self) -> u64 {
-        self.origin.elapsed().as_micros() as u64
+        match &self.clock {
+            Some(clock) => clock.now_us(),
+            None => self.origin.elapsed().as_micros() as u64,
+        }
     }
 
     fn in_flight(&mut self, backend: BackendId) -> u32 {

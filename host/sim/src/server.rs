@@ -155,7 +155,7 @@ impl SimBackend {
             source: InvalidProfile { problems: vec!["name must be printable ASCII".to_string()] },
         })?;
         let shared = Arc::new(Shared {
-            seed: spec.seed ^ fnv1a(spec.name.as_bytes()),
+            seed: draw_seed(&spec),
             name: spec.name,
             name_header,
             address,
@@ -478,6 +478,12 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The seed of a backend's per-request draws (failure, then latency): the
+/// spec's seed with its name mixed in. The simulator draws the same way.
+pub(crate) fn draw_seed(spec: &SimBackendSpec) -> u64 {
+    spec.seed ^ fnv1a(spec.name.as_bytes())
 }
 
 async fn modelled(

@@ -23,16 +23,29 @@ pub enum Bench {
         /// Multiplies each scenario's length and phase times (0.1 for a quick look).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// Virtual time: the backends, the load and the clock simulated as
+        /// discrete events, the pickers called through the real Wasm boundary.
+        /// Identical output for identical inputs, in seconds.
+        #[arg(long = "virtual")]
+        virtual_time: bool,
+        /// Seeds per cell in virtual mode (mean and spread are reported).
+        #[arg(long, default_value_t = 5, requires = "virtual_time")]
+        seeds: u32,
     },
 }
 
 /// `veer bench SUBCOMMAND`.
 pub fn run(bench: Bench) -> anyhow::Result<()> {
-    let Bench::Scenarios { dir, only, strategies, out, scale } = bench;
+    let Bench::Scenarios { dir, only, strategies, out, scale, virtual_time, seeds } = bench;
     let strategies = if strategies.is_empty() { veer::scenario::Strategy::defaults() } else { strategies };
-    let options = veer::scenario::BenchOptions { dir, only, strategies, out: out.clone(), scale };
-    let reports = super::tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
-    println!("\n{}", veer::scenario::report::markdown(&reports));
+    let virtual_seeds = virtual_time.then_some(seeds);
+    let options = veer::scenario::BenchOptions { dir, only, strategies, out: out.clone(), scale, virtual_seeds };
+    let (reports, seeded) = super::tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
+    if virtual_time {
+        println!("\n{}", veer::scenario::report::seeded_markdown(&seeded));
+    } else {
+        println!("\n{}", veer::scenario::report::markdown(&reports));
+    }
     println!("results in {}", out.display());
     Ok(())
 }

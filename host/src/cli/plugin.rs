@@ -28,6 +28,32 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Runs a picker (a path or `builtin:NAME`) through the routing scenarios
+    /// in virtual time, beside every built-in and the oracle, and prints the
+    /// goodput table (% of the oracle's), p99 and error rates: deterministic,
+    /// seconds long.
+    Bench {
+        /// `builtin:NAME` or a path to a component.
+        source: String,
+        /// A parameter for `configure`, `key=value`; repeat for each.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Directory of scenario files.
+        #[arg(long, default_value = "scenarios")]
+        dir: std::path::PathBuf,
+        /// Run only this scenario; repeat for several.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Seeds per cell (mean and spread are reported).
+        #[arg(long, default_value_t = 1)]
+        seeds: u32,
+        /// Multiplies each scenario's length and phase times.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Where the per-scenario CSV and SVG files go.
+        #[arg(long, default_value = "target/plugin-bench")]
+        out: std::path::PathBuf,
+    },
     /// Writes a new picker project, NAME/, in Rust, Python, JavaScript or C:
     /// a working policy (round robin with a parameter), its tests against the
     /// language's fake host, and its build. Prints the commands to run.
@@ -55,6 +81,9 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Test { source, params, memory_mib, call_timeout_ms, json } => {
             test_plugin(&source, &params, memory_mib, call_timeout_ms, json)
+        }
+        PluginCommand::Bench { source, params, dir, only, seeds, scale, out } => {
+            bench_plugin(&source, &params, dir, only, seeds, scale, out)
         }
     }
 }
@@ -125,5 +154,32 @@ fn test_plugin(
     if !report.passed() {
         bail!("{source} does not conform to the picker contract ({} failed check(s))", report.failures().count());
     }
+    Ok(())
+}
+
+/// `veer plugin bench SOURCE`: the scenarios in virtual time, the picker beside
+/// the built-ins and the oracle.
+fn bench_plugin(
+    source: &str,
+    params: &[String],
+    dir: std::path::PathBuf,
+    only: Vec<String>,
+    seeds: u32,
+    scale: f64,
+    out: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    use veer::scenario::{BenchOptions, Strategy};
+    let params = parse_params(params)?;
+    let label = std::iter::once(source.to_string())
+        .chain(params.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let candidate: Strategy = label.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut strategies = vec![candidate];
+    strategies.extend(Strategy::defaults().into_iter().filter(|s| s.label != source));
+    let options = BenchOptions { dir, only, strategies, out: out.clone(), scale, virtual_seeds: Some(seeds.max(1)) };
+    let (_, seeded) = super::tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
+    println!("\n{}", veer::scenario::report::seeded_markdown(&seeded));
+    println!("per-scenario CSV and SVG in {}", out.display());
     Ok(())
 }

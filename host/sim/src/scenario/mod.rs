@@ -9,12 +9,17 @@
 //! and a summary over all scenarios. The `oracle` strategy is a host-side
 //! picker told the true profiles ([`Oracle`]).
 //!
+//! [`simulate`] is the virtual-time mode (`--virtual`): the same files and
+//! pickers with the clock, backends and load simulated as discrete events,
+//! deterministic and run over several seeds ([`Seeded`]).
+//!
 //! `veer bench scenarios` is the command line; see the README for the
 //! reproduce command of the published table.
 
 pub mod oracle;
 pub mod report;
 pub mod run;
+pub mod simulate;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +42,34 @@ pub struct BenchOptions {
     pub out: PathBuf,
     /// Multiplies every scenario's duration, request count and phase times.
     pub scale: f64,
+    /// Virtual time with this many seeds per cell ([`simulate`]); `None`
+    /// runs real sockets, once per cell.
+    pub virtual_seeds: Option<u32>,
+}
+
+/// A strategy's results in one scenario over every seed of a virtual run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seeded {
+    /// The strategy's label.
+    pub strategy: String,
+    /// Per seed: goodput as a fraction of the oracle's in the same seed.
+    pub of_oracle: Vec<f64>,
+    /// Per seed: successful requests per (virtual) second.
+    pub goodput: Vec<f64>,
+    /// Per seed: p99 latency, ms.
+    pub p99_ms: Vec<f64>,
+    /// Per seed: the fraction of requests that failed.
+    pub error_rate: Vec<f64>,
+}
+
+/// The mean and the spread (half the range) of `values`.
+pub fn mean_spread(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let (low, high) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+    (mean, (high - low) / 2.0)
 }
 
 /// Why the benchmark stopped.
@@ -89,8 +122,10 @@ pub fn load_all(dir: &Path) -> Result<Vec<Scenario>, SpecError> {
 }
 
 /// Runs the benchmark, printing one line per run, and writes every report.
-/// Returns the per-scenario reports (also in `out/summary.md`).
-pub async fn bench(options: &BenchOptions) -> Result<Vec<ScenarioReport>, BenchError> {
+/// Returns the per-scenario reports (also in `out/summary.md`; in virtual
+/// mode those of the first seed) and, in virtual mode, every strategy's
+/// results over all seeds, by scenario.
+pub async fn bench(options: &BenchOptions) -> Result<(Vec<ScenarioReport>, Vec<(String, Vec<Seeded>)>), BenchError> {
     if !(options.scale > 0.0 && options.scale.is_finite()) {
         return Err(BenchError::Scale(options.scale));
     }
@@ -106,12 +141,18 @@ pub async fn bench(options: &BenchOptions) -> Result<Vec<ScenarioReport>, BenchE
     let write = |source| BenchError::Write { path: options.out.clone(), source };
     std::fs::create_dir_all(&options.out).map_err(write)?;
     let mut reports = Vec::new();
+    let mut seeded = Vec::new();
     for scenario in &scenarios {
+        let failed = |source| BenchError::Run { scenario: scenario.name.clone(), source };
+        if let Some(seeds) = options.virtual_seeds {
+            let (first, cells) = run_seeds(scenario, options, seeds.max(1)).map_err(failed)?;
+            reports.push(report::write_scenario(&options.out, scenario, &first).map_err(write)?);
+            seeded.push((scenario.name.clone(), cells));
+            continue;
+        }
         let mut results = Vec::new();
         for strategy in &options.strategies {
-            let result = run::run(scenario, strategy, options.scale)
-                .await
-                .map_err(|source| BenchError::Run { scenario: scenario.name.clone(), source })?;
+            let result = run::run(scenario, strategy, options.scale).await.map_err(failed)?;
             let summary = Summary::of(&result);
             println!(
                 "{:<18} {:<24} {:>7} req  {:>8.1} ok/s  p99 {:>8.1} ms  errors {:>6.2}%",
@@ -127,5 +168,61 @@ pub async fn bench(options: &BenchOptions) -> Result<Vec<ScenarioReport>, BenchE
         reports.push(report::write_scenario(&options.out, scenario, &results).map_err(write)?);
     }
     report::write_summary(&options.out, &reports).map_err(write)?;
-    Ok(reports)
+    Ok((reports, seeded))
+}
+
+/// Every strategy of `options` in `scenario`, virtual, over `seeds` seeds:
+/// the first seed's results (for the per-scenario files) and each strategy's
+/// figures over all seeds.
+fn run_seeds(
+    scenario: &Scenario,
+    options: &BenchOptions,
+    seeds: u32,
+) -> Result<(Vec<RunResult>, Vec<Seeded>), RunError> {
+    let mut cells: Vec<Seeded> = options
+        .strategies
+        .iter()
+        .map(|s| Seeded {
+            strategy: s.label.clone(),
+            of_oracle: vec![],
+            goodput: vec![],
+            p99_ms: vec![],
+            error_rate: vec![],
+        })
+        .collect();
+    let mut first = Vec::new();
+    for seed in 0..seeds {
+        let results = options
+            .strategies
+            .iter()
+            .map(|strategy| simulate::run(scenario, strategy, options.scale, u64::from(seed)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let summaries: Vec<Summary> = results.iter().map(Summary::of).collect();
+        let oracle = summaries.iter().find(|s| s.strategy == Strategy::ORACLE).map(Summary::goodput);
+        for (cell, summary) in cells.iter_mut().zip(&summaries) {
+            cell.goodput.push(summary.goodput());
+            cell.p99_ms.push(summary.p99_ms);
+            cell.error_rate.push(summary.error_rate());
+            if let Some(oracle) = oracle.filter(|g| *g > 0.0) {
+                cell.of_oracle.push(summary.goodput() / oracle);
+            }
+        }
+        if seed == 0 {
+            first = results;
+        }
+    }
+    for cell in &cells {
+        let (goodput, spread) = mean_spread(&cell.goodput);
+        let (of_oracle, _) = mean_spread(&cell.of_oracle);
+        let (p99, _) = mean_spread(&cell.p99_ms);
+        let (errors, _) = mean_spread(&cell.error_rate);
+        println!(
+            "{:<18} {:<24} {seeds} seeds  {goodput:>8.1} ± {spread:<6.1} ok/s  {:>5.1}% of oracle  p99 {p99:>8.1} ms  errors {:>6.2}%",
+            scenario.name,
+            cell.strategy,
+            of_oracle * 100.0,
+            errors * 100.0
+        );
+    }
+    Ok((first, cells))
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::{BackendProfile, FailureKind, Latency, Phase};
-use veer_plugin_runtime::{BackendId, ErrorKind, Membership, NativePolicy, Outcome};
+use veer_plugin_runtime::{BackendId, ErrorKind, Membership, NativePolicy, Outcome, VirtualClock};
 
 /// The oracle policy for one run. Create it, hand it to veer as a
 /// [`NativePicker`](veer_plugin_runtime::NativePicker), then call [`Oracle::started`]
@@ -33,6 +33,8 @@ use veer_plugin_runtime::{BackendId, ErrorKind, Membership, NativePolicy, Outcom
 #[derive(Debug)]
 pub struct Oracle {
     start: OnceLock<Instant>,
+    /// In a simulation, the virtual clock the phases run on (from 0).
+    clock: Option<VirtualClock>,
     error_cost: Duration,
     timeout: Duration,
     state: Mutex<State>,
@@ -78,10 +80,18 @@ impl Oracle {
             .collect();
         Oracle {
             start: OnceLock::new(),
+            clock: None,
             error_cost,
             timeout,
             state: Mutex::new(State { truth, in_flight: HashMap::new(), turn: 0 }),
         }
+    }
+
+    /// The oracle of a simulation: phases run on `clock`, from its zero.
+    #[must_use]
+    pub fn in_virtual_time(mut self, clock: VirtualClock) -> Oracle {
+        self.clock = Some(clock);
+        self
     }
 
     /// Marks the moment the backends' phase clocks started. Before it, the
@@ -111,7 +121,10 @@ impl Oracle {
 
 impl NativePolicy for Oracle {
     fn pick(&self, membership: &Membership, exclude: Option<BackendId>) -> Option<BackendId> {
-        let elapsed = self.start.get().map_or(Duration::ZERO, Instant::elapsed);
+        let elapsed = match &self.clock {
+            Some(clock) => Duration::from_micros(clock.now_us()),
+            None => self.start.get().map_or(Duration::ZERO, Instant::elapsed),
+        };
         let mut state = self.state.lock();
         let State { truth, in_flight, turn } = &mut *state;
         let eligible = membership.eligible();

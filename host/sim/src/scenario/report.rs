@@ -417,6 +417,34 @@ fn legend(svg: &mut String, index: usize, name: &str, dash: &str) {
     );
 }
 
+/// The virtual mode's tables: per scenario and strategy, goodput as a
+/// percentage of the oracle's (mean ± spread over the seeds), p99 and errors.
+pub fn seeded_markdown(seeded: &[(String, Vec<super::Seeded>)]) -> String {
+    let Some((_, first)) = seeded.first() else { return String::new() };
+    let short: Vec<&str> = first.iter().map(|c| c.strategy.strip_prefix("builtin:").unwrap_or(&c.strategy)).collect();
+    let seeds = first.first().map_or(0, |c| c.goodput.len());
+    let mut out = String::new();
+    type Cell = dyn Fn(&super::Seeded) -> String;
+    let tables: [(&str, &Cell); 3] = [
+        ("Goodput, % of the oracle's (mean ± spread)", &|c| {
+            let (mean, spread) = super::mean_spread(&c.of_oracle);
+            format!("{:.1} ± {:.1}", mean * 100.0, spread * 100.0)
+        }),
+        ("p99 latency, ms (mean)", &|c| format!("{:.1}", super::mean_spread(&c.p99_ms).0)),
+        ("Error rate (mean)", &|c| format!("{:.2}%", super::mean_spread(&c.error_rate).0 * 100.0)),
+    ];
+    for (title, cell) in tables {
+        let _ = writeln!(out, "**{title}, virtual time, {seeds} seeds**\n");
+        let _ = writeln!(out, "| scenario | {} |", short.join(" | "));
+        let _ = writeln!(out, "| --- |{}", " ---: |".repeat(short.len()));
+        for (name, cells) in seeded {
+            let _ = writeln!(out, "| {name} | {} |", cells.iter().map(cell).collect::<Vec<_>>().join(" | "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

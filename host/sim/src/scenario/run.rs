@@ -29,11 +29,11 @@ use veer_plugin_runtime::{Limits, NativePicker, PluginSource};
 pub struct Strategy {
     /// How it is written on the command line; names it in results.
     pub label: String,
-    kind: StrategyKind,
+    pub(crate) kind: StrategyKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum StrategyKind {
+pub(crate) enum StrategyKind {
     Oracle,
     Picker { source: PluginSource, params: Vec<(String, String)> },
 }
@@ -131,6 +131,14 @@ pub enum RunError {
     /// A load task panicked.
     #[error("a load task failed: {0}")]
     Load(String),
+    /// The picker would not load or start (virtual mode).
+    #[error("strategy '{strategy}': {reason}")]
+    Picker {
+        /// The strategy.
+        strategy: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Runs `scenario` once with `strategy`, its length and phases multiplied by `scale`.
