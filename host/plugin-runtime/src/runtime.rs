@@ -69,6 +69,11 @@ impl VirtualClock {
     pub fn advance_to(&self, us: u64) {
         self.0.fetch_max(us, Ordering::Relaxed);
     }
+
+    /// Back to zero, for the next simulation on the same runtime.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Default for Limits {
@@ -195,6 +200,15 @@ impl PluginRuntime {
     /// The limits calls run under.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Restarts the stream plugins' seeds are drawn from at `seed`, so the
+    /// instances started next get the same randomness as after
+    /// `Limits::seed = Some(seed)`, whatever ran on this runtime before (the
+    /// scenario simulator reuses one runtime, and its compiled code, for every
+    /// run).
+    pub fn reseed(&self, seed: u64) {
+        self.next_seed.store(seed, Ordering::Relaxed);
     }
 
     /// Loads a plugin: reads it (or takes the embedded built-in), compiles and

@@ -142,10 +142,14 @@ pub async fn bench(options: &BenchOptions) -> Result<(Vec<ScenarioReport>, Vec<(
     std::fs::create_dir_all(&options.out).map_err(write)?;
     let mut reports = Vec::new();
     let mut seeded = Vec::new();
+    let mut simulator = match options.virtual_seeds {
+        Some(_) => Some(simulate::Simulator::new().map_err(|source| BenchError::Run { scenario: "-".into(), source })?),
+        None => None,
+    };
     for scenario in &scenarios {
         let failed = |source| BenchError::Run { scenario: scenario.name.clone(), source };
-        if let Some(seeds) = options.virtual_seeds {
-            let (first, cells) = run_seeds(scenario, options, seeds.max(1)).map_err(failed)?;
+        if let (Some(seeds), Some(simulator)) = (options.virtual_seeds, simulator.as_mut()) {
+            let (first, cells) = run_seeds(simulator, scenario, options, seeds.max(1)).map_err(failed)?;
             reports.push(report::write_scenario(&options.out, scenario, &first).map_err(write)?);
             seeded.push((scenario.name.clone(), cells));
             continue;
@@ -175,6 +179,7 @@ pub async fn bench(options: &BenchOptions) -> Result<(Vec<ScenarioReport>, Vec<(
 /// the first seed's results (for the per-scenario files) and each strategy's
 /// figures over all seeds.
 fn run_seeds(
+    simulator: &mut simulate::Simulator,
     scenario: &Scenario,
     options: &BenchOptions,
     seeds: u32,
@@ -195,7 +200,7 @@ fn run_seeds(
         let results = options
             .strategies
             .iter()
-            .map(|strategy| simulate::run(scenario, strategy, options.scale, u64::from(seed)))
+            .map(|strategy| simulator.run(scenario, strategy, options.scale, u64::from(seed)))
             .collect::<Result<Vec<_>, _>>()?;
         let summaries: Vec<Summary> = results.iter().map(Summary::of).collect();
         let oracle = summaries.iter().find(|s| s.strategy == Strategy::ORACLE).map(Summary::goodput);

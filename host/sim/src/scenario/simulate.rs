@@ -43,16 +43,54 @@ const RETRY_ON_STATUS: [u16; 3] = [502, 503, 504];
 /// The proxy's first retry back-off (jittered between half and all of it).
 const BACKOFF: Duration = Duration::from_millis(25);
 
-/// Runs `scenario` once with `strategy` in virtual time. `seed` varies the
-/// backends' draws and the picker's randomness (`0` is the scenario's own).
-pub fn run(scenario: &Scenario, strategy: &Strategy, scale: f64, seed: u64) -> Result<RunResult, RunError> {
-    let clock = VirtualClock::default();
-    let mut scenario = scenario.clone();
-    scenario.seed = scenario.seed.wrapping_add(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+/// Runs scenarios in virtual time, one after another, on one plugin runtime:
+/// a component is compiled once (a Python one takes seconds) however many
+/// scenarios and seeds it runs in.
+#[derive(Debug)]
+pub struct Simulator {
+    runtime: Arc<PluginRuntime>,
+    clock: VirtualClock,
+}
+
+impl Simulator {
+    /// A simulator with its own plugin runtime on a virtual clock.
+    pub fn new() -> Result<Simulator, RunError> {
+        let clock = VirtualClock::default();
+        let limits = Limits { clock: Some(clock.clone()), seed: Some(0), ..Limits::default() };
+        let runtime =
+            PluginRuntime::new(limits).map_err(|e| RunError::Picker { strategy: "-".into(), reason: e.to_string() })?;
+        Ok(Simulator { runtime, clock })
+    }
+
+    /// Runs `scenario` once with `strategy`. `seed` varies the backends' draws
+    /// and the picker's randomness (`0` is the scenario's own). The result
+    /// depends on nothing else: not on the runs before it, nor the machine.
+    pub fn run(
+        &mut self,
+        scenario: &Scenario,
+        strategy: &Strategy,
+        scale: f64,
+        seed: u64,
+    ) -> Result<RunResult, RunError> {
+        self.clock.reset();
+        let mut scenario = scenario.clone();
+        scenario.seed = scenario.seed.wrapping_add(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        self.runtime.reseed(scenario.seed ^ 0x5EED);
+        run(&self.runtime, &self.clock, &scenario, strategy, scale)
+    }
+}
+
+fn run(
+    runtime: &Arc<PluginRuntime>,
+    clock: &VirtualClock,
+    scenario: &Scenario,
+    strategy: &Strategy,
+    scale: f64,
+) -> Result<RunResult, RunError> {
+    let clock = clock.clone();
     let backends = scenario.backends(scale);
     let load = Arc::new(SimLoad { in_flight: backends.iter().map(|_| AtomicU32::new(0)).collect() });
-    let limits = Limits { seed: Some(scenario.seed ^ 0x5EED), clock: Some(clock.clone()), ..Limits::default() };
-    let runtime = PluginRuntime::new(limits).map_err(|e| start_error(strategy, e))?;
+    let runtime = runtime.clone();
     let timeout = Duration::from_millis(scenario.proxy.timeout_ms);
     let (source, params) = match &strategy.kind {
         StrategyKind::Oracle => {
@@ -101,7 +139,7 @@ pub fn run(scenario: &Scenario, strategy: &Strategy, scale: f64, seed: u64) -> R
         records: Vec::new(),
         meta: Some(RequestMeta::get("/", IpAddr::V4(Ipv4Addr::LOCALHOST))),
     };
-    world.drive(&scenario, scale);
+    world.drive(scenario, scale);
     let elapsed = Duration::from_micros(world.clock.now_us());
     let names = backends.iter().map(|b| b.sim.name.clone()).collect();
     Ok(RunResult { strategy: strategy.label.clone(), backends: names, records: world.records, elapsed })
