@@ -92,6 +92,7 @@ fn pickers(c: &mut Criterion) {
     bench_policy::<veer_plugin_p2c_ewma::P2cEwma>(c, &runtime, "p2c-ewma");
     bench_policy::<veer_plugin_q_learning::QLearning>(c, &runtime, "q-learning");
     bench_policy::<veer_plugin_least_response_time::LeastResponseTime>(c, &runtime, "least-response-time");
+    bench_policy::<veer_plugin_prequal::Prequal>(c, &runtime, "prequal");
 }
 
 criterion_group! {

@@ -15,6 +15,7 @@ const BUILTIN_PACKAGES: &[&str] = &[
     "veer-plugin-q-learning",
     "veer-plugin-consistent-hash",
     "veer-plugin-least-response-time",
+    "veer-plugin-prequal",
 ];
 
 fn main() {

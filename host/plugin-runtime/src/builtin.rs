@@ -1,8 +1,16 @@
 //! The built-in pickers, compiled to components by `build.rs` and embedded.
 
 /// Names of the built-in pickers, as used after `builtin:`.
-pub const NAMES: &[&str] =
-    &["round-robin", "least-conn", "weighted-rr", "p2c-ewma", "q-learning", "consistent-hash", "least-response-time"];
+pub const NAMES: &[&str] = &[
+    "round-robin",
+    "least-conn",
+    "weighted-rr",
+    "p2c-ewma",
+    "q-learning",
+    "consistent-hash",
+    "least-response-time",
+    "prequal",
+];
 
 macro_rules! embedded {
     ($file:literal) => {
@@ -20,6 +28,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "q-learning" => embedded!("veer_plugin_q_learning.wasm"),
         "consistent-hash" => embedded!("veer_plugin_consistent_hash.wasm"),
         "least-response-time" => embedded!("veer_plugin_least_response_time.wasm"),
+        "prequal" => embedded!("veer_plugin_prequal.wasm"),
         _ => return None,
     })
 }

@@ -49,11 +49,19 @@ impl Strategy {
 
     /// The strategies compared by default: every built-in and the oracle.
     pub fn defaults() -> Vec<Strategy> {
-        ["builtin:round-robin", "builtin:weighted-rr", "builtin:least-conn", "builtin:p2c-ewma", "builtin:q-learning"]
-            .into_iter()
-            .chain([Self::ORACLE])
-            .map(|text| text.parse().expect("the default strategies parse"))
-            .collect()
+        [
+            "builtin:round-robin",
+            "builtin:weighted-rr",
+            "builtin:least-conn",
+            "builtin:least-response-time",
+            "builtin:p2c-ewma",
+            "builtin:q-learning",
+            "builtin:prequal",
+        ]
+        .into_iter()
+        .chain([Self::ORACLE])
+        .map(|text| text.parse().expect("the default strategies parse"))
+        .collect()
     }
 }
 
