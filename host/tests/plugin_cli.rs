@@ -74,7 +74,7 @@ fn plugin_bench_runs_a_picker_beside_the_builtins_in_virtual_time() {
     let output = veer(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = stdout(&output);
-    assert!(text.contains("Goodput, % of the oracle's"), "{text}");
+    assert!(text.contains("Goodput, % of the reference"), "{text}");
     assert!(text.contains("| scenario | least-conn | round-robin |"), "the candidate first, no duplicate: {text}");
     assert!(text.contains("| one-dead |") && text.contains("| oracle |"), "{text}");
     let missing = veer(&["plugin", "bench", "/nonexistent.wasm", "--dir", scenarios, "--only", "one-dead"]);

@@ -30,7 +30,7 @@ pub enum PluginCommand {
     },
     /// Runs a picker (a path or `builtin:NAME`) through the routing scenarios
     /// in virtual time, beside every built-in and the oracle, and prints the
-    /// goodput table (% of the oracle's), p99 and error rates: deterministic,
+    /// goodput table (% of the reference: the better of the oracle and the best strategy), p99 and error rates: deterministic,
     /// seconds long.
     Bench {
         /// `builtin:NAME` or a path to a component.
