@@ -3,56 +3,65 @@
 //! without probing its backends.
 //!
 //! Prequal chooses by requests in flight (RIF) and latency together: of a
-//! handful of candidates, the *hot* ones (RIF above a quantile of the
-//! candidates' RIFs) are avoided, and among the *cold* ones the lowest
-//! estimated latency wins; when all are hot, the lowest RIF wins. Prequal
-//! learns both from probes its clients send to servers. Here the host already
-//! knows each backend's RIF (`host.in-flight`: every worker's attempts) and
-//! the plugin sees every attempt's latency, so nothing is probed:
+//! handful of candidates, the *hot* ones are avoided, and among the *cold*
+//! ones the lowest estimated latency wins; when all are hot, the lowest RIF
+//! wins (the hot-cold lexicographic rule). Prequal learns both from probes
+//! its clients send to servers. Here the host already knows each backend's
+//! RIF (`host.in-flight`: every worker's attempts) and the plugin sees every
+//! attempt's latency, so nothing is probed out of band:
 //!
 //! * **Candidates.** `probes` distinct eligible backends drawn uniformly
 //!   (O(1) each), plus the winners of the last `memory` picks while they stay
-//!   eligible (so a good backend found once stays in view, as Prequal's probe
+//!   eligible (a good backend found once stays in view, as Prequal's probe
 //!   pool keeps recent probes), never `ctx.exclude`.
 //! * **Latency by load.** Per backend, an EWMA (`alpha`) of response times per
-//!   RIF level (1, 2, …, 8, then 9–12, 13–16, 17–24, 25–32, 33+): the latency a
-//!   request sees *at that load*, as Prequal's servers report latency by RIF.
-//!   A backend with capacity for ten parallel requests shows a flat curve up
-//!   to ten; a single-threaded one a line. The estimate for a pick at RIF `r`
-//!   is the level's own; for a level not seen yet, the nearest one measured
-//!   (optimistic: one request there measures it; stretching it towards a
-//!   queue instead kept unlimited backends from ever being loaded, measured:
-//!   93% of the oracle in `sloth-invasion`); for a backend never measured,
-//!   the pool's typical latency. Estimates
-//!   worse than typical fade towards it with time constant `decay_ms`, so a
-//!   backend that was slow or failing is tried again.
-//! * **Failures.** An EWMA of the failure rate `p` per backend (also
-//!   fading); a failed attempt's latency does not enter the curve. The cost of a candidate is the expected time per *successful* request,
-//!   `(latency + p × failure_penalty) / (1 − p)`: a backend that fails fast
-//!   never looks fast.
-//! * **Hot-cold lexicographic rule.** Pick the cold candidate of least cost;
-//!   if every candidate is hot, the one with the fewest in flight. Prequal
-//!   calls a server hot when its RIF is above a quantile (0.84) of the
-//!   fleet's RIFs: for servers of equal capacity, the busiest are the ones
-//!   about to queue. Here a candidate is hot when it *is* queueing at its
-//!   next RIF: its expected latency there is more than `hot_slowdown` times
-//!   its unloaded (best measured) latency. The two agree on equal backends;
-//!   on unequal ones the fleet quantile pushes load off the one fast backend
-//!   that could take it all (measured in virtual time with the quantile rule:
-//!   30% of the oracle's goodput in `sloth-invasion`, 26% in `safe-haven`),
-//!   while the queueing rule fills each backend to its capacity and no
-//!   further, whatever its weight says.
-//!
+//!   RIF level (1, 2, …, 8, then 9–12, 13–16, 17–24, 25–32, 33+), each filed
+//!   under the RIF its attempt was *sent* at (a queue per backend; answers
+//!   mostly come back in order): the latency a request sees at that load, as
+//!   Prequal's servers report latency by RIF. A backend with capacity for ten
+//!   parallel requests shows a flat curve up to ten; a single-threaded one a
+//!   line. The estimate at RIF `r` is the level's own, or for a level not
+//!   measured yet the nearest one that was (optimistic: one request there
+//!   measures it), or for a backend never measured the pool's typical
+//!   latency; times the backend's *drift*, an EWMA (0.3) of samples against
+//!   their level's estimate, so a backend that got slower or faster at every
+//!   load is seen so at every load at once. A sample after a silence weighs
+//!   `1 − exp(−silence × 10 / decay_ms)` (at least `alpha`): a re-probe that
+//!   finds a backend changed moves its estimate at once. Unmeasured, an
+//!   estimate fades towards zero with time constant `decay_ms` (optimism
+//!   under uncertainty: a backend that was slow is tried again).
+//! * **Failures.** Per backend an EWMA of the failure rate `p` (at 0.3 ×
+//!   `alpha`, fading like the latency) and of a failure's time `f` (a hang
+//!   costs the whole timeout); a failed attempt's latency does not enter the
+//!   curve. Every success in a row since the last failure halves `p`'s
+//!   weight, so a recovered backend is trusted again after a few. The cost
+//!   of a candidate is the expected time per *successful* request, the
+//!   scenario oracle's formula, `((1 − p) × latency + p × (f +
+//!   failure_penalty)) / (1 − p)`: a backend that fails fast never looks fast.
+//! * **Hot and cold.** Prequal calls a server hot when its RIF is above a
+//!   quantile (0.84) of the fleet's RIFs: for servers of equal capacity the
+//!   busiest are the ones about to queue. Here a candidate is hot when it
+//!   *is* queueing at its next RIF: its expected latency there is more than
+//!   `hot_slowdown` times its unloaded (best measured) latency. The two agree
+//!   on equal backends; on unequal ones the fleet quantile pushes load off the
+//!   one fast backend that could take it all (measured in virtual time with
+//!   the quantile rule: 30% of the oracle's goodput in `sloth-invasion`, 26%
+//!   in `safe-haven`), while the queueing rule fills each backend to its
+//!   capacity and no further, whatever its weight says. An unproven backend
+//!   (fewer than 32 outcomes) is also hot beyond `1 + outcomes / 2` in
+//!   flight: a slow start, so a fast newcomer that hangs now and then does
+//!   not catch every client before its first hang times out.
 //! * **Re-probing.** Prequal keeps probing every server; a proxy learns only
 //!   from traffic. So a drawn candidate with nothing in flight that has not
 //!   answered for `reprobe_ms` (or never) takes the request: a backend that
 //!   recovered, or a new one, is measured within seconds, at a cost of at
 //!   most one request per backend per interval. The interval stretches with
-//!   what a probe costs its client against a typical request (up to 16×): a
-//!   slow backend's latency, an intermittently failing one's failures too (a
-//!   backend failing most requests counts as down: probing it is cheap). Without it a backend whose
-//!   every attempt failed has no latency curve and never looks better than
-//!   typical (measured: 83% of the oracle's goodput in `recovery`).
+//!   what a probe costs its client against a typical request, up to
+//!   `reprobe_stretch`: a slow backend's latency, an intermittently failing
+//!   one's failures too (a backend failing most requests counts as down:
+//!   probing it is cheap). Without re-probing a backend whose every attempt
+//!   failed has no curve and never looks better than typical (measured: 83%
+//!   of the oracle's goodput in `recovery`).
 //!
 //! Weights are not used: the latency-by-load curve measures capacity, and a
 //! wrong weight cannot mislead it. Per pick the cost is O(probes + memory)
@@ -67,8 +76,9 @@
 //! | `hot_slowdown` | `1.5` | a candidate is hot when its expected latency at its next RIF is this many times its unloaded latency (1..=100) |
 //! | `alpha` | `0.1` | weight of the newest sample in a latency level's average (0.001..=1) |
 //! | `failure_penalty_ms` | `250` | what a failure costs a client on top of its time, ms (0..=600000) |
-//! | `decay_ms` | `5000` | time constant with which bad estimates fade to typical, ms (1..=3600000) |
-//! | `reprobe_ms` | `2000` | a drawn backend not heard from for this long (times its slowness against typical, up to 16×), and idle, gets the request (1..=3600000) |
+//! | `decay_ms` | `5000` | time constant with which unmeasured estimates fade, ms (1..=3600000) |
+//! | `reprobe_ms` | `2000` | an idle drawn backend unmeasured for this long (stretched, below) takes the request, ms (1..=3600000) |
+//! | `reprobe_stretch` | `16` | the most a slow or failing backend's re-probe interval is stretched (1..=1000) |
 //! | `default_rtt_ms` | `30` | latency assumed before anything was measured, ms (0.001..=60000) |
 
 use std::collections::HashMap;
@@ -79,6 +89,11 @@ use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickCont
 const LEVELS: usize = 13;
 /// Weight of one successful sample in the pool-wide typical latency.
 const TYPICAL_ALPHA: f64 = 0.05;
+/// Weight of one sample in a backend's drift.
+const DRIFT_ALPHA: f64 = 0.3;
+/// How much faster than the estimates fade a silence makes the next sample count:
+/// after `decay_ms / SILENCE_WEIGHT` without a sample, a new one weighs ~63%.
+const SILENCE_WEIGHT: f64 = 10.0;
 /// Outcomes after which a backend's load is no longer slow-started.
 const PROVEN: u32 = 32;
 /// Attempts remembered per backend for filing their outcomes by RIF.
@@ -111,6 +126,10 @@ struct Stats {
     failure_latency_us: f64,
     /// Successes since the last failure.
     streak: u32,
+    /// Recent samples against their level's estimate (EWMA, 1 when the
+    /// curve is right): a backend that got slower or faster at every load
+    /// shows it here at once, before each level has been re-measured.
+    drift: f64,
     /// Outcomes heard, up to [`PROVEN`].
     samples: u32,
     /// The RIF each of our attempts there was sent at, oldest first: an
@@ -131,6 +150,7 @@ pub struct Prequal {
     failure_penalty_us: f64,
     decay_us: f64,
     reprobe_us: f64,
+    reprobe_stretch: f64,
     stats: HashMap<BackendId, Stats>,
     /// Pool-wide typical latency of successful attempts, µs.
     typical_us: f64,
@@ -166,10 +186,11 @@ impl Prequal {
                 .or_else(|| (at..LEVELS).find_map(|l| stats.latency_us[l]))
                 .unwrap_or(self.typical_us),
         };
-        // Only what is worse than typical fades back: a bad backend gets
-        // another try, a good one keeps its good name until it is measured.
-        let latency =
-            if latency > self.typical_us { self.typical_us + (latency - self.typical_us) * fade } else { latency };
+        // Unmeasured for long, an estimate fades towards zero: optimism under
+        // uncertainty, so a backend that was slow is tried again once it has
+        // been silent for a few `decay_ms` (a 300 ms one among 5 ms ones after
+        // ~4 τ, one request), and its answer then replaces the old estimate.
+        let latency = latency * if stats.drift > 0.0 { stats.drift } else { 1.0 } * fade;
         // Each success in a row since the last failure halves the failure
         // rate's weight: the average alone would take ~100 samples to forget
         // a dead phase, and a recovered backend gets few samples.
@@ -203,7 +224,7 @@ impl Prequal {
         } else {
             latency
         };
-        (cost / self.typical_us).clamp(1.0, 16.0)
+        (cost / self.typical_us).clamp(1.0, self.reprobe_stretch)
     }
 
     fn candidate(&self, id: BackendId, now: u64) -> Candidate {
@@ -239,6 +260,7 @@ impl Policy for Prequal {
         let decay_ms = reader.number("decay_ms", 5_000.0, 1.0..=3_600_000.0);
         let default_rtt_ms = reader.number("default_rtt_ms", 30.0, 0.001..=60_000.0);
         let reprobe_ms = reader.number("reprobe_ms", 2_000.0, 1.0..=3_600_000.0);
+        let reprobe_stretch = reader.number("reprobe_stretch", 16.0, 1.0..=1_000.0);
         reader.finish()?;
         Ok(Prequal {
             probes,
@@ -248,6 +270,7 @@ impl Policy for Prequal {
             failure_penalty_us: failure_penalty_ms * 1e3,
             decay_us: decay_ms * 1e3,
             reprobe_us: reprobe_ms * 1e3,
+            reprobe_stretch,
             stats: HashMap::new(),
             typical_us: default_rtt_ms * 1e3,
             winners: Vec::new(),
@@ -324,10 +347,19 @@ impl Policy for Prequal {
         if !failed {
             self.typical_us += TYPICAL_ALPHA * (sample_us - self.typical_us);
         }
+        let decay_us = self.decay_us;
         let stats = self.stats.entry(outcome.backend).or_default();
         if !failed {
+            // Time-weighted: a sample after a long silence (a re-probe) says
+            // more about now than the old average does, so it weighs in by
+            // how long the backend went unmeasured.
+            let silence = now.saturating_sub(stats.stamp_us) as f64;
+            let weight = alpha.max(1.0 - (-silence * SILENCE_WEIGHT / decay_us).exp());
             let slot = &mut stats.latency_us[level(rif)];
-            *slot = Some(slot.map_or(sample_us, |old| old + alpha * (sample_us - old)));
+            let ratio = slot.map_or(1.0, |old| if old > 0.0 { sample_us / old } else { 1.0 });
+            *slot = Some(slot.map_or(sample_us, |old| old + weight * (sample_us - old)));
+            let drift = if stats.drift > 0.0 { stats.drift } else { 1.0 };
+            stats.drift = drift + DRIFT_ALPHA * (ratio - drift);
         }
         // Failures are rarer than latency samples and matter longer: a slower average.
         stats.failure_rate += alpha * FAILURE_ALPHA_SHARE * (f64::from(u8::from(failed)) - stats.failure_rate);
