@@ -40,6 +40,7 @@ async fn a_short_run_writes_csv_plots_and_a_summary_with_the_oracle() {
         // 6 s scenarios → 0.3 s runs.
         scale: 0.05,
         virtual_seeds: None,
+        virtual_overhead: Default::default(),
     };
     let (reports, seeded) = bench(&options).await.unwrap();
     assert!(seeded.is_empty(), "real sockets: one run per cell");
@@ -79,6 +80,7 @@ async fn virtual_suite(out: PathBuf) -> Vec<(String, Vec<veer::scenario::Seeded>
         out,
         scale: 0.1,
         virtual_seeds: Some(2),
+        virtual_overhead: veer::scenario::simulate::DEFAULT_OVERHEAD,
     };
     bench(&options).await.unwrap().1
 }

@@ -31,15 +31,30 @@ pub enum Bench {
         /// Seeds per cell in virtual mode (mean and spread are reported).
         #[arg(long, default_value_t = 5, requires = "virtual_time")]
         seeds: u32,
+        /// In virtual mode, what every request costs on top of its backend's
+        /// latency (the proxy, the network), in ms; bench/virtual_vs_real.sh
+        /// checks the default against real sockets.
+        #[arg(long, default_value_t = 1.3, requires = "virtual_time")]
+        overhead_ms: f64,
     },
 }
 
 /// `veer bench SUBCOMMAND`.
 pub fn run(bench: Bench) -> anyhow::Result<()> {
-    let Bench::Scenarios { dir, only, strategies, out, scale, virtual_time, seeds } = bench;
+    let Bench::Scenarios { dir, only, strategies, out, scale, virtual_time, seeds, overhead_ms } = bench;
     let strategies = if strategies.is_empty() { veer::scenario::Strategy::defaults() } else { strategies };
     let virtual_seeds = virtual_time.then_some(seeds);
-    let options = veer::scenario::BenchOptions { dir, only, strategies, out: out.clone(), scale, virtual_seeds };
+    let virtual_overhead = std::time::Duration::try_from_secs_f64(overhead_ms / 1e3)
+        .map_err(|_| anyhow::anyhow!("--overhead-ms must be a number of milliseconds, got {overhead_ms}"))?;
+    let options = veer::scenario::BenchOptions {
+        dir,
+        only,
+        strategies,
+        out: out.clone(),
+        scale,
+        virtual_seeds,
+        virtual_overhead,
+    };
     let (reports, seeded) = super::tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
     if virtual_time {
         println!("\n{}", veer::scenario::report::seeded_markdown(&seeded));

@@ -177,7 +177,15 @@ fn bench_plugin(
     let candidate: Strategy = label.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let mut strategies = vec![candidate];
     strategies.extend(Strategy::defaults().into_iter().filter(|s| s.label != source));
-    let options = BenchOptions { dir, only, strategies, out: out.clone(), scale, virtual_seeds: Some(seeds.max(1)) };
+    let options = BenchOptions {
+        dir,
+        only,
+        strategies,
+        out: out.clone(),
+        scale,
+        virtual_seeds: Some(seeds.max(1)),
+        virtual_overhead: veer::scenario::simulate::DEFAULT_OVERHEAD,
+    };
     let (_, seeded) = super::tokio_runtime()?.block_on(veer::scenario::bench(&options))?;
     println!("\n{}", veer::scenario::report::seeded_markdown(&seeded));
     println!("per-scenario CSV and SVG in {}", out.display());

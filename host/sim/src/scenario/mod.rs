@@ -45,6 +45,9 @@ pub struct BenchOptions {
     /// Virtual time with this many seeds per cell ([`simulate`]); `None`
     /// runs real sockets, once per cell.
     pub virtual_seeds: Option<u32>,
+    /// In virtual time, what every request costs on top of its backend's
+    /// latency ([`simulate::DEFAULT_OVERHEAD`] by default).
+    pub virtual_overhead: std::time::Duration,
 }
 
 /// A strategy's results in one scenario over every seed of a virtual run.
@@ -145,7 +148,10 @@ pub async fn bench(options: &BenchOptions) -> Result<(Vec<ScenarioReport>, Vec<(
     let mut reports = Vec::new();
     let mut seeded = Vec::new();
     let mut simulator = match options.virtual_seeds {
-        Some(_) => Some(simulate::Simulator::new().map_err(|source| BenchError::Run { scenario: "-".into(), source })?),
+        Some(_) => Some(
+            simulate::Simulator::new(options.virtual_overhead)
+                .map_err(|source| BenchError::Run { scenario: "-".into(), source })?,
+        ),
         None => None,
     };
     for scenario in &scenarios {
