@@ -23,8 +23,9 @@
 //! virtual time, and adds one fixed `overhead` per request between the
 //! proxy's answer and the client's next request (default
 //! [`DEFAULT_OVERHEAD`], 1.3 ms: with it the oracle's goodput in every
-//! shipped scenario is within 0.94–1.02× of the real mode's on this machine,
-//! `bench/virtual_vs_real.sh`; without either model it came out 2–31% above).
+//! shipped scenario was within 0.95–1.03× of the real mode's on the
+//! development machine, `bench/virtual_vs_real.sh`; without either model it
+//! came out 2–31% above).
 //! Both shift every strategy alike.
 //!
 //! Left out on purpose (they are the host's, not the picker's, and the
