@@ -39,7 +39,11 @@ if [[ "${1:-}" == "test" ]]; then
     exec node --test "$here/least-conn.test.js" "$root/sdk/js/test/"
 fi
 
-newest_source="$(find "$here"/*.js "$root/sdk/js" -name '*.js' ! -name '*.test.js' -newer "$out" 2>/dev/null | head -1)"
+# Any source newer than the component (none to compare with on a first build).
+newest_source=""
+if [[ -f "$out" ]]; then
+    newest_source="$(find "$here"/*.js "$root/sdk/js" -name '*.js' ! -name '*.test.js' ! -path '*/node_modules/*' -newer "$out" | head -1)"
+fi
 if [[ -f "$out" && -z "$newest_source" && "$out" -nt "$root/wit/picker.wit" && "$out" -nt package-lock.json ]]; then
     echo "js-plugin: $out is up to date"
     exit 0

@@ -31,7 +31,11 @@ if [[ "${1:-}" == "test" ]]; then
         "$here" "$root/sdk/python/tests"
 fi
 
-newest_source="$(find "$here" "$root/sdk/python/veer_picker" -name '*.py' ! -name 'test_*' -newer "$out" 2>/dev/null | head -1)"
+# Any source newer than the component (none to compare with on a first build).
+newest_source=""
+if [[ -f "$out" ]]; then
+    newest_source="$(find "$here" "$root/sdk/python/veer_picker" -name '*.py' ! -name 'test_*' -newer "$out" | head -1)"
+fi
 if [[ -f "$out" && -z "$newest_source" && "$out" -nt "$root/wit/picker.wit" && "$out" -nt "$here/requirements.txt" ]]; then
     echo "python-plugin: $out is up to date"
     exit 0
