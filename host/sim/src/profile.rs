@@ -229,6 +229,17 @@ impl BackendProfile {
         self
     }
 
+    /// What request `index` of a backend seeded with `seed` does, with
+    /// `in_flight` requests there including it: its failure, if any, and its
+    /// latency. Always drawn in the same order (failure, then latency), so
+    /// request n sees the same numbers in every run, over real sockets
+    /// ([`SimBackend`](crate::SimBackend)) and in the scenario simulator alike.
+    pub fn draw(&self, seed: u64, index: u64, in_flight: u64) -> (Option<FailureKind>, Duration) {
+        let mut rng = SplitMix64::for_item(seed, index);
+        let failure = rng.chance(self.error_rate).then_some(self.error_kind);
+        (failure, self.loaded_latency(self.latency.sample(&mut rng), in_flight))
+    }
+
     /// Stretches a sampled latency for a request that arrived while `in_flight`
     /// modelled requests (itself included) were being served; see
     /// [`BackendProfile::capacity`] for the model.

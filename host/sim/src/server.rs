@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use super::profile::{BackendProfile, FailureKind, InvalidProfile, PhasedProfile};
 use super::{SimBackendSpec, SimError};
 use veer_core::hash::fnv1a;
-use veer_core::rng::SplitMix64;
 
 /// How long [`SimBackend::shutdown`] lets in-flight requests finish before it
 /// closes the remaining connections.
@@ -500,11 +499,7 @@ async fn modelled(
     let index = shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let in_flight = InFlight::enter(&shared.counters);
     let profile = shared.current_profile(arrived);
-    // Always draw in the same order (failure, then latency) so that request n
-    // sees the same numbers in every run.
-    let mut rng = SplitMix64::for_item(shared.seed, index);
-    let failure = rng.chance(profile.error_rate).then_some(profile.error_kind);
-    let latency = profile.loaded_latency(profile.latency.sample(&mut rng), in_flight.count);
+    let (failure, latency) = profile.draw(shared.seed, index, in_flight.count);
     if failure.is_some() {
         shared.counters.failures.fetch_add(1, Ordering::Relaxed);
     }

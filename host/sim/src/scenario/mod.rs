@@ -211,9 +211,7 @@ fn run_seeds(
             .map(|strategy| simulator.run(scenario, strategy, options.scale, u64::from(seed)))
             .collect::<Result<Vec<_>, _>>()?;
         let summaries: Vec<Summary> = results.iter().map(Summary::of).collect();
-        let reference =
-            ScenarioReport { name: String::new(), description: String::new(), summaries: summaries.clone() }
-                .reference_goodput();
+        let reference = report::reference_goodput(&summaries);
         for (cell, summary) in cells.iter_mut().zip(&summaries) {
             cell.goodput.push(summary.goodput());
             cell.p99_ms.push(summary.p99_ms);

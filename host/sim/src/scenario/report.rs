@@ -92,14 +92,20 @@ impl ScenarioReport {
     /// one is an upper bound of what was achieved, so "% of the reference"
     /// never exceeds 100.
     pub fn reference_goodput(&self) -> Option<f64> {
-        let oracle = self.summaries.iter().find(|s| s.strategy == Strategy::ORACLE).map(Summary::goodput)?;
-        Some(self.summaries.iter().map(Summary::goodput).fold(oracle, f64::max))
+        reference_goodput(&self.summaries)
     }
 
     /// A strategy's goodput as a fraction of the reference's.
     pub fn fraction_of_reference(&self, summary: &Summary) -> Option<f64> {
         self.reference_goodput().filter(|&reference| reference > 0.0).map(|reference| summary.goodput() / reference)
     }
+}
+
+/// The reference goodput of one run of every strategy (see
+/// [`ScenarioReport::reference_goodput`]); `None` without the oracle.
+pub fn reference_goodput(summaries: &[Summary]) -> Option<f64> {
+    let oracle = summaries.iter().find(|s| s.strategy == Strategy::ORACLE).map(Summary::goodput)?;
+    Some(summaries.iter().map(Summary::goodput).fold(oracle, f64::max))
 }
 
 /// Width of the timeline buckets: a fortieth of the run, at least 50 ms.

@@ -45,16 +45,14 @@ use veer_plugin_runtime::{
     PickContext, Picker, PickerSlot, PluginRuntime, PluginSource, RequestMeta, VirtualClock,
 };
 
+use veer_data_plane::proxy::RetryPolicy;
+
 use super::oracle::Oracle;
 use super::run::{RequestRecord, RunError, RunResult, Strategy, StrategyKind};
 use super::spec::{Scenario, Stop};
 use crate::FailureKind;
 use crate::profile::PhasedProfile;
 
-/// Statuses the proxy retries on (its default `retry_on_status`).
-const RETRY_ON_STATUS: [u16; 3] = [502, 503, 504];
-/// The proxy's first retry back-off (jittered between half and all of it).
-const BACKOFF: Duration = Duration::from_millis(25);
 /// What a request costs on top of its backend's latency (see the module docs).
 pub const DEFAULT_OVERHEAD: Duration = Duration::from_micros(1_300);
 /// tokio's timer resolution, which the simulated backends' sleeps round up to.
@@ -151,7 +149,8 @@ fn run(
         load,
         sims,
         timeout,
-        max_attempts: scenario.proxy.max_attempts.max(1),
+        // The proxy's own retry settings, as the real-socket mode configures them.
+        retry: RetryPolicy { max_attempts: scenario.proxy.max_attempts.max(1), ..RetryPolicy::default() },
         penalty: Duration::from_millis(scenario.load.error_penalty_ms),
         overhead_us: overhead.as_micros() as u64,
         queue: BinaryHeap::new(),
@@ -218,7 +217,7 @@ struct World {
     load: Arc<SimLoad>,
     sims: Vec<SimState>,
     timeout: Duration,
-    max_attempts: u32,
+    retry: RetryPolicy,
     penalty: Duration,
     overhead_us: u64,
     /// By (time µs, sequence): simultaneous events in the order they were made.
@@ -319,11 +318,9 @@ impl World {
         let in_flight = self.load.in_flight[backend as usize].fetch_add(1, Ordering::Relaxed) + 1;
         let sim = &mut self.sims[backend as usize];
         let profile = sim.profile.at(Duration::from_micros(now));
-        let mut rng = SplitMix64::for_item(sim.seed, sim.requests);
+        // The same draws as the real simulated backend's n-th request.
+        let (failure, latency) = profile.draw(sim.seed, sim.requests, u64::from(in_flight));
         sim.requests += 1;
-        // The same draws, in the same order, as the real simulated backend.
-        let failure = rng.chance(profile.error_rate).then_some(profile.error_kind);
-        let latency = profile.loaded_latency(profile.latency.sample(&mut rng), u64::from(in_flight));
         // The real backend sleeps with tokio's timer, which fires on the first
         // millisecond tick at or after the deadline: so does this one.
         let latency_us = (now + latency.as_micros() as u64).div_ceil(TIMER_TICK_US) * TIMER_TICK_US - now;
@@ -343,11 +340,12 @@ impl World {
     fn answer(&mut self, mut request: Request, choice: Choice, status: u16, error: Option<ErrorKind>, latency_us: u64) {
         let outcome = Outcome { backend: choice.backend, picked: choice.by_plugin, status, latency_us, error };
         self.picker.observe(&choice, outcome);
-        let retryable = error.is_some() || RETRY_ON_STATUS.contains(&status);
-        if retryable && request.attempt + 1 < self.max_attempts {
+        let retryable = error.is_some() || self.retry.retry_on_status.contains(&status);
+        if retryable && request.attempt + 1 < self.retry.max_attempts {
             request.attempt += 1;
             request.previous = Some(choice.backend);
-            let backoff = BACKOFF.mul_f64(0.5 + 0.5 * self.retry_rng.next_f64()).as_micros() as u64;
+            // The first retry's back-off, jittered between half and all of it.
+            let backoff = self.retry.backoff_base.mul_f64(0.5 + 0.5 * self.retry_rng.next_f64()).as_micros() as u64;
             self.at(self.now() + backoff, Event::Attempt(request));
             return;
         }
