@@ -156,6 +156,8 @@ pub struct Prequal {
     typical_us: f64,
     /// Winners of the last picks, newest last.
     winners: Vec<BackendId>,
+    /// The candidates of the pick being made (kept for its allocation).
+    candidates: Vec<Candidate>,
 }
 
 /// One candidate of a pick.
@@ -240,6 +242,34 @@ impl Prequal {
         Candidate { id, rif, cost, hot, stale }
     }
 
+    /// Draws the candidates into `candidates` and applies the rules above.
+    fn choose(&self, pool: &Pool, ctx: &PickContext, candidates: &mut Vec<Candidate>) -> Option<Candidate> {
+        let now = host::now_us();
+        for _ in 0..self.probes.min(pool.candidates(ctx.exclude)) {
+            // Distinct draws: a few retries are enough at these sizes.
+            for _ in 0..4 {
+                let id = pool.random_eligible(ctx.exclude)?;
+                if candidates.iter().all(|c| c.id != id) {
+                    candidates.push(self.candidate(id, now));
+                    break;
+                }
+            }
+        }
+        for &id in self.winners.iter().rev() {
+            if Some(id) != ctx.exclude && pool.is_eligible(id) && candidates.iter().all(|c| c.id != id) {
+                candidates.push(self.candidate(id, now));
+            }
+        }
+        // A drawn candidate not heard from in `reprobe_ms` takes this request:
+        // what a probe would tell Prequal (it recovered, it got slower), at
+        // most one request per backend per interval.
+        let reprobe = candidates.iter().take(self.probes).find(|c| c.stale);
+        reprobe
+            .or_else(|| candidates.iter().filter(|c| !c.hot).min_by(|a, b| a.cost.total_cmp(&b.cost)))
+            .or_else(|| candidates.iter().min_by(|a, b| a.rif.cmp(&b.rif).then(a.cost.total_cmp(&b.cost))))
+            .copied()
+    }
+
     /// The latency estimate of `id` at `rif` requests in flight, µs, if sampled there.
     pub fn latency_at_us(&self, id: BackendId, rif: u32) -> Option<f64> {
         self.stats.get(&id).and_then(|s| s.latency_us[level(rif)])
@@ -274,6 +304,7 @@ impl Policy for Prequal {
             stats: HashMap::new(),
             typical_us: default_rtt_ms * 1e3,
             winners: Vec::new(),
+            candidates: Vec::new(),
         })
     }
 
@@ -283,47 +314,26 @@ impl Policy for Prequal {
     }
 
     fn pick(&mut self, pool: &Pool, ctx: &PickContext) -> Option<BackendId> {
-        let now = host::now_us();
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(self.probes + self.memory);
-        let eligible = pool.candidates(ctx.exclude);
-        for _ in 0..self.probes.min(eligible) {
-            // Distinct draws: a few retries are enough at these sizes.
-            for _ in 0..4 {
-                let id = pool.random_eligible(ctx.exclude)?;
-                if candidates.iter().all(|c| c.id != id) {
-                    candidates.push(self.candidate(id, now));
-                    break;
-                }
-            }
-        }
-        for &id in self.winners.iter().rev() {
-            if Some(id) != ctx.exclude && pool.is_eligible(id) && candidates.iter().all(|c| c.id != id) {
-                candidates.push(self.candidate(id, now));
-            }
-        }
-        // A drawn candidate not heard from in `reprobe_ms` takes this request:
-        // what a probe would tell Prequal (it recovered, it got slower), at
-        // most one request per backend per interval.
-        let reprobe = candidates.iter().take(self.probes).find(|c| c.stale);
-        let chosen = reprobe
-            .or_else(|| candidates.iter().filter(|c| !c.hot).min_by(|a, b| a.cost.total_cmp(&b.cost)))
-            .or_else(|| candidates.iter().min_by(|a, b| a.rif.cmp(&b.rif).then(a.cost.total_cmp(&b.cost))))?
-            .id;
-        let rif = candidates.iter().find(|c| c.id == chosen).map_or(1, |c| c.rif);
-        let sent = &mut self.stats.entry(chosen).or_default().sent_at_rif;
+        // One buffer for every pick: nothing is allocated on the request path.
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        let chosen = self.choose(pool, ctx, &mut candidates);
+        self.candidates = candidates;
+        let chosen = chosen?;
+        let sent = &mut self.stats.entry(chosen.id).or_default().sent_at_rif;
         // Bounded: outcomes lost to a replaced instance must not grow it forever.
         if sent.len() >= MAX_OUTSTANDING {
             sent.pop_front();
         }
-        sent.push_back(rif);
+        sent.push_back(chosen.rif);
         if self.memory > 0 {
-            self.winners.retain(|id| *id != chosen);
-            self.winners.push(chosen);
+            self.winners.retain(|id| *id != chosen.id);
+            self.winners.push(chosen.id);
             if self.winners.len() > self.memory {
                 self.winners.remove(0);
             }
         }
-        Some(chosen)
+        Some(chosen.id)
     }
 
     fn observe(&mut self, pool: &Pool, outcome: &Outcome) {
