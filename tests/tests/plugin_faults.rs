@@ -159,3 +159,49 @@ fn a_faulted_instance_is_replaced_by_the_control_path_not_by_the_pick() {
     assert_eq!(picker.stats().rebuilds, 1);
     assert!(!picker.needs_repair());
 }
+
+/// 30 requests through a real veer whose picker is the hostile plugin in
+/// `mode` (every 3rd pick misbehaving): every one must be answered 200.
+async fn every_request_answered_through_the_proxy(mode: &str) -> veer::plugin::PickerStatsSnapshot {
+    let backend = veer_tests::echo::EchoBackend::start().await;
+    let hostile = veer_tests::hostile_plugin_file(&format!("proxy-{mode}"));
+    let mut options =
+        veer_tests::veer_options(&[("only", backend.addr)], hostile.to_str().unwrap(), Default::default());
+    options.params = vec![("mode".into(), mode.into()), ("every".into(), "3".into())];
+    let veer = veer::server::start(options).await.unwrap();
+    for _ in 0..30 {
+        let answer = veer_tests::get(veer.proxy_addr, "/").await;
+        assert_eq!(answer.status, http::StatusCode::OK, "{mode}: {}", answer.body);
+    }
+    let stats = veer.proxy.slot().current().stats();
+    veer.shutdown().await;
+    let _ = std::fs::remove_file(hostile);
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_traps_mid_traffic_never_fails_a_request_through_the_proxy() {
+    // A trapping Rust plugin writes its panic message to (sandboxed) stderr
+    // and flushes it, which WASI runs through `block_on` on the data-path
+    // worker's own tokio runtime: that used to panic the worker and cut the
+    // client's connection.
+    let stats = every_request_answered_through_the_proxy("trap-every").await;
+    assert!(stats.traps >= 1 && stats.fallbacks >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_prints_is_a_fault_not_a_failed_request() {
+    let stats = every_request_answered_through_the_proxy("print-every").await;
+    assert!(stats.traps >= 1 && stats.fallbacks >= 1, "{stats:?}");
+}
+
+#[test]
+fn the_conformance_suite_fails_a_plugin_that_prints_as_the_data_path_would() {
+    let runtime = runtime();
+    let path = veer_tests::hostile_plugin_file("conformance-print");
+    let params = [("mode".to_string(), "print-every".to_string()), ("every".to_string(), "50".to_string())];
+    let report = veer::plugin::conformance::run(&runtime, &veer::plugin::PluginSource::Path(path.clone()), &params);
+    assert!(!report.passed(), "{report}");
+    assert!(report.to_string().contains("stdout or stderr"), "{report}");
+    let _ = std::fs::remove_file(path);
+}

@@ -113,6 +113,19 @@ impl fmt::Display for Report {
 /// parameters. Never panics on plugin behaviour: whatever goes wrong is a
 /// failed check in the report.
 pub fn run(runtime: &PluginRuntime, source: &PluginSource, params: &[(String, String)]) -> Report {
+    // The data path calls plugins on its workers' tokio runtimes, where some
+    // WASI calls (writing to stdout or stderr, blocking) cannot run: the
+    // suite calls the plugin in the same surroundings, so what faults there
+    // fails here. A caller already inside a runtime provides them itself.
+    if tokio::runtime::Handle::try_current().is_err()
+        && let Ok(surroundings) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+    {
+        return surroundings.block_on(async { run_suite(runtime, source, params) });
+    }
+    run_suite(runtime, source, params)
+}
+
+fn run_suite(runtime: &PluginRuntime, source: &PluginSource, params: &[(String, String)]) -> Report {
     let mut report = Report { source: source.to_string(), plugin: None, size_bytes: None, checks: Vec::new() };
     let code = match runtime.load(source) {
         Ok(code) => code,
@@ -469,35 +482,37 @@ impl<'a> Instance<'a> {
         let limits: &Limits = runtime.limits();
         let mut store = runtime.new_store(&code.source, std::sync::Arc::new(crate::NoLoad));
         // Instantiation runs guest initialisers, so it gets the control deadline.
-        runtime.arm_deadline(&mut store, limits.control_timeout);
-        let world = code.pre.instantiate(&mut store).map_err(|e| format!("instantiation {}", describe(&e)))?;
-        runtime.arm_deadline(&mut store, limits.control_timeout);
-        let info = world.veer_picker_policy().call_info(&mut store).map_err(|e| format!("info {}", describe(&e)))?;
+        let world = runtime
+            .guest_call(&mut store, limits.control_timeout, |store| code.pre.instantiate(store))
+            .map_err(|e| format!("instantiation {}", describe(&e)))?;
+        let info = runtime
+            .guest_call(&mut store, limits.control_timeout, |store| world.veer_picker_policy().call_info(store))
+            .map_err(|e| format!("info {}", describe(&e)))?;
         let info = (info.name, info.version, info.feedback.contains(Feedback::OUTCOMES));
         Ok(Instance { runtime, store, world, model: Membership::default(), info, requests: 0 })
     }
 
-    fn control(&mut self) {
-        let timeout = self.runtime.limits().control_timeout;
-        self.runtime.arm_deadline(&mut self.store, timeout);
+    /// A control call (`configure`, `backends-changed`, state) under the control deadline.
+    fn control<T>(
+        &mut self,
+        call: impl FnOnce(&PickerWorld, &mut Store<StoreState>) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
+        let world = &self.world;
+        self.runtime.guest_call(&mut self.store, self.runtime.limits().control_timeout, |store| call(world, store))
     }
 
     /// Outer error: the call trapped; inner: the plugin's own rejection.
     fn configure(&mut self, params: &[(String, String)]) -> Result<Result<(), String>, String> {
-        self.control();
-        self.world
-            .veer_picker_policy()
-            .call_configure(&mut self.store, params)
+        self.control(|world, store| world.veer_picker_policy().call_configure(store, params))
             .map_err(|e| format!("configure {}", describe(&e)))
     }
 
     fn events(&mut self, events: &[BackendEvent]) -> Result<(), String> {
         self.model.apply(events);
-        self.control();
-        self.world
-            .veer_picker_policy()
-            .call_backends_changed(&mut self.store, &conversions::events(events))
-            .map_err(|e| format!("backends-changed {}", describe(&e)))
+        self.control(|world, store| {
+            world.veer_picker_policy().call_backends_changed(store, &conversions::events(events))
+        })
+        .map_err(|e| format!("backends-changed {}", describe(&e)))
     }
 
     /// One pick for request number `i` (client addresses vary, so affinity
@@ -509,9 +524,10 @@ impl<'a> Instance<'a> {
             request.parts.headers.insert("x-user", value);
         }
         self.store.data_mut().request = Some(request);
-        let timeout = self.runtime.limits().call_timeout;
-        self.runtime.arm_deadline(&mut self.store, timeout);
-        let answer = self.world.veer_picker_policy().call_pick(&mut self.store, conversions::pick_context(ctx));
+        let world = &self.world;
+        let answer = self.runtime.guest_call(&mut self.store, self.runtime.limits().call_timeout, |store| {
+            world.veer_picker_policy().call_pick(store, conversions::pick_context(ctx))
+        });
         self.store.data_mut().request = None;
         let answer = answer.map_err(|e| format!("pick {}", describe(&e)))?;
         self.requests = self.requests.wrapping_add(1);
@@ -566,27 +582,21 @@ impl<'a> Instance<'a> {
     }
 
     fn observe(&mut self, outcome: Outcome) -> Result<(), String> {
-        let timeout = self.runtime.limits().call_timeout;
-        self.runtime.arm_deadline(&mut self.store, timeout);
-        self.world
-            .veer_picker_policy()
-            .call_observe(&mut self.store, conversions::outcome(outcome))
+        let world = &self.world;
+        self.runtime
+            .guest_call(&mut self.store, self.runtime.limits().call_timeout, |store| {
+                world.veer_picker_policy().call_observe(store, conversions::outcome(outcome))
+            })
             .map_err(|e| format!("observe {}", describe(&e)))
     }
 
     fn export_state(&mut self) -> Result<Vec<u8>, String> {
-        self.control();
-        self.world
-            .veer_picker_policy()
-            .call_export_state(&mut self.store)
+        self.control(|world, store| world.veer_picker_policy().call_export_state(store))
             .map_err(|e| format!("export-state {}", describe(&e)))
     }
 
     fn import_state(&mut self, state: &[u8]) -> Result<Result<(), String>, String> {
-        self.control();
-        self.world
-            .veer_picker_policy()
-            .call_import_state(&mut self.store, state)
+        self.control(|world, store| world.veer_picker_policy().call_import_state(store, state))
             .map_err(|e| format!("import-state {}", describe(&e)))
     }
 }

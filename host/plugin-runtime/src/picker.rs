@@ -540,8 +540,10 @@ impl Picker {
         ctx: PickContext,
     ) -> (wasmtime::Result<Option<BackendId>>, RequestMeta) {
         live.store.data_mut().request = Some(request);
-        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
-        let answer = live.world.veer_picker_policy().call_pick(&mut live.store, conversions::pick_context(ctx));
+        let world = &live.world;
+        let answer = self.runtime.guest_call(&mut live.store, self.runtime.limits().call_timeout, |store| {
+            world.veer_picker_policy().call_pick(store, conversions::pick_context(ctx))
+        });
         let request = live.store.data_mut().request.take().expect("the request was lent to the store just above");
         (answer, request)
     }
@@ -564,9 +566,10 @@ impl Picker {
         let mut guard = instance.inner.lock();
         let inner = &mut *guard;
         let Some(live) = &mut inner.live else { return };
-        self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
-        if let Err(trap) = live.world.veer_picker_policy().call_observe(&mut live.store, conversions::outcome(outcome))
-        {
+        let world = &live.world;
+        if let Err(trap) = self.runtime.guest_call(&mut live.store, self.runtime.limits().call_timeout, |store| {
+            world.veer_picker_policy().call_observe(store, conversions::outcome(outcome))
+        }) {
             self.record_fault(&instance.stats, inner, fault_kind(&trap), "observe", describe(&trap));
         }
     }
@@ -585,8 +588,12 @@ impl Picker {
             let inner = &mut *guard;
             inner.membership.apply(events);
             let Some(live) = &mut inner.live else { continue };
-            self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
-            if let Err(trap) = live.world.veer_picker_policy().call_backends_changed(&mut live.store, &lowered) {
+            let world = &live.world;
+            if let Err(trap) =
+                self.runtime.guest_call(&mut live.store, self.runtime.limits().control_timeout, |store| {
+                    world.veer_picker_policy().call_backends_changed(store, &lowered)
+                })
+            {
                 self.record_fault(&instance.stats, inner, fault_kind(&trap), "backends-changed", describe(&trap));
             }
         }
@@ -601,8 +608,11 @@ impl Picker {
             let mut guard = instance.inner.lock();
             let inner = &mut *guard;
             let Some(live) = &mut inner.live else { continue };
-            self.runtime.arm_deadline(&mut live.store, self.runtime.limits().control_timeout);
-            return match live.world.veer_picker_policy().call_export_state(&mut live.store) {
+            let world = &live.world;
+            let exported = self.runtime.guest_call(&mut live.store, self.runtime.limits().control_timeout, |store| {
+                world.veer_picker_policy().call_export_state(store)
+            });
+            return match exported {
                 Ok(state) => Ok(state),
                 Err(trap) => {
                     let reason = describe(&trap);
@@ -617,9 +627,11 @@ impl Picker {
     fn notify_not_sent(&self, live: &mut Live, backend: BackendId) {
         if self.info.wants_outcomes {
             let outcome = Outcome { backend, picked: true, status: 0, latency_us: 0, error: Some(ErrorKind::NotSent) };
-            self.runtime.arm_deadline(&mut live.store, self.runtime.limits().call_timeout);
+            let world = &live.world;
             // A fault here shows up on the next call, which handles it.
-            let _ = live.world.veer_picker_policy().call_observe(&mut live.store, conversions::outcome(outcome));
+            let _ = self.runtime.guest_call(&mut live.store, self.runtime.limits().call_timeout, |store| {
+                world.veer_picker_policy().call_observe(store, conversions::outcome(outcome))
+            });
         }
     }
 
@@ -739,11 +751,13 @@ impl Live {
         let mut store = runtime.new_store(&code.source, load.clone());
         let instantiate = |reason: String| PluginError::Instantiate { origin: code.source.clone(), reason };
         // Instantiation runs guest code too (initialisers), so it gets a deadline.
-        runtime.arm_deadline(&mut store, control);
-        let world = code.pre.instantiate(&mut store).map_err(|e| instantiate(format!("{e:#}")))?;
+        let world = runtime
+            .guest_call(&mut store, control, |store| code.pre.instantiate(store))
+            .map_err(|e| instantiate(format!("{e:#}")))?;
         let policy = world.veer_picker_policy();
-        runtime.arm_deadline(&mut store, control);
-        let info = policy.call_info(&mut store).map_err(|e| instantiate(format!("info: {}", describe(&e))))?;
+        let info = runtime
+            .guest_call(&mut store, control, |store| policy.call_info(store))
+            .map_err(|e| instantiate(format!("info: {}", describe(&e))))?;
         let info = PickerInfo {
             name: info.name,
             version: info.version,
@@ -755,14 +769,14 @@ impl Live {
             call,
             reason: describe(&e),
         };
-        runtime.arm_deadline(&mut store, control);
-        policy
-            .call_configure(&mut store, params)
+        runtime
+            .guest_call(&mut store, control, |store| policy.call_configure(store, params))
             .map_err(|e| trap("configure", e))?
             .map_err(|message| PluginError::Rejected { plugin: info.name.clone(), message })?;
-        runtime.arm_deadline(&mut store, control);
-        policy
-            .call_backends_changed(&mut store, &conversions::events(&membership.replay()))
+        runtime
+            .guest_call(&mut store, control, |store| {
+                policy.call_backends_changed(store, &conversions::events(&membership.replay()))
+            })
             .map_err(|e| trap("backends-changed", e))?;
         Ok((Live { store, world }, info))
     }
@@ -779,8 +793,11 @@ fn import(
     Ok(match handoff {
         Some(h) if h.state.is_empty() => HandoffResult::None,
         Some(h) if h.from.name == info.name && !is_older(&info.version, &h.from.version) => {
-            runtime.arm_deadline(&mut live.store, runtime.limits().control_timeout);
-            match live.world.veer_picker_policy().call_import_state(&mut live.store, &h.state) {
+            let world = &live.world;
+            let imported = runtime.guest_call(&mut live.store, runtime.limits().control_timeout, |store| {
+                world.veer_picker_policy().call_import_state(store, &h.state)
+            });
+            match imported {
                 Ok(Ok(())) => HandoffResult::Imported { bytes: h.state.len() },
                 Ok(Err(reason)) => HandoffResult::Refused { reason },
                 Err(trap) => {

@@ -286,7 +286,39 @@ impl PluginRuntime {
 
     /// Sets the deadline for the next call: `timeout` rounded up to ticks, plus
     /// one because the current tick may be about to end.
-    pub(crate) fn arm_deadline(&self, store: &mut Store<StoreState>, timeout: Duration) {
+    /// Makes one call into a plugin (`call`) under `timeout`, the only way
+    /// the host enters guest code.
+    ///
+    /// A panic raised by a host function during the call comes back as an
+    /// error, which the callers treat as a trap: the instance is replaced and
+    /// the host's fallback answers. The case that needs it: WASI's
+    /// synchronous bindings run blocking stream and poll operations (a guest
+    /// flushing stdout or stderr, which a Rust plugin's panic message does, a
+    /// Python `print`, a sleep) through `block_on` on the calling thread,
+    /// which panics inside a tokio runtime — and picks run on the data-path
+    /// workers' runtimes. Without this, a plugin that traps took its worker
+    /// thread down with it.
+    pub(crate) fn guest_call<T>(
+        &self,
+        store: &mut Store<StoreState>,
+        timeout: Duration,
+        call: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
+        self.arm_deadline(store, timeout);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(store))).unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(wasmtime::Error::msg(format!(
+                "a host function panicked during the call ({message}); a plugin that writes to stdout or stderr, \
+                 or blocks, cannot run on the data path (log through host.log)"
+            )))
+        })
+    }
+
+    fn arm_deadline(&self, store: &mut Store<StoreState>, timeout: Duration) {
         let tick = self.limits.epoch_tick.as_nanos().max(1);
         let ticks = timeout.as_nanos().div_ceil(tick) as u64 + 1;
         store.data_mut().deadline.arm(ticks, timeout);

@@ -12,6 +12,7 @@
 //! | `slow-configure` | `configure` never returns |
 //! | `trap-observe` | round robin, but `observe` panics |
 //! | `trap-every` | round robin, but every `every`-th pick panics |
+//! | `print-every` | round robin, but every `every`-th pick writes a line to stdout |
 //! | `by-route` | the eligible backend named after the request's route (`request.route()`), else the one named after its upstream, else round robin |
 
 use veer_sdk::{BackendId, Outcome, Params, PickContext, Policy, Pool};
@@ -66,6 +67,10 @@ impl Policy for Hostile {
             "none" => None,
             "excluded" if ctx.exclude.is_some() => ctx.exclude,
             "trap-every" if self.picks.is_multiple_of(self.every) => panic!("hostile plugin: periodic trap"),
+            "print-every" if self.picks.is_multiple_of(self.every) => {
+                println!("hostile plugin: pick {}", self.picks);
+                pool.eligible().first().copied().filter(|id| Some(*id) != ctx.exclude)
+            }
             _ => {
                 let eligible = pool.eligible();
                 (0..eligible.len())
