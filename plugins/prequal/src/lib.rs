@@ -337,6 +337,14 @@ impl Policy for Prequal {
     }
 
     fn observe(&mut self, pool: &Pool, outcome: &Outcome) {
+        // Every outcome of a pick of ours ends that attempt, `not-sent` ones
+        // too: its RIF leaves the queue, or later outcomes would be filed
+        // under their neighbours' RIF.
+        let from_us = if outcome.picked {
+            self.stats.get_mut(&outcome.backend).and_then(|s| s.sent_at_rif.pop_front())
+        } else {
+            None
+        };
         let Some(sample) = outcome.latency_sample(self.failure_penalty_us) else { return };
         if pool.get(outcome.backend).is_none() {
             return;
@@ -346,11 +354,6 @@ impl Policy for Prequal {
         let failed = matches!(sample, LatencySample::Failure(_));
         let sample_us = outcome.latency_us as f64;
         let now = host::now_us();
-        let from_us = if outcome.picked {
-            self.stats.get_mut(&outcome.backend).and_then(|s| s.sent_at_rif.pop_front())
-        } else {
-            None
-        };
         // The host's own choices: it has left the count, so the others' RIF plus itself.
         let rif = from_us.unwrap_or_else(|| host::in_flight(outcome.backend).saturating_add(1));
         let alpha = self.alpha;
@@ -439,6 +442,25 @@ mod tests {
         // Blind rotation would send it 800 requests, 160 of them hanging.
         assert!(hole_failures <= 10, "{hole_failures} hangs");
         assert!(report.share(hole) < 0.05, "hole {:.3}", report.share(hole));
+    }
+
+    #[test]
+    fn attempts_a_client_broke_off_change_nothing_about_the_backend() {
+        // `not-sent`: the client left or sent a broken body; the backend did
+        // nothing wrong and must not look worse (or better) for it.
+        let mut h = Harness::<Prequal>::new(&[]).unwrap();
+        let ids = h.add_backends(2);
+        h.run(Load { requests: 500, concurrency: 2 }, |_, _, _| Reply::ok(10 * MS));
+        let before = h.policy().stats.get(&ids[0]).map(|s| (s.failure_rate, s.latency_us, s.samples));
+        for _ in 0..200 {
+            h.complete_with_error(ids[0], 0, veer_sdk::ErrorKind::NotSent);
+        }
+        let after = h.policy().stats.get(&ids[0]).map(|s| (s.failure_rate, s.latency_us, s.samples));
+        assert_eq!(before, after);
+        // And a broken-off attempt of its own still ends that attempt.
+        let picked = h.pick().unwrap();
+        h.complete_with_error(picked, 0, veer_sdk::ErrorKind::NotSent);
+        assert!(h.policy().stats[&picked].sent_at_rif.is_empty());
     }
 
     #[test]
