@@ -75,6 +75,12 @@ fn componentize(module: &Path, output: &Path) -> anyhow::Result<()> {
     if !bytes.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly module", module.display());
     }
+    // wit-component would wrap a module without the world's type into a
+    // component that exports nothing, which veer then refuses with a less
+    // helpful message: say what is missing here.
+    if !has_component_type(&bytes) {
+        bail!("{}: no component type found (link the bindings' picker_component_type.o)", module.display());
+    }
     let component = wit_component::ComponentEncoder::default()
         .module(&bytes)
         .with_context(|| {
@@ -87,4 +93,51 @@ fn componentize(module: &Path, output: &Path) -> anyhow::Result<()> {
     std::fs::write(output, &component).with_context(|| format!("writing {}", output.display()))?;
     println!("{} ({} bytes)", output.display(), component.len());
     Ok(())
+}
+
+/// Whether a core module carries a `component-type*` custom section (what
+/// the bindings' object file adds), the world it implements.
+fn has_component_type(module: &[u8]) -> bool {
+    wasmparser::Parser::new(0).parse_all(module).any(|payload| {
+        matches!(payload, Ok(wasmparser::Payload::CustomSection(section)) if section.name().starts_with("component-type"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str, bytes: &[u8]) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("veer-c-component-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).expect("the temp dir is writable");
+        path
+    }
+
+    #[test]
+    fn what_is_not_a_picker_module_is_refused_with_the_reason() {
+        let out = std::env::temp_dir().join(format!("veer-c-component-{}-out.wasm", std::process::id()));
+        let text = temp("text.wasm", b"int main() {}");
+        let error = componentize(&text, &out).unwrap_err().to_string();
+        assert!(error.contains("is not a WebAssembly module"), "{error}");
+        // A valid, empty core module: no component type linked in.
+        let bare = temp("bare.wasm", b"\0asm\x01\0\0\0");
+        let error = format!("{:#}", componentize(&bare, &out).unwrap_err());
+        assert!(error.contains("picker_component_type.o"), "{error}");
+        assert!(!out.exists(), "nothing is written for a refused module");
+        let missing = componentize(Path::new("/no/such/module.wasm"), &out).unwrap_err().to_string();
+        assert!(missing.contains("/no/such/module.wasm"), "{missing}");
+        for path in [text, bare] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    #[test]
+    fn bindings_name_a_wit_directory_that_is_not_one() {
+        let out = std::env::temp_dir().join(format!("veer-c-component-{}-bindings", std::process::id()));
+        let error = bindings(Path::new("/no/such/wit"), "picker", &out).unwrap_err().to_string();
+        assert!(error.contains("/no/such/wit"), "{error}");
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+        let error = bindings(&wit, "no-such-world", &out).unwrap_err().to_string();
+        assert!(error.contains("no-such-world"), "{error}");
+    }
 }
