@@ -82,3 +82,15 @@ fn plugin_bench_runs_a_picker_beside_the_builtins_in_virtual_time() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.wasm"), "names what failed");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn bench_scenarios_refuses_a_nonsense_overhead_and_seeds_without_virtual_time() {
+    for bad in ["--overhead-ms=-1", "--overhead-ms=nan", "--overhead-ms=inf"] {
+        let output = veer(&["bench", "scenarios", "--virtual", bad]);
+        assert!(!output.status.success(), "{bad}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--overhead-ms must be"), "{bad}");
+    }
+    let output = veer(&["bench", "scenarios", "--seeds", "3"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--virtual"));
+}

@@ -125,3 +125,47 @@ async fn the_virtual_suite_is_deterministic_and_the_oracle_leads_where_it_must()
     assert!(table.contains("| one-dead |") && table.contains("virtual time, 2 seeds"), "{table}");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_picker_in_the_virtual_bench_is_covered_or_refused() {
+    // What `veer plugin bench` does with an author's broken component. One
+    // that faults now and then once started still has every request routed
+    // (the host's fallback answers for it), and the run ends with figures.
+    // One that fails the host's start at load (a spin, an unknown backend,
+    // a configure that never returns) is refused, as veer would
+    // refuse to serve with it, naming the strategy and the reason.
+    let hostile = veer_tests::hostile_plugin_file("virtual-bench");
+    let path = hostile.display();
+    let strategy = |mode: &str| -> Strategy { format!("{path},mode={mode}").parse().unwrap() };
+    let out = std::env::temp_dir().join(format!("veer-virtual-hostile-{}", std::process::id()));
+    let options = BenchOptions {
+        dir: scenario_dir(),
+        only: vec!["baseline".into()],
+        strategies: vec![
+            strategy("trap-every,every=3"),
+            strategy("trap-observe"),
+            strategy("none"),
+            Strategy::ORACLE.parse().unwrap(),
+        ],
+        out: out.clone(),
+        scale: 0.05,
+        virtual_seeds: Some(1),
+        virtual_overhead: veer::scenario::simulate::DEFAULT_OVERHEAD,
+    };
+    let (_, seeded) = bench(&options).await.unwrap();
+    let (_, cells) = &seeded[0];
+    assert_eq!(cells.len(), 4);
+    for cell in cells {
+        assert!(cell.goodput[0] > 0.0, "{}: {cell:?}", cell.strategy);
+        assert_eq!(cell.error_rate[0], 0.0, "{}: the fallback routes every request", cell.strategy);
+    }
+
+    for (mode, reason) in [("bad-id", "not eligible"), ("loop", "deadline"), ("slow-configure", "deadline")] {
+        let refused = BenchOptions { strategies: vec![strategy(mode)], ..options.clone() };
+        let error = bench(&refused).await.unwrap_err().to_string();
+        assert!(error.contains("baseline") && error.contains(&format!("mode={mode}")), "{mode}: {error}");
+        assert!(error.contains(reason), "{mode}: {error}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_file(hostile);
+}
