@@ -123,6 +123,7 @@ pub fn veer_options(
         backends: backends.iter().map(|(name, address)| veer::pool::BackendSpec::new(*name, *address)).collect(),
         picker: veer::plugin::PluginSource::parse(picker),
         params: vec![],
+        candidate: None,
         proxy,
         limits: Limits { seed: Some(11), ..Limits::default() },
         health: veer::health::HealthConfig::default(),

@@ -133,3 +133,73 @@ fn published_events_wait_for_the_control_task() {
     slot.swap(&PluginSource::parse("builtin:least-conn"), vec![]).unwrap();
     assert!(slot.current().membership().is_eligible(2));
 }
+
+/// A candidate on trial hears every membership change the serving picker
+/// hears, routes only requests whose draw falls in its share, and a
+/// promotion makes that very instance (its picks counted, its state kept)
+/// the serving one.
+#[test]
+fn a_trial_candidate_follows_membership_and_is_promoted_as_it_runs() {
+    use veer::plugin::{TrialRule, TrialSpec};
+    let slot = PickerSlot::new(runtime(), &PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
+    slot.apply(&backends(3));
+    let rule = Some(TrialRule { min_requests: 10, margin: 0.05 });
+    let spec = TrialSpec { source: PluginSource::parse("builtin:least-conn"), params: vec![], share: 0.5, rule };
+    slot.start_trial(spec.clone()).unwrap();
+
+    slot.publish(&[BackendEvent::Eligibility((3, false))]);
+    slot.maintain();
+    // A draw of 0 is in any share; u64::MAX in none.
+    let candidate = slot.for_request_drawn(|| 0);
+    let serving = slot.for_request_drawn(|| u64::MAX);
+    assert_eq!(candidate.info().name, "least-conn");
+    assert_eq!(serving.info().name, "round-robin");
+    assert!(!candidate.membership().is_eligible(3), "the candidate heard the change");
+    assert_eq!(slot.for_request().info().name, "round-robin", "control paths never get the candidate");
+    for _ in 0..20 {
+        let (choice, _) = candidate.pick(request(), first_attempt());
+        assert_ne!(choice.unwrap().backend, 3);
+    }
+    // Both sides tallied as the proxy does at the end of a request.
+    for _ in 0..12 {
+        candidate.finished(true, std::time::Duration::from_millis(1));
+        serving.finished(true, std::time::Duration::from_millis(2));
+    }
+    let report = slot.trial().unwrap();
+    assert_eq!((report.serving_requests.requests, report.candidate_requests.requests), (12, 12));
+    // A swap of the serving picker restarts the comparison, not the candidate.
+    slot.swap(&PluginSource::parse("builtin:weighted-rr"), vec![]).unwrap();
+    let report = slot.trial().unwrap();
+    assert_eq!((report.serving_requests.requests, report.candidate_requests.requests), (0, 0));
+    assert_eq!(report.serving.name, "weighted-rr");
+
+    let picks_before = slot.trial().unwrap().candidate.name;
+    let promoted = slot.promote().unwrap();
+    assert_eq!((promoted.from.name.as_str(), promoted.to.name.as_str()), ("weighted-rr", picks_before.as_str()));
+    assert!(slot.current().stats().picks >= 20, "the promoted instance is the one that picked during the trial");
+    assert!(slot.trial().is_none() && slot.promote().is_none() && slot.stop_trial().is_none());
+    assert_eq!(slot.last_trial().unwrap().outcome, "promoted");
+    assert_eq!(slot.trial_settled(&spec, "builtin:weighted-rr", &[]), Some("promoted"));
+    assert_eq!(slot.trial_settled(&spec, "builtin:round-robin", &[]), None, "compared with another picker");
+    assert_eq!(slot.for_request_drawn(|| 0).info().name, "least-conn");
+}
+
+/// A candidate that fails to load, configure or smoke-test never starts
+/// and leaves the running trial as it was.
+#[test]
+fn a_failed_trial_start_changes_nothing() {
+    use veer::plugin::TrialSpec;
+    let slot = PickerSlot::new(runtime(), &PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
+    slot.apply(&backends(2));
+    let spec = |source: &str, params: Vec<(String, String)>| TrialSpec {
+        source: PluginSource::parse(source),
+        params,
+        share: 0.1,
+        rule: None,
+    };
+    slot.start_trial(spec("builtin:least-conn", vec![])).unwrap();
+    assert!(slot.start_trial(spec("builtin:nope", vec![])).is_err());
+    assert!(slot.start_trial(spec("builtin:q-learning", mode("no-such-param"))).is_err());
+    assert!(slot.start_trial(spec("/nonexistent/picker.wasm", vec![])).is_err());
+    assert_eq!(slot.trial().unwrap().candidate.name, "least-conn");
+}

@@ -4,7 +4,7 @@
 //! | method and path | what |
 //! | --- | --- |
 //! | `GET /` | the dashboard: a page (no data without the token) drawn from `GET /events` |
-//! | `GET /events` | server-sent events: `stats` every second (every upstream and backend, rates, p50/p99), and `eligibility`, `breaker`, `ejection`, `drain`, `membership`, `swap`, `reload` as they happen |
+//! | `GET /events` | server-sent events: `stats` every second (every upstream and backend, rates, p50/p99), and `eligibility`, `breaker`, `ejection`, `drain`, `membership`, `swap`, `trial`, `reload` as they happen |
 //! | `GET /status` | picker (identity, health, counters), admission control, every backend's live numbers, and each discovered source (DNS, SRV, file: its backends, last success, last error) |
 //! | `GET /snapshot` | everything an operator reads: request counters, picker, backends, access log |
 //! | `GET /metrics` | Prometheus text exposition |
@@ -13,6 +13,10 @@
 //! | `GET /health` | per backend: eligibility, checks, breaker, ejection, drain, latency, error rate, in-flight |
 //! | `GET /picker` | the picker alone |
 //! | `PUT /picker` | swap the picker: `{"source": "builtin:q-learning", "params": {"alpha": "0.3"}}` |
+//! | `GET /candidate` | the candidate picker's trial: both pickers' requests, errors, latency, the rule's verdict; and how the last trial ended |
+//! | `PUT /candidate` | start (or replace) a trial: `{"source": "builtin:prequal", "params": {}, "share": 10, "promote": {"min_requests": 1000, "margin": 5}}` (`promote` optional) |
+//! | `DELETE /candidate` | stop the trial; the serving picker stays |
+//! | `POST /candidate/promote` | make the candidate the serving picker now (the live instance, with what it learned) |
 //! | `POST /backends/{name}/drain` | no new attempts to the backend; those in flight finish |
 //! | `POST /backends/{name}/undrain` | back in rotation (slow start applies) |
 //! | `GET /backends` | every backend's live numbers and health |
@@ -24,6 +28,7 @@
 //! | `POST /reload` | re-read the config file and apply it; an invalid one is refused with every problem |
 //! | `POST /selftest` | smoke-call the picker and check that a backend is eligible |
 //! | `GET /canary` | the canary split, picker and backends |
+//! | `/upstreams/{name}/…` | `picker`, `candidate`, `backends` as above, for one upstream group |
 //! | `PUT /canary` | set the split: `{"percent": 10, "header": {"name": "x-canary", "value": "1"}}` |
 //! | `DELETE /canary` | clear: percent 0 (the group stays, idle) |
 //!
@@ -59,7 +64,7 @@ use veer_data_plane::pool::{BackendProtocol, BackendSnapshot, BackendSpec, MAX_W
 use veer_data_plane::proxy::Proxy;
 use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::upstream::Upstream;
-use veer_plugin_runtime::{PickerHealth, PluginSource};
+use veer_plugin_runtime::{PickerHealth, PluginSource, TrialSpec};
 
 /// A listener's TLS as `/listeners` shows it: the settings and each
 /// certificate served now, with its seconds to expiry.
@@ -100,6 +105,18 @@ struct SwapRequest {
     source: String,
     #[serde(default)]
     params: BTreeMap<String, String>,
+}
+
+/// `PUT /candidate`: the candidate, its share (percent) and optional rule.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrialRequest {
+    source: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    share: f64,
+    #[serde(default)]
+    promote: Option<crate::config::PromoteConfig>,
 }
 
 /// The admin API: the running proxy, its reloader, and the token requests
@@ -350,6 +367,9 @@ async fn route(admin: &Admin, request: Request<Incoming>) -> Response<Full<Bytes
         (&Method::POST, "/selftest") => self_test(proxy).await,
         (&Method::GET, "/picker") => json(StatusCode::OK, &picker_snapshot(&proxy.slot())),
         (&Method::PUT, "/picker") => swap_picker(admin, proxy.main(), request).await,
+        (method, "/candidate" | "/candidate/promote") => {
+            candidate(admin, proxy.main(), method, &path[1..], request).await
+        }
         (&Method::GET, "/upstreams") => {
             let routes = proxy.routes();
             json(StatusCode::OK, &routes.upstreams().iter().map(|group| group_view(group)).collect::<Vec<_>>())
@@ -465,6 +485,7 @@ async fn upstream(
         (&Method::GET, "") => json(StatusCode::OK, &group_view(&group)),
         (&Method::GET, "picker") => json(StatusCode::OK, &picker_snapshot(&group.slot)),
         (&Method::PUT, "picker") => swap_picker(admin, group, request).await,
+        (method, "candidate" | "candidate/promote") => candidate(admin, group, method, action, request).await,
         (&Method::GET, "backends") => json(StatusCode::OK, &group_view(&group).backends),
         (&Method::POST, "backends") => add_backend(&admin.proxy, &group, request).await,
         (method, action) if action.starts_with("backends/") => {
@@ -474,7 +495,7 @@ async fn upstream(
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "expected GET /upstreams/{name}, GET or PUT /upstreams/{name}/picker, GET or POST /upstreams/{name}/backends, or /upstreams/{name}/backends/{backend}[/weight|/drain|/undrain]",
+            "expected GET /upstreams/{name}, GET or PUT /upstreams/{name}/picker, GET, PUT or DELETE /upstreams/{name}/candidate, POST /upstreams/{name}/candidate/promote, GET or POST /upstreams/{name}/backends, or /upstreams/{name}/backends/{backend}[/weight|/drain|/undrain]",
         ),
     }
 }
@@ -512,6 +533,61 @@ async fn swap_picker(admin: &Admin, group: Arc<Upstream>, request: Request<Incom
         Ok(Ok(report)) => json(StatusCode::OK, &report),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
+    }
+}
+
+/// `/candidate` and `/candidate/promote` (the default group), and the same
+/// under `/upstreams/{name}/`: the group's picker trial.
+async fn candidate(
+    admin: &Admin,
+    group: Arc<Upstream>,
+    method: &Method,
+    action: &str,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let slot = group.slot.clone();
+    let none = || error(StatusCode::NOT_FOUND, "no candidate picker is on trial in this group");
+    match (method, action) {
+        (&Method::GET, "candidate") => {
+            json(StatusCode::OK, &serde_json::json!({ "running": slot.trial(), "last": slot.last_trial() }))
+        }
+        (&Method::PUT, "candidate") => {
+            let example = r#"{"source": "builtin:prequal", "params": {}, "share": 10, "promote": {"min_requests": 1000, "margin": 5}}"#;
+            let wanted: TrialRequest = match body(request, example).await {
+                Ok(wanted) => wanted,
+                Err(response) => return response,
+            };
+            let problems = crate::config::trial_problems(wanted.share, wanted.promote.as_ref());
+            if !problems.is_empty() {
+                let problems: Vec<String> =
+                    problems.into_iter().map(|(key, problem)| format!("{key}: {problem}")).collect();
+                return error(StatusCode::BAD_REQUEST, &problems.join("; "));
+            }
+            let source = PluginSource::parse(&wanted.source);
+            if let Err(reason) = admin.may_load(&source) {
+                return error(StatusCode::FORBIDDEN, &reason);
+            }
+            let spec = TrialSpec {
+                source,
+                params: wanted.params.into_iter().collect(),
+                share: wanted.share / 100.0,
+                rule: wanted.promote.as_ref().map(crate::config::PromoteConfig::rule),
+            };
+            // Loading compiles Wasm: keep it off the async workers.
+            match tokio::task::spawn_blocking(move || slot.start_trial(spec)).await {
+                Ok(Ok(report)) => json(StatusCode::OK, &report),
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("trial task failed: {e}")),
+            }
+        }
+        (&Method::DELETE, "candidate") => slot.stop_trial().map_or_else(none, |end| json(StatusCode::OK, &end)),
+        (&Method::POST, "candidate/promote") => {
+            slot.promote().map_or_else(none, |report| json(StatusCode::OK, &report))
+        }
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "expected GET, PUT or DELETE on candidate, or POST on candidate/promote",
+        ),
     }
 }
 

@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
-use prometheus::{Histogram, IntCounterVec, IntGaugeVec};
+use prometheus::{GaugeVec, Histogram, IntCounterVec, IntGaugeVec};
 
 use crate::health::{Health, HealthConfig};
 use crate::pool::{BackendSeries, BackendSpec, Pool};
 use crate::series::{Registrar, catch_up};
 use crate::tls::{BackendTls, BackendTlsConfig, TlsError};
 use crate::transport::TlsSlot;
-use veer_plugin_runtime::{PickerSlot, PluginError, PluginRuntime, PluginSource};
+use veer_plugin_runtime::{PickerSlot, PluginError, PluginRuntime, PluginSource, TrialSpec};
 
 /// What an upstream group is made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,8 @@ pub struct UpstreamSpec {
     pub picker: PluginSource,
     /// The picker's parameters.
     pub params: Vec<(String, String)>,
+    /// A candidate picker on trial beside it; `None`: none.
+    pub candidate: Option<TrialSpec>,
     /// Health checks, breakers, outlier ejection and slow start.
     pub health: HealthConfig,
     /// Its requests' timeout and retry changes over the proxy's.
@@ -83,6 +85,9 @@ impl Upstream {
         let pool = Arc::new(pool);
         let slot = Arc::new(PickerSlot::with_load(runtime, &spec.picker, spec.params, pool.clone())?);
         slot.apply(&events);
+        if let Some(candidate) = spec.candidate {
+            slot.start_trial(candidate)?;
+        }
         let publish = slot.clone();
         let health = Health::new(pool.clone(), spec.health, Box::new(move |events| publish.publish(events)));
         let (retired, _) = tokio::sync::watch::channel(false);
@@ -193,6 +198,12 @@ pub struct PickerSeries {
     rebuilds: IntCounterVec,
     swaps: IntCounterVec,
     info: IntGaugeVec,
+    promotions: IntCounterVec,
+    trial_retirements: IntCounterVec,
+    trial_info: GaugeVec,
+    trial_requests: IntGaugeVec,
+    trial_errors: IntGaugeVec,
+    trial_latency: GaugeVec,
     /// The groups mirrored last time, whose series go when they do.
     mirrored: parking_lot::Mutex<Vec<Arc<str>>>,
 }
@@ -232,6 +243,32 @@ impl PickerSeries {
                 "The serving picker (value 1).",
                 &["upstream", "name", "version", "source"],
             ),
+            promotions: r.counter_vec(
+                "veer_picker_promotions_total",
+                "Candidate pickers made the serving one (by the trial's rule or an operator).",
+                &upstream,
+            ),
+            trial_retirements: r.counter_vec(
+                "veer_picker_trial_retirements_total",
+                "Candidate pickers the trial's rule retired as worse than the serving one.",
+                &upstream,
+            ),
+            trial_info: r.float_gauge_vec(
+                "veer_picker_trial_share",
+                "The candidate picker on trial and the share of requests it routes (0 to 1).",
+                &["upstream", "name", "version", "source"],
+            ),
+            trial_requests: r.gauge_vec(
+                "veer_picker_trial_requests",
+                "Requests each picker of the running trial routed that ended, since the trial began.",
+                &["upstream", "role"],
+            ),
+            trial_errors: r.gauge_vec("veer_picker_trial_errors", "Of them, answered 5xx.", &["upstream", "role"]),
+            trial_latency: r.float_gauge_vec(
+                "veer_picker_trial_latency_seconds",
+                "Latency of each trial picker's successful requests (first pick to response head): mean, p50, p99.",
+                &["upstream", "role", "stat"],
+            ),
             mirrored: parking_lot::Mutex::default(),
         }
     }
@@ -240,6 +277,12 @@ impl PickerSeries {
     /// and drops the series of groups that are gone.
     pub fn mirror(&self, groups: &[Arc<Upstream>]) {
         self.info.reset();
+        for trial_series in [&self.trial_info, &self.trial_latency] {
+            trial_series.reset();
+        }
+        for trial_series in [&self.trial_requests, &self.trial_errors] {
+            trial_series.reset();
+        }
         for group in groups {
             let (name, slot) = (&*group.name, &group.slot);
             let stats = slot.lifetime_stats();
@@ -256,10 +299,16 @@ impl PickerSeries {
             self.info
                 .with_label_values(&[name, info.name.as_str(), info.version.as_str(), info.source.as_str()])
                 .set(1);
+            catch_up(&self.promotions.with_label_values(&[name]), slot.promotions());
+            catch_up(&self.trial_retirements.with_label_values(&[name]), slot.trial_retirements());
+            if let Some(trial) = slot.trial() {
+                self.mirror_trial(name, &trial);
+            }
         }
         let mut mirrored = self.mirrored.lock();
         for gone in mirrored.iter().filter(|gone| !groups.iter().any(|g| g.name == **gone)) {
-            for counter in [&self.picks, &self.fallbacks, &self.rebuilds, &self.swaps] {
+            let counters = [&self.picks, &self.fallbacks, &self.rebuilds, &self.swaps];
+            for counter in counters.into_iter().chain([&self.promotions, &self.trial_retirements]) {
                 let _ = counter.remove_label_values(&[gone]);
             }
             for kind in FAULT_KINDS {
@@ -267,6 +316,21 @@ impl PickerSeries {
             }
         }
         *mirrored = groups.iter().map(|group| group.name.clone()).collect();
+    }
+
+    /// The running trial's numbers into the series.
+    fn mirror_trial(&self, upstream: &str, trial: &veer_plugin_runtime::TrialReport) {
+        let candidate = &trial.candidate;
+        self.trial_info
+            .with_label_values(&[upstream, &candidate.name, &candidate.version, &candidate.source])
+            .set(trial.share_percent / 100.0);
+        for (role, arm) in [("serving", &trial.serving_requests), ("candidate", &trial.candidate_requests)] {
+            self.trial_requests.with_label_values(&[upstream, role]).set(crate::series::gauge_value(arm.requests));
+            self.trial_errors.with_label_values(&[upstream, role]).set(crate::series::gauge_value(arm.errors));
+            for (stat, ms) in [("mean", arm.mean_ms), ("p50", arm.p50_ms), ("p99", arm.p99_ms)] {
+                self.trial_latency.with_label_values(&[upstream, role, stat]).set(ms / 1000.0);
+            }
+        }
     }
 }
 
@@ -289,7 +353,16 @@ mod tests {
             .map(|(port, name)| BackendSpec::new(*name, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
         let policy = UpstreamPolicy::default();
-        let spec = UpstreamSpec { name: "test".into(), backends, picker, params: vec![], health, policy, tls: None };
+        let spec = UpstreamSpec {
+            name: "test".into(),
+            backends,
+            picker,
+            params: vec![],
+            candidate: None,
+            health,
+            policy,
+            tls: None,
+        };
         let runtime = PluginRuntime::new(Limits::default()).unwrap();
         Upstream::start(runtime, spec, Arc::new(crate::pool::Unrecorded)).await.unwrap()
     }

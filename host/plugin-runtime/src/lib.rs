@@ -20,6 +20,7 @@ mod picker;
 mod runtime;
 pub mod scaffold;
 mod slot;
+mod trial;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub use picker::{
 };
 pub use runtime::{BackendLoad, Limits, NoLoad, PluginCode, PluginRuntime, RequestMeta, RouteNames, VirtualClock};
 pub use slot::{PickerSlot, RequestPicker, SwapReport};
+pub use trial::{ArmReport, Role, TrialEnd, TrialReport, TrialRule, TrialSpec, Verdict, judge};
 pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
 /// Where a picker's code comes from.

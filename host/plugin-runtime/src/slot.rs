@@ -3,17 +3,21 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
 use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot, worker_index};
 use super::runtime::{BackendLoad, NoLoad, PluginRuntime};
+use super::trial::{Role, Trial, TrialEnd, TrialReport, TrialSpec, Verdict};
 use super::{PluginError, PluginSource};
 use veer_core::BackendEvent;
 use veer_core::Membership;
 
 /// How often the control task looks for a faulted instance to replace.
 pub const REPAIR_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How often the control task asks a trial's rule for a decision.
+pub const TRIAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a successful swap did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -26,22 +30,39 @@ pub struct SwapReport {
     pub handoff: HandoffResult,
 }
 
-/// The serving picker as one data-path worker holds it for a request
-/// ([`PickerSlot::for_request`]). Each worker has its own reference count:
-/// with one `Arc<Picker>` cloned per request by every worker, the count's
-/// cache line moved between cores on every request.
+/// The picker that routes one request, as a data-path worker holds it
+/// ([`PickerSlot::for_request`]): the serving picker, or the candidate of a
+/// running trial. Each worker has its own reference count: with one
+/// `Arc<Picker>` cloned per request by every worker, the count's cache line
+/// moved between cores on every request.
 #[derive(Clone)]
-pub struct RequestPicker(Arc<WorkerRef>);
+pub struct RequestPicker {
+    worker: Arc<WorkerRef>,
+    role: Role,
+}
 
-/// One worker's reference to the serving picker, on cache lines of its own.
+/// One worker's reference to the serving picker and the trial, on cache
+/// lines of its own.
 #[repr(align(128))]
-struct WorkerRef(Arc<Picker>);
+struct WorkerRef {
+    serving: Arc<Picker>,
+    trial: Option<Arc<Trial>>,
+}
+
+impl WorkerRef {
+    fn picker(&self, role: Role) -> &Arc<Picker> {
+        match (role, &self.trial) {
+            (Role::Candidate, Some(trial)) => trial.candidate(),
+            _ => &self.serving,
+        }
+    }
+}
 
 impl std::ops::Deref for RequestPicker {
     type Target = Picker;
 
     fn deref(&self) -> &Picker {
-        &self.0.0
+        self.worker.picker(self.role)
     }
 }
 
@@ -49,13 +70,28 @@ impl RequestPicker {
     /// The picker as a plain `Arc`, to keep past the request (the access
     /// log's record does). Shares the reference count every control path uses.
     pub fn shared(&self) -> Arc<Picker> {
-        self.0.0.clone()
+        self.worker.picker(self.role).clone()
+    }
+
+    /// Whether a trial runs: only then does [`RequestPicker::finished`]
+    /// count anything, and the caller need not time the request otherwise.
+    pub fn on_trial(&self) -> bool {
+        self.worker.trial.is_some()
+    }
+
+    /// Counts the request this picker routed for the trial, if one runs:
+    /// `ok` unless veer answered 5xx, `latency` from the first pick to the
+    /// response head. Not called for a request the client broke off.
+    pub fn finished(&self, ok: bool, latency: std::time::Duration) {
+        if let Some(trial) = &self.worker.trial {
+            trial.record(self.role, ok, latency);
+        }
     }
 }
 
 impl std::fmt::Debug for RequestPicker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.0.fmt(f)
+        self.worker.picker(self.role).fmt(f)
     }
 }
 
@@ -85,6 +121,12 @@ pub struct PickerSlot {
     swaps: AtomicU64,
     /// What replaced pickers counted, so that totals survive swaps.
     retired: Mutex<PickerStatsSnapshot>,
+    /// The candidate on trial, if any; changed under `membership`'s lock.
+    trial: ArcSwapOption<Trial>,
+    /// How the last trial ended.
+    last_trial: Mutex<Option<TrialEnd>>,
+    promotions: AtomicU64,
+    trial_retirements: AtomicU64,
 }
 
 impl std::fmt::Debug for PickerSlot {
@@ -116,7 +158,9 @@ impl PickerSlot {
         let picker = Arc::new(Self::build(&runtime, &load, source, params, Membership::default(), None)?.0);
         let workers = runtime.limits().instances.max(1);
         Ok(PickerSlot {
-            per_worker: (0..workers).map(|_| ArcSwap::from_pointee(WorkerRef(picker.clone()))).collect(),
+            per_worker: (0..workers)
+                .map(|_| ArcSwap::from_pointee(WorkerRef { serving: picker.clone(), trial: None }))
+                .collect(),
             runtime,
             load,
             current: ArcSwap::new(picker),
@@ -125,6 +169,10 @@ impl PickerSlot {
             wake: tokio::sync::Notify::new(),
             swaps: AtomicU64::new(0),
             retired: Mutex::new(PickerStatsSnapshot::default()),
+            trial: ArcSwapOption::empty(),
+            last_trial: Mutex::new(None),
+            promotions: AtomicU64::new(0),
+            trial_retirements: AtomicU64::new(0),
         })
     }
 
@@ -141,8 +189,32 @@ impl PickerSlot {
     /// The serving picker, for a request on the calling worker: hold it for
     /// the whole request so that the picker that routed an attempt also hears
     /// its outcome. Touches no reference count shared with other workers.
+    /// Never the candidate of a trial: client requests use
+    /// [`PickerSlot::for_request_drawn`].
     pub fn for_request(&self) -> RequestPicker {
-        RequestPicker(self.per_worker[worker_index() % self.per_worker.len()].load_full())
+        RequestPicker { worker: self.worker_ref(), role: Role::Serving }
+    }
+
+    /// [`PickerSlot::for_request`], or the candidate when a trial runs and
+    /// `draw` (called only then: a number the client cannot choose) falls in
+    /// its share.
+    pub fn for_request_drawn(&self, draw: impl FnOnce() -> u64) -> RequestPicker {
+        let worker = self.worker_ref();
+        let role = worker.trial.as_ref().map_or(Role::Serving, |trial| trial.role_of(draw()));
+        RequestPicker { worker, role }
+    }
+
+    fn worker_ref(&self) -> Arc<WorkerRef> {
+        self.per_worker[worker_index() % self.per_worker.len()].load_full()
+    }
+
+    /// Points every worker at `serving` and the running trial. Called under
+    /// `membership`'s lock, after either changed.
+    fn publish_workers(&self, serving: &Arc<Picker>) {
+        let trial = self.trial.load_full();
+        for worker in &*self.per_worker {
+            worker.store(Arc::new(WorkerRef { serving: serving.clone(), trial: trial.clone() }));
+        }
     }
 
     /// Applies backend events to the canonical set and to the serving picker
@@ -152,7 +224,15 @@ impl PickerSlot {
         let mut membership = self.membership.lock();
         self.apply_pending(&mut membership);
         membership.apply(events);
+        self.tell_pickers(events);
+    }
+
+    /// Tells the serving picker and the candidate, if any, about `events`.
+    fn tell_pickers(&self, events: &[BackendEvent]) {
         self.current.load().backends_changed(events);
+        if let Some(trial) = &*self.trial.load() {
+            trial.candidate().backends_changed(events);
+        }
     }
 
     /// Queues backend events for the control task; returns at once.
@@ -161,36 +241,53 @@ impl PickerSlot {
         self.wake.notify_one();
     }
 
-    /// Applies what was published, and replaces the serving picker's
-    /// instance if a fault took it out. What the control task does.
+    /// Applies what was published, replaces a picker instance a fault took
+    /// out, and carries out what a trial's rule decided. What the control
+    /// task does.
     pub fn maintain(&self) {
         let mut membership = self.membership.lock();
         self.apply_pending(&mut membership);
         drop(membership);
         self.current.load().repair();
+        if let Some(trial) = &*self.trial.load() {
+            trial.candidate().repair();
+        }
+        self.carry_out_verdict();
+    }
+
+    fn needs_maintenance(&self) -> bool {
+        self.current.load().needs_repair() || self.trial.load().as_ref().is_some_and(|t| t.candidate().needs_repair())
     }
 
     fn apply_pending(&self, membership: &mut Membership) {
         let events = std::mem::take(&mut *self.pending.lock());
         if !events.is_empty() {
             membership.apply(&events);
-            self.current.load().backends_changed(&events);
+            self.tell_pickers(&events);
         }
     }
 
-    /// The group's control task: applies published events as they come and
-    /// repairs a faulted instance within `REPAIR_INTERVAL` (50 ms), until `stop`.
+    /// The group's control task: applies published events as they come,
+    /// repairs a faulted instance within `REPAIR_INTERVAL` (50 ms) and asks a
+    /// trial's rule for a decision every `TRIAL_INTERVAL` (1 s), until `stop`.
     /// Plugin calls run on a blocking thread, off the async workers.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut repair = tokio::time::interval(REPAIR_INTERVAL);
         repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut judge = tokio::time::interval(TRIAL_INTERVAL);
+        judge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut stop => return,
                 () = self.wake.notified() => {}
                 _ = repair.tick() => {
-                    if !self.current.load().needs_repair() {
+                    if !self.needs_maintenance() {
+                        continue;
+                    }
+                }
+                _ = judge.tick() => {
+                    if self.trial.load().as_ref().is_none_or(|trial| trial.spec().rule.is_none()) {
                         continue;
                     }
                 }
@@ -250,9 +347,11 @@ impl PickerSlot {
         let report = SwapReport { from: old.info().clone(), to: picker.info().clone(), handoff };
         let picker = Arc::new(picker);
         self.current.store(picker.clone());
-        for worker in &self.per_worker {
-            worker.store(Arc::new(WorkerRef(picker.clone())));
+        // A running trial now compares its candidate with another picker: its numbers start afresh.
+        if let Some(trial) = &*self.trial.load() {
+            self.trial.store(Some(Arc::new(trial.restarted())));
         }
+        self.publish_workers(&picker);
         self.swaps.fetch_add(1, Ordering::Relaxed);
         // Requests still holding the old picker may add a few picks (retries)
         // after this; they go uncounted rather than counted twice.
@@ -283,6 +382,160 @@ impl PickerSlot {
         // Cached after the first load, so this is cheap when `swap` loaded it already.
         let code = runtime.load(source)?;
         Picker::start_with_load(runtime.clone(), code, params, membership, handoff, load.clone())
+    }
+
+    /// Starts a trial of `spec`'s candidate beside the serving picker (the
+    /// one running, if any, ends as `stopped`). The candidate is loaded,
+    /// configured, told the backend set, offered the serving picker's state
+    /// (taken when it is the same policy) and smoke-tested off the request
+    /// path; on any failure nothing changes and the error says why.
+    pub fn start_trial(&self, spec: TrialSpec) -> Result<TrialReport, PluginError> {
+        if !spec.source.is_native() {
+            self.runtime.load(&spec.source)?;
+        }
+        let mut membership = self.membership.lock();
+        self.apply_pending(&mut membership);
+        let serving = self.current.load_full();
+        let handoff = serving.export_state().ok().map(|state| Handoff { from: serving.info().clone(), state });
+        let (candidate, _) = Self::build(
+            &self.runtime,
+            &self.load,
+            &spec.source,
+            spec.params.clone(),
+            membership.clone(),
+            handoff.as_ref(),
+        )?;
+        let trial = Arc::new(Trial::new(spec, Arc::new(candidate)));
+        if let Some(old) = self.trial.swap(Some(trial.clone())) {
+            self.settle(&old, &serving, "stopped", "operator");
+        }
+        self.publish_workers(&serving);
+        drop(membership);
+        tracing::info!(candidate = %trial.candidate().info().name, share = trial.spec().share, "picker trial started");
+        Ok(trial.report(serving.info()))
+    }
+
+    /// The running trial's numbers and verdict; `None`: no trial runs.
+    pub fn trial(&self) -> Option<TrialReport> {
+        let trial = self.trial.load_full()?;
+        Some(trial.report(self.current.load().info()))
+    }
+
+    /// What the running trial runs; `None`: no trial runs.
+    pub fn trial_spec(&self) -> Option<TrialSpec> {
+        self.trial.load().as_ref().map(|trial| trial.spec().clone())
+    }
+
+    /// How the last trial ended, if one did.
+    pub fn last_trial(&self) -> Option<TrialEnd> {
+        self.last_trial.lock().clone()
+    }
+
+    /// Whether a trial of `spec` against the serving picker `serving`
+    /// (source text, parameters) already ended by a decision (promoted or
+    /// retired, by the rule or an operator): a reload of an unchanged file
+    /// neither starts it again nor undoes a promotion. `Some("promoted")` or
+    /// `Some("retired")`.
+    pub fn trial_settled(&self, spec: &TrialSpec, serving: &str, params: &[(String, String)]) -> Option<&'static str> {
+        let last = self.last_trial.lock();
+        let last = last.as_ref().filter(|end| end.outcome != "stopped" && end.spec.same_as(spec))?;
+        let sorted = |params: &[(String, String)]| {
+            let mut params = params.to_vec();
+            params.sort();
+            params
+        };
+        (last.against.0 == serving && sorted(&last.against.1) == sorted(params)).then_some(last.outcome)
+    }
+
+    /// Ends the running trial without promoting its candidate; `None`: no
+    /// trial ran.
+    pub fn stop_trial(&self) -> Option<TrialEnd> {
+        let _membership = self.membership.lock();
+        let trial = self.trial.swap(None)?;
+        let serving = self.current.load_full();
+        self.publish_workers(&serving);
+        Some(self.settle(&trial, &serving, "stopped", "operator"))
+    }
+
+    /// Makes the running trial's candidate the serving picker: the live
+    /// instance itself, with what it learned on its share, in one pointer
+    /// swap (requests already routed finish on the picker that routed them).
+    /// `None`: no trial ran.
+    pub fn promote(&self) -> Option<SwapReport> {
+        let _membership = self.membership.lock();
+        let trial = self.trial.swap(None)?;
+        Some(self.promote_locked(&trial, "operator"))
+    }
+
+    fn promote_locked(&self, trial: &Trial, by: &'static str) -> SwapReport {
+        let old = self.current.load_full();
+        let new = trial.candidate().clone();
+        self.current.store(new.clone());
+        self.publish_workers(&new);
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+        self.promotions.fetch_add(1, Ordering::Relaxed);
+        let mut retired = self.retired.lock();
+        *retired = retired.plus(&old.stats());
+        drop(retired);
+        self.settle(trial, &old, "promoted", by);
+        let handoff = HandoffResult::NotApplicable;
+        let report = SwapReport { from: old.info().clone(), to: new.info().clone(), handoff };
+        tracing::info!(from = %report.from.name, to = %report.to.name, %by, "picker trial: candidate promoted");
+        report
+    }
+
+    /// What the control task does every `TRIAL_INTERVAL`: asks the running
+    /// trial's rule, and promotes or retires the candidate if it decided.
+    fn carry_out_verdict(&self) {
+        let Some(trial) = self.trial.load_full().filter(|trial| trial.spec().rule.is_some()) else {
+            return;
+        };
+        let verdict = trial.report(self.current.load().info()).verdict;
+        if matches!(verdict, Verdict::Undecided { .. }) {
+            return;
+        }
+        let _membership = self.membership.lock();
+        // An operator may have ended or replaced it meanwhile.
+        if !self.trial.load().as_ref().is_some_and(|now| Arc::ptr_eq(now, &trial)) {
+            return;
+        }
+        self.trial.store(None);
+        match verdict {
+            Verdict::Promote { .. } => {
+                self.promote_locked(&trial, "rule");
+            }
+            Verdict::Retire { reason } => {
+                let serving = self.current.load_full();
+                self.publish_workers(&serving);
+                self.trial_retirements.fetch_add(1, Ordering::Relaxed);
+                self.settle(&trial, &serving, "retired", "rule");
+                tracing::info!(candidate = %trial.candidate().info().name, %reason, "picker trial: candidate retired");
+            }
+            Verdict::Undecided { .. } => {}
+        }
+    }
+
+    /// Records how `trial`, compared with `serving`, ended.
+    fn settle(&self, trial: &Trial, serving: &Picker, outcome: &'static str, by: &'static str) -> TrialEnd {
+        let end = TrialEnd {
+            outcome,
+            by,
+            report: trial.report(serving.info()),
+            spec: trial.spec().clone(),
+            against: (serving.info().source.clone(), serving.params().to_vec()),
+        };
+        *self.last_trial.lock() = Some(end.clone());
+        end
+    }
+
+    /// Candidates promoted since the slot was created.
+    pub fn promotions(&self) -> u64 {
+        self.promotions.load(Ordering::Relaxed)
+    }
+
+    /// Candidates the rule retired since the slot was created.
+    pub fn trial_retirements(&self) -> u64 {
+        self.trial_retirements.load(Ordering::Relaxed)
     }
 
     /// The counters of every picker this slot has served with, current included.

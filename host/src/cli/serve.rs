@@ -315,6 +315,7 @@ fn options_from_flags(args: RunArgs) -> anyhow::Result<ServerOptions> {
         backends,
         picker: PluginSource::parse(&args.picker),
         params: parse_params(&args.params)?,
+        candidate: None,
         proxy: ProxyConfig {
             workers: args.workers.unwrap_or(ProxyConfig::default().workers).max(1),
             ..ProxyConfig::default()
@@ -468,6 +469,7 @@ async fn serve_demo(
         backends: specs,
         picker: PluginSource::parse(&picker),
         params: Vec::new(),
+        candidate: None,
         proxy: ProxyConfig::default(),
         limits: Limits::default(),
         observe,

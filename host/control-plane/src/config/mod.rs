@@ -251,12 +251,85 @@ pub struct PickerConfig {
     /// Parameters handed to the plugin's `configure`; values are scalars
     /// (strings, numbers, booleans), passed to the plugin as text.
     pub params: BTreeMap<String, serde_norway::Value>,
+    /// A candidate picker on trial beside this one, on a share of the
+    /// group's requests; unset: none. Reloads live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateConfig>,
 }
 
 impl Default for PickerConfig {
     fn default() -> Self {
-        PickerConfig { source: "builtin:p2c-ewma".to_string(), params: BTreeMap::new() }
+        PickerConfig { source: "builtin:p2c-ewma".to_string(), params: BTreeMap::new(), candidate: None }
     }
+}
+
+/// A candidate picker tried on live traffic beside the serving one: same
+/// backends, same health state, its own share of the requests (drawn per
+/// request from veer's own random numbers, never from anything a client
+/// sends), and its requests' success and latency measured beside the
+/// serving picker's (`GET /upstreams/{name}/candidate`, the
+/// `veer_picker_trial_*` series).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateConfig {
+    /// As the picker's `source`.
+    pub source: String,
+    /// As the picker's `params`.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_norway::Value>,
+    /// Percent of the group's requests the candidate routes, above 0 and
+    /// below 100.
+    pub share: f64,
+    /// When the trial decides on its own; unset: never (an operator
+    /// promotes or stops it through the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<PromoteConfig>,
+}
+
+/// The rule that ends a trial: once both pickers answered `min_requests`,
+/// the candidate is promoted (made the serving picker, live, with what it
+/// learned) when it is better and retired when it is worse. Better means a
+/// lower error rate (5xx answers), or, error rates equal, a mean latency
+/// lower by more than `margin`; each difference must also be larger than
+/// three standard errors, so that noise decides nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromoteConfig {
+    /// Requests each picker must have answered first.
+    pub min_requests: u64,
+    /// Percent by which the candidate's mean latency must differ.
+    pub margin: f64,
+}
+
+impl Default for PromoteConfig {
+    fn default() -> Self {
+        PromoteConfig { min_requests: 1000, margin: 5.0 }
+    }
+}
+
+impl PromoteConfig {
+    /// The rule as the trial applies it (the margin as a fraction).
+    pub fn rule(&self) -> veer_plugin_runtime::TrialRule {
+        veer_plugin_runtime::TrialRule { min_requests: self.min_requests, margin: self.margin / 100.0 }
+    }
+}
+
+/// What is wrong with a trial's `share` (percent) and `promote` rule, as
+/// (key, message) pairs: the config file and the admin API check the same.
+pub fn trial_problems(share: f64, promote: Option<&PromoteConfig>) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if !(share > 0.0 && share < 100.0) {
+        problems.push(("share", format!("{share} must be above 0 and below 100 (percent of the requests)")));
+    }
+    if let Some(promote) = promote {
+        if promote.min_requests == 0 {
+            problems.push(("promote.min_requests", "must be at least 1".to_string()));
+        }
+        if !(promote.margin >= 0.0 && promote.margin < 100.0) {
+            problems.push(("promote.margin", format!("{} must be at least 0 and below 100 (percent)", promote.margin)));
+        }
+    }
+    problems
 }
 
 /// Watching the config file.

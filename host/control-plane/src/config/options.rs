@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub picker: PluginSource,
     /// Its parameters.
     pub params: Vec<(String, String)>,
+    /// A candidate picker on trial beside it; `None`: none.
+    pub candidate: Option<veer_plugin_runtime::TrialSpec>,
     /// Timeouts and retries.
     pub proxy: ProxyConfig,
     /// Limits for plugin calls.
@@ -131,6 +133,7 @@ impl ServerOptions {
                 backends: self.backends.clone(),
                 picker: self.picker.clone(),
                 params: self.params.clone(),
+                candidate: self.candidate.clone(),
                 health: self.health.clone(),
                 policy: UpstreamPolicy::default(),
                 tls: self.backend_tls.clone(),
@@ -142,6 +145,7 @@ impl ServerOptions {
                 backends: canary.backends.clone(),
                 picker: canary.picker.clone(),
                 params: canary.params.clone(),
+                candidate: canary.candidate.clone(),
                 health: self.health.clone(),
                 policy: UpstreamPolicy::default(),
                 tls: self.backend_tls.clone(),
@@ -162,6 +166,8 @@ pub struct CanaryOptions {
     pub picker: PluginSource,
     /// The picker's parameters.
     pub params: Vec<(String, String)>,
+    /// A candidate picker on trial beside it.
+    pub candidate: Option<veer_plugin_runtime::TrialSpec>,
     /// Which requests go to it.
     pub split: CanarySplit,
 }

@@ -40,7 +40,7 @@ use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM};
 use veer_data_plane::tls::{self, ListenerTls, server::PreparedTls};
 use veer_data_plane::upstream::{Upstream, UpstreamError, UpstreamPolicy, load_tls};
-use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport};
+use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport, TrialSpec};
 
 /// What a reload did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,6 +89,11 @@ pub struct UpstreamReport {
     pub backends: BackendChanges,
     /// Its picker swap, if any.
     pub picker: Option<SwapReport>,
+    /// Its candidate picker's trial: `none`, `kept`, `started`,
+    /// `restarted` (changed), `stopped`, or `promoted` / `retired` (the
+    /// file still names a trial that already ended so: it is not run
+    /// again, and a promoted candidate keeps serving).
+    pub candidate: &'static str,
 }
 
 /// What a reload did to the canary group.
@@ -286,7 +291,19 @@ impl Reloader {
         }
         // Pickers first, and new groups started: the only steps that can fail.
         let mut swapped: Vec<(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)> = Vec::new();
-        let undo = |swapped: &[(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)]| {
+        // Groups whose trial changed, with the trial each ran before.
+        let mut trials: Vec<(Arc<Upstream>, Option<TrialSpec>)> = Vec::new();
+        let undo = |swapped: &[(Arc<Upstream>, Arc<veer_plugin_runtime::Picker>)],
+                    trials: &[(Arc<Upstream>, Option<TrialSpec>)]| {
+            for (group, before) in trials {
+                let Some(trial) = before else {
+                    group.slot.stop_trial();
+                    continue;
+                };
+                if let Err(error) = group.slot.start_trial(trial.clone()) {
+                    tracing::error!(upstream = %group.name, %error, "restoring a picker trial after a failed reload failed");
+                }
+            }
             for (group, before) in swapped {
                 if let Err(error) = group.slot.swap(before.source(), before.params().to_vec()) {
                     tracing::error!(upstream = %group.name, %error, "restoring a picker after a failed reload failed");
@@ -299,17 +316,34 @@ impl Reloader {
             match live.upstream(&spec.name) {
                 Some(group) => {
                     let before = group.slot.current();
-                    match swap_if_changed(&group.slot, &spec.picker, &spec.params) {
-                        Ok(picker) => {
-                            if picker.is_some() {
-                                swapped.push((group.clone(), before));
+                    let trial_before = group.slot.trial_spec();
+                    let settled = spec.candidate.as_ref().and_then(|candidate| {
+                        group.slot.trial_settled(candidate, &spec.picker.to_string(), &spec.params)
+                    });
+                    // A promotion stands until the file's picker or candidate changes.
+                    let swap = match settled {
+                        Some("promoted") => Ok(None),
+                        _ => swap_if_changed(&group.slot, &spec.picker, &spec.params),
+                    };
+                    let changed = swap.and_then(|picker| {
+                        if picker.is_some() {
+                            swapped.push((group.clone(), before));
+                        }
+                        let candidate = apply_trial(&group.slot, spec.candidate.as_ref(), settled)?;
+                        Ok((picker, candidate))
+                    });
+                    match changed {
+                        Ok((picker, candidate)) => {
+                            if !matches!(candidate, "kept" | "none" | "promoted" | "retired") {
+                                trials.push((group.clone(), trial_before));
                             }
-                            let report = UpstreamReport { status: "kept", backends: BackendChanges::default(), picker };
+                            let backends = BackendChanges::default();
+                            let report = UpstreamReport { status: "kept", backends, picker, candidate };
                             reports.insert(spec.name.clone(), report);
                             groups.push(group.clone());
                         }
                         Err(error) => {
-                            undo(&swapped);
+                            undo(&swapped, &trials);
                             return Err(error.into());
                         }
                     }
@@ -324,11 +358,13 @@ impl Reloader {
                             added: spec.backends.iter().map(|b| b.name.clone()).collect(),
                             ..BackendChanges::default()
                         };
-                        reports.insert(spec.name.clone(), UpstreamReport { status: "added", backends, picker: None });
+                        let candidate = if spec.candidate.is_some() { "started" } else { "none" };
+                        let report = UpstreamReport { status: "added", backends, picker: None, candidate };
+                        reports.insert(spec.name.clone(), report);
                         groups.push(Arc::new(group));
                     }
                     Err(error) => {
-                        undo(&swapped);
+                        undo(&swapped, &trials);
                         return Err(error.into());
                     }
                 },
@@ -343,7 +379,7 @@ impl Reloader {
         let routes = match new.routes_over(groups.clone(), base) {
             Ok(routes) => routes,
             Err(problems) => {
-                undo(&swapped);
+                undo(&swapped, &trials);
                 for (group, policy) in groups.iter().zip(before) {
                     group.set_policy(UpstreamPolicy::clone(&policy));
                 }
@@ -418,7 +454,8 @@ impl Reloader {
                 removed: group.pool.all().iter().map(|b| b.spec.name.clone()).collect(),
                 ..BackendChanges::default()
             };
-            reports.insert(group.name.to_string(), UpstreamReport { status: "removed", backends, picker: None });
+            let report = UpstreamReport { status: "removed", backends, picker: None, candidate: "none" };
+            reports.insert(group.name.to_string(), report);
         }
         let default = reports.get(DEFAULT_UPSTREAM).or_else(|| reports.values().next());
         let (backends, picker) = default.map(|r| (r.backends.clone(), r.picker.clone())).unwrap_or_default();
@@ -672,12 +709,45 @@ fn group_backends(applied: &ServerOptions, group: &Upstream) -> Vec<BackendConfi
     fixed.chain(named).collect()
 }
 
-/// A group's serving picker in the config file's schema.
+/// A group's serving picker and running trial in the config file's schema.
 fn picker_config(slot: &PickerSlot) -> PickerConfig {
     let picker = slot.current();
-    let params: BTreeMap<_, _> =
-        picker.params().iter().map(|(k, v)| (k.clone(), serde_norway::Value::String(v.clone()))).collect();
-    PickerConfig { source: picker.info().source.clone(), params }
+    let text = |params: &[(String, String)]| -> BTreeMap<_, _> {
+        params.iter().map(|(k, v)| (k.clone(), serde_norway::Value::String(v.clone()))).collect()
+    };
+    let candidate = slot.trial_spec().map(|trial| super::CandidateConfig {
+        source: trial.source.to_string(),
+        params: text(&trial.params),
+        share: trial.share * 100.0,
+        promote: trial
+            .rule
+            .map(|rule| super::PromoteConfig { min_requests: rule.min_requests, margin: rule.margin * 100.0 }),
+    });
+    PickerConfig { source: picker.info().source.clone(), params: text(picker.params()), candidate }
+}
+
+/// Makes `slot` run the trial of `wanted` (the file's candidate; `None`:
+/// no trial), unless a trial of it already ended by a decision (`settled`).
+/// Says what it did, as [`UpstreamReport::candidate`] words it.
+fn apply_trial(
+    slot: &PickerSlot,
+    wanted: Option<&TrialSpec>,
+    settled: Option<&'static str>,
+) -> Result<&'static str, PluginError> {
+    let running = slot.trial_spec();
+    Ok(match (wanted, running) {
+        (Some(_), _) if settled.is_some() => settled.unwrap_or("kept"),
+        (Some(wanted), Some(running)) if wanted.same_as(&running) => "kept",
+        (Some(wanted), running) => {
+            slot.start_trial(wanted.clone())?;
+            if running.is_some() { "restarted" } else { "started" }
+        }
+        (None, Some(_)) => {
+            slot.stop_trial();
+            "stopped"
+        }
+        (None, None) => "none",
+    })
 }
 
 /// Swaps `slot`'s picker if the source or parameters differ from the serving one.

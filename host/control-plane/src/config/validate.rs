@@ -14,7 +14,7 @@ use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM, RouteTable};
 use veer_data_plane::tls::{BackendTlsConfig, ListenerTlsConfig};
 use veer_data_plane::upstream::{UpstreamPolicy, UpstreamSpec};
-use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource};
+use veer_plugin_runtime::{BUILTIN_NAMES, Limits, PluginSource, TrialSpec};
 
 /// Parses the YAML into the schema; the parser stops at the first problem.
 pub(super) fn structure(text: &str, file: &str) -> Result<Config, ConfigErrors> {
@@ -103,7 +103,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         discovered.insert(DEFAULT_UPSTREAM.to_string(), sources);
     }
     let specs = default_backends.specs;
-    let (source, params) = picker(&mut c, "picker", &config.picker, base);
+    let (source, params, candidate) = picker(&mut c, "picker", &config.picker, base);
     let mut canary = None;
     if let Some(canary_config) = &config.canary {
         let canary_backends = backends(&mut c, "canary.backends", &canary_config.backends, true, &mut names);
@@ -112,12 +112,19 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             discovered.insert(CANARY_UPSTREAM.to_string(), sources);
         }
         let canary_specs = canary_backends.specs;
-        let (canary_source, canary_params) = picker(&mut c, "canary.picker", &canary_config.picker, base);
+        let (canary_source, canary_params, canary_candidate) =
+            picker(&mut c, "canary.picker", &canary_config.picker, base);
         let split = CanarySplit { percent: canary_config.percent, header: canary_config.header.clone() };
         for (path, problem) in split.problems("canary.") {
             c.push(&path, problem);
         }
-        canary = Some(CanaryOptions { backends: canary_specs, picker: canary_source, params: canary_params, split });
+        canary = Some(CanaryOptions {
+            backends: canary_specs,
+            picker: canary_source,
+            params: canary_params,
+            candidate: canary_candidate,
+            split,
+        });
     }
     health(&mut c, "health", &config.health);
     let listen_tls = check_listener_tls(&mut c, "listen_tls", config.listen_tls.as_ref(), base);
@@ -159,7 +166,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             discovered.insert(upstream.name.clone(), sources);
         }
         let backend_specs = group.specs;
-        let (source, params) = picker(&mut c, &at("picker"), &upstream.picker, base);
+        let (source, params, candidate) = picker(&mut c, &at("picker"), &upstream.picker, base);
         if let Some(own) = &upstream.health {
             health(&mut c, &at("health"), own);
         }
@@ -174,6 +181,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
             backends: backend_specs,
             picker: source,
             params,
+            candidate,
             health: upstream.health.clone().unwrap_or_else(|| config.health.clone()),
             policy: UpstreamPolicy { timeout: upstream.timeout, retry: upstream.retry.clone() },
             tls: check_backend_tls(&mut c, &at("tls"), &upstream.name, upstream.tls.as_ref(), base),
@@ -345,6 +353,7 @@ pub(super) fn semantics(config: Config, text: &str, file: &str, base: Option<&Pa
         backends: specs,
         picker: source,
         params,
+        candidate,
         proxy: config.proxy.clone(),
         limits: Limits::default(),
         health: config.health.clone(),
@@ -498,14 +507,35 @@ fn health(c: &mut Collector<'_>, prefix: &str, config: &veer_data_plane::health:
     }
 }
 
-/// Checks a picker reference and its parameters.
+/// Checks a picker reference, its parameters and its candidate.
 fn picker(
     c: &mut Collector<'_>,
     prefix: &str,
     config: &PickerConfig,
     base: Option<&Path>,
+) -> (PluginSource, Vec<(String, String)>, Option<TrialSpec>) {
+    let (source, params) = plugin(c, prefix, &config.source, &config.params, base);
+    let candidate = config.candidate.as_ref().map(|candidate| {
+        let at = |key: &str| format!("{prefix}.candidate.{key}");
+        let (source, params) = plugin(c, &format!("{prefix}.candidate"), &candidate.source, &candidate.params, base);
+        for (key, problem) in super::trial_problems(candidate.share, candidate.promote.as_ref()) {
+            c.push(&at(key), problem);
+        }
+        let rule = candidate.promote.as_ref().map(super::PromoteConfig::rule);
+        TrialSpec { source, params, share: candidate.share / 100.0, rule }
+    });
+    (source, params, candidate)
+}
+
+/// Checks a plugin reference (`source`) and its parameters.
+fn plugin(
+    c: &mut Collector<'_>,
+    prefix: &str,
+    source: &str,
+    params: &BTreeMap<String, serde_norway::Value>,
+    base: Option<&Path>,
 ) -> (PluginSource, Vec<(String, String)>) {
-    let source = picker_source(&config.source, base);
+    let source = picker_source(source, base);
     match &source {
         PluginSource::Builtin(name) if !BUILTIN_NAMES.contains(&name.as_str()) => c.push(
             &format!("{prefix}.source"),
@@ -516,14 +546,14 @@ fn picker(
         }
         _ => {}
     }
-    let mut params = Vec::new();
-    for (key, value) in &config.params {
+    let mut checked = Vec::new();
+    for (key, value) in params {
         match scalar(value) {
-            Some(text) => params.push((key.clone(), text)),
+            Some(text) => checked.push((key.clone(), text)),
             None => c.push(&format!("{prefix}.params.{key}"), "must be a string, number or boolean"),
         }
     }
-    (source, params)
+    (source, checked)
 }
 
 /// `source` as a plugin source; a relative path is taken relative to `base`.

@@ -8,7 +8,7 @@
 //! its group's traffic over the last second, and the whole proxy's requests
 //! per second, p50, p99 and error rate. Between two readings it also sends
 //! what changed, one event each: `eligibility`, `breaker`, `ejection`,
-//! `drain`, `membership`, `swap` and `reload`. The changes are found by
+//! `drain`, `membership`, `swap`, `trial` (a candidate picker started, replaced or ended) and `reload`. The changes are found by
 //! comparing readings, so no component needs a hook, and one second is the
 //! resolution.
 
@@ -62,6 +62,8 @@ struct BackendReading {
 struct PickerReading {
     source: String,
     swaps: u64,
+    /// The candidate on trial (as `source`), if any.
+    candidate: Option<String>,
 }
 
 /// Everything compared between two readings.
@@ -191,9 +193,11 @@ fn read(proxy: &Proxy, reloader: &Reloader) -> Reading {
             };
             backends.insert((group.name.to_string(), live.name), reading);
         }
-        let picker = group.slot.current();
-        let source = format!("{} {} ({})", picker.info().name, picker.info().version, picker.info().source);
-        pickers.insert(group.name.to_string(), PickerReading { source, swaps: group.slot.swaps() });
+        let describe =
+            |info: &veer_plugin_runtime::PickerInfo| format!("{} {} ({})", info.name, info.version, info.source);
+        let source = describe(group.slot.current().info());
+        let candidate = group.slot.trial().map(|trial| describe(&trial.candidate));
+        pickers.insert(group.name.to_string(), PickerReading { source, swaps: group.slot.swaps(), candidate });
     }
     Reading {
         at: Instant::now(),
@@ -241,6 +245,12 @@ fn changes(before: &Reading, now: &Reading) -> Vec<(&'static str, Value)> {
             && (old.swaps != picker.swaps || old.source != picker.source)
         {
             events.push(("swap", json!({"time": at, "upstream": upstream, "from": old.source, "to": picker.source})));
+        }
+        if let Some(old) = before.pickers.get(upstream)
+            && old.candidate != picker.candidate
+        {
+            let event = json!({"time": at, "upstream": upstream, "from": old.candidate, "to": picker.candidate});
+            events.push(("trial", event));
         }
     }
     if now.reloads.0 > before.reloads.0 {

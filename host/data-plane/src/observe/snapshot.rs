@@ -41,6 +41,8 @@ pub struct PickerSnapshot {
     pub lifetime: PickerStatsSnapshot,
     /// Successful swaps.
     pub swaps: u64,
+    /// The candidate picker on trial beside it, if any.
+    pub candidate: Option<veer_plugin_runtime::TrialReport>,
 }
 
 /// Client-facing counters.
@@ -85,6 +87,7 @@ pub fn picker_snapshot(slot: &PickerSlot) -> PickerSnapshot {
         stats: picker.stats(),
         lifetime: slot.lifetime_stats(),
         swaps: slot.swaps(),
+        candidate: slot.trial(),
     }
 }
 

@@ -130,6 +130,11 @@ struct Last {
 }
 
 impl Last {
+    /// Whether [`Last::into_answer`] is a response below 500.
+    fn succeeded(&self) -> bool {
+        self.error.is_none() && self.response.as_ref().is_some_and(|r| !r.status().is_server_error())
+    }
+
     /// The kept response if only statuses were retried, or else veer's own
     /// answer for the last failure.
     fn into_answer(self) -> Result<Response<Incoming>, Failure> {
@@ -224,9 +229,12 @@ impl Proxy {
         if !upgrade {
             self.mirror(route, &exchange, clients, client_ip);
         }
-        // The picker that routes the first attempt routes them all and hears every outcome.
-        let picker = upstream.slot.for_request();
-        let mut log = AttemptLog { guard, picker: &picker, backend: None, attempts: 0 };
+        // The picker that routes the first attempt routes them all and hears
+        // every outcome; during a trial, the candidate for its share, drawn
+        // from veer's own random numbers.
+        let picker = upstream.slot.for_request_drawn(|| self.request_ids.next_random());
+        let trial_since = picker.on_trial().then(Instant::now);
+        let mut log = AttemptLog { guard, picker: &picker, backend: None, attempts: 0, trial_since, ok: None };
         let mut sticky = exchange.sticky_key.and_then(|key| upstream.pool.by_sticky_key(key));
         for attempt in 0..exchange.max_attempts {
             if attempt > 0 && !self.back_off(retry, attempt, deadline).await {
@@ -271,6 +279,7 @@ impl Proxy {
                     }
                     let mut response = self.answer(response, &backend, exchange.sticky_key, client_upgrade);
                     route.response_headers.apply(response.headers_mut());
+                    log.ok = Some(!response.status().is_server_error());
                     return Ok(response);
                 }
                 Sent::ClientFault(fault) => {
@@ -286,6 +295,7 @@ impl Proxy {
                 }
             }
         }
+        log.ok = Some(exchange.last.succeeded());
         drop(log);
         exchange.last.into_answer().map(|response| {
             let mut response = self.finish(response, None);
@@ -667,12 +677,18 @@ fn own_answer(status: StatusCode, route: &RouteOf, fill: impl FnOnce(&mut Respon
 }
 
 /// How a request was routed, for its access log record (only kept when an
-/// access log is on; the writer thread looks the names up).
+/// access log is on; the writer thread looks the names up), and for a
+/// picker trial's tally.
 struct AttemptLog<'a> {
     guard: &'a mut RequestGuard,
     picker: &'a RequestPicker,
     backend: Option<Arc<BackendState>>,
     attempts: u32,
+    /// When the first pick was made, if a trial runs.
+    trial_since: Option<Instant>,
+    /// Whether the request ended well; `None` when the client broke it
+    /// off or sent something unforwardable: no picker is blamed for that.
+    ok: Option<bool>,
 }
 
 impl AttemptLog<'_> {
@@ -686,6 +702,9 @@ impl AttemptLog<'_> {
 
 impl Drop for AttemptLog<'_> {
     fn drop(&mut self) {
+        if let (Some(since), Some(ok)) = (self.trial_since, self.ok) {
+            self.picker.finished(ok, since.elapsed());
+        }
         if self.guard.logging() {
             let (backend, picker) = (self.backend.take(), Some(self.picker.shared()));
             self.guard.routed(backend, picker, self.attempts);

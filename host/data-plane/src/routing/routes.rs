@@ -188,6 +188,7 @@ mod tests {
             backends,
             picker: PluginSource::NativeRoundRobin,
             params,
+            candidate: None,
             health,
             policy,
             tls: None,

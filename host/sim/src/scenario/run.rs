@@ -198,6 +198,7 @@ pub async fn run(scenario: &Scenario, strategy: &Strategy, scale: f64) -> Result
         backends: specs,
         picker,
         params,
+        candidate: None,
         proxy,
         limits: Limits::default(),
         // The host's checks, breakers and ejection would hide the policies'
