@@ -75,10 +75,24 @@ enum Command {
     },
     /// Prints veer's man page (roff), e.g. `veer man > veer.1 && man ./veer.1`.
     Man,
+    /// Compiles the component on stdin for a serving veer (which starts
+    /// itself with this to keep the compiler out of its own memory).
+    #[command(name = "__compile", hide = true)]
+    Compile,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before logging is set up: the artifact is the child's only stdout.
+    if matches!(cli.command, Command::Compile) {
+        return match veer::plugin::serve_compile_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("veer: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The benchmark starts veer once per run; its "serving" lines would bury the results.
     let default_level = if matches!(cli.command, Command::Bench { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -114,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+        Command::Compile => unreachable!("run before logging is set up, in main"),
     }
 }
 

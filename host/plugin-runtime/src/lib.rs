@@ -13,6 +13,7 @@
 
 pub mod bindings;
 mod builtin;
+pub mod compiler;
 pub mod conformance;
 mod conversions;
 mod native;
@@ -34,6 +35,13 @@ pub use runtime::{BackendLoad, Limits, NoLoad, PluginCode, PluginRuntime, Reques
 pub use slot::{PickerSlot, RequestPicker, SwapReport};
 pub use trial::{ArmReport, Role, TrialEnd, TrialReport, TrialRule, TrialSpec, Verdict, judge};
 pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
+
+/// What `veer __compile` runs: compiles the component on stdin for the
+/// serving process that started it (see [`compiler`]).
+pub fn serve_compile_child() -> Result<(), String> {
+    let engine = runtime::engine().map_err(|e| e.to_string())?;
+    compiler::serve_child(&engine)
+}
 
 /// Where a picker's code comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

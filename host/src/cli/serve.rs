@@ -400,10 +400,12 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<veer::config::Loaded> {
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully; SIGHUP reloads
 /// the config file.
 async fn serve_until_signal(
-    options: ServerOptions,
+    mut options: ServerOptions,
     mut handover: Option<veer::upgrade::Handover>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Components are compiled by a child veer: the compiler never enters this process's memory.
+    options.limits.compiler = std::env::current_exe().ok();
     // A failure here drops the handover unanswered: the running veer keeps serving.
     let running = server::start_with(options, handover.as_mut()).await?;
     if let Some(handover) = handover {
