@@ -159,9 +159,19 @@ impl P2cEwma {
     }
 
     fn cost(&self, id: BackendId, now: u64) -> f64 {
-        self.stats
-            .get(&id)
-            .map_or(f64::INFINITY, |s| self.value(s, now) * f64::from(host::in_flight(id).saturating_add(1)) / s.weight)
+        self.cost_below(id, now, f64::INFINITY)
+    }
+
+    /// `id`'s cost if it may be below `bound`, else `INFINITY`: the host's
+    /// in-flight count (an import call) is read only when the cost with
+    /// nothing in flight is below the bound.
+    fn cost_below(&self, id: BackendId, now: u64, bound: f64) -> f64 {
+        let Some(stats) = self.stats.get(&id) else { return f64::INFINITY };
+        let idle = self.value(stats, now) / stats.weight;
+        if idle >= bound {
+            return f64::INFINITY;
+        }
+        idle * f64::from(host::in_flight(id).saturating_add(1))
     }
 
     fn sync(&mut self, pool: &Pool, id: BackendId, now: u64) {
@@ -323,7 +333,7 @@ impl Policy for P2cEwma {
                 self.recent.iter().copied().filter(|id| Some(*id) != ctx.exclude && self.positions.contains_key(id));
             let mut best = (a, self.cost(a, now));
             for id in std::iter::once(b).chain(remembered) {
-                let cost = self.cost(id, now);
+                let cost = self.cost_below(id, now, best.1);
                 if cost < best.1 {
                     best = (id, cost);
                 }
