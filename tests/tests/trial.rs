@@ -233,6 +233,27 @@ async fn the_admin_api_runs_a_trial_and_refuses_bad_ones() {
     server.shutdown().await;
 }
 
+/// A client that leaves before its answer is no one's failure: neither
+/// picker's numbers count it.
+#[tokio::test]
+async fn requests_the_client_broke_off_count_for_neither_picker() {
+    let (a, b) = (backend("a", Duration::from_millis(400)).await, backend("b", Duration::from_millis(400)).await);
+    let candidate = "  candidate:\n    source: builtin:least-conn\n    share: 50\n";
+    let file = ConfigFile::new("trial", "gone");
+    file.write(&config(a.addr(), b.addr(), "builtin:round-robin", candidate));
+    let server = start_from(&file).await;
+    for _ in 0..20 {
+        let gone = tokio::time::timeout(Duration::from_millis(50), get(server.proxy_addr, "/")).await;
+        assert!(gone.is_err(), "the client gave up first");
+    }
+    // The abandoned attempts end at the backends' 400 ms; then nothing may have been counted.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let trial = json(&admin(&server, "GET", "/candidate", "").await)["running"].clone();
+    assert_eq!(trial["serving_requests"]["requests"], 0, "{trial}");
+    assert_eq!(trial["candidate_requests"]["requests"], 0, "{trial}");
+    server.shutdown().await;
+}
+
 /// A candidate in the config file is checked like the picker, every
 /// problem reported at once, with its place in the file.
 #[test]
