@@ -10,6 +10,11 @@
 # veer-traced has observe.tracing on without export (trace context continued
 # and passed on); veer-otlp also exports every request's spans over OTLP to a
 # local sink. Their difference to veer-native-rr is what tracing costs.
+# veer-wasm-rr-2w runs two workers (the instructions of every thread are
+# counted): against veer-wasm-rr it says whether the cost per request grows
+# with workers. The `-h2` rows take HTTP/2 from the client (h2load, h2c
+# with prior knowledge, 4 connections, up to 8 streams each; HTTP/1.1 to the
+# backend, as every row).
 #
 # - user-space instructions per request: the proxy runs under callgrind;
 #   after a warm-up its counters are zeroed (callgrind_control -z), REQUESTS
@@ -56,6 +61,7 @@ http {
     }
 }
 CONF
+sed 's|listen 127.0.0.1:'"$PORT"';|listen 127.0.0.1:'"$PORT"' http2;|' "$WORK/nginx.conf" >"$WORK/nginx-h2.conf"
 cat >"$WORK/haproxy.cfg" <<CONF
 global
     nbthread 1
@@ -71,6 +77,7 @@ frontend in
 backend one
     server a 127.0.0.1:$BACKEND
 CONF
+sed 's|bind 127.0.0.1:'"$PORT"'|bind 127.0.0.1:'"$PORT"' proto h2|' "$WORK/haproxy.cfg" >"$WORK/haproxy-h2.cfg"
 
 SINK=$((BASE + 2))
 $VEER sim --backend "name=otlp-sink,port=$SINK,latency=0ms" >"$WORK/sink.log" 2>&1 &
@@ -98,9 +105,17 @@ TARGETS=(
     "veer-otlp|$VEER run --config $WORK/otlp.yaml"
     "nginx|nginx -c $WORK/nginx.conf"
     "haproxy|haproxy -db -f $WORK/haproxy.cfg"
+    "veer-wasm-rr-2w|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 2 --picker builtin:round-robin --backend a=127.0.0.1:$BACKEND"
+    "veer-wasm-rr-h2|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker builtin:round-robin --backend a=127.0.0.1:$BACKEND"
+    "nginx-h2|nginx -c $WORK/nginx-h2.conf"
+    "haproxy-h2|haproxy -db -f $WORK/haproxy-h2.cfg"
 )
 
-send() { h2load --h1 -c 4 -n "$1" "http://127.0.0.1:$PORT/" >"$WORK/h2load.log" 2>&1 || { cat "$WORK/h2load.log"; exit 1; }
+# send N: N requests from h2load, HTTP/1.1 or (a `-h2` target) HTTP/2.
+send() {
+    local protocol=(--h1)
+    [[ $CURRENT == *-h2 ]] && protocol=(-m 8)
+    h2load "${protocol[@]}" -c 4 -n "$1" "http://127.0.0.1:$PORT/" >"$WORK/h2load.log" 2>&1 || { cat "$WORK/h2load.log"; exit 1; }
     grep -q "succeeded, 0 failed, 0 errored" "$WORK/h2load.log" || { echo "requests failed:"; grep requests: "$WORK/h2load.log"; exit 1; }; }
 
 # start PREFIX...: runs a target's command under PREFIX in the background; sets PID.
@@ -153,6 +168,7 @@ MEASURED=()
 for target in "${TARGETS[@]}"; do
     IFS='|' read -r name command <<<"$target"
     [[ -n ${ONLY:-} && ! $name =~ $ONLY ]] && continue
+    CURRENT=$name
     MEASURED+=("$name")
     read -ra argv <<<"$command"
     IR[$name]=$(instructions "${argv[@]}")
@@ -160,7 +176,7 @@ for target in "${TARGETS[@]}"; do
     printf "%-16s %14s %14s\n" "$name" "${IR[$name]}" "${SC[$name]}"
 done
 echo
-echo "$REQUESTS requests (syscalls: $REQUESTS and $((3 * REQUESTS))), one worker each, h2load --h1 -c 4, one 0 ms backend:"
+echo "$REQUESTS requests (syscalls: $REQUESTS and $((3 * REQUESTS))), one worker each (but -2w), h2load --h1 -c 4 (-h2: h2c, -m 8), one 0 ms backend:"
 PEER=nginx
 [[ -n ${IR[nginx]:-} ]] || PEER=${MEASURED[0]}
 echo "| target | instructions per request | vs $PEER | system calls per request | vs $PEER |"

@@ -167,6 +167,7 @@ fn a_trial_candidate_follows_membership_and_is_promoted_as_it_runs() {
     }
     let report = slot.trial().unwrap();
     assert_eq!((report.serving_requests.requests, report.candidate_requests.requests), (12, 12));
+    assert!(slot.lifetime_stats().picks >= 20, "the candidate's picks are the group's");
     // A swap of the serving picker restarts the comparison, not the candidate.
     slot.swap(&PluginSource::parse("builtin:weighted-rr"), vec![]).unwrap();
     let report = slot.trial().unwrap();
@@ -202,4 +203,11 @@ fn a_failed_trial_start_changes_nothing() {
     assert!(slot.start_trial(spec("builtin:q-learning", mode("no-such-param"))).is_err());
     assert!(slot.start_trial(spec("/nonexistent/picker.wasm", vec![])).is_err());
     assert_eq!(slot.trial().unwrap().candidate.name, "least-conn");
+    // A stopped candidate's picks stay in the group's totals.
+    for _ in 0..5 {
+        let _ = slot.for_request_drawn(|| 0).pick(request(), first_attempt());
+    }
+    let before = slot.lifetime_stats().picks;
+    slot.stop_trial().unwrap();
+    assert_eq!(slot.lifetime_stats().picks, before);
 }

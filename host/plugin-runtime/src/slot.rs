@@ -517,6 +517,11 @@ impl PickerSlot {
 
     /// Records how `trial`, compared with `serving`, ended.
     fn settle(&self, trial: &Trial, serving: &Picker, outcome: &'static str, by: &'static str) -> TrialEnd {
+        if outcome != "promoted" {
+            // Its picks stay in the totals; a promoted one's go on as the serving picker's.
+            let mut retired = self.retired.lock();
+            *retired = retired.plus(&trial.candidate().stats());
+        }
         let end = TrialEnd {
             outcome,
             by,
@@ -539,9 +544,11 @@ impl PickerSlot {
     }
 
     /// The counters of every picker this slot has served with, current included.
+    /// A running trial's candidate counts too: its picks are the group's.
     pub fn lifetime_stats(&self) -> PickerStatsSnapshot {
         let retired = *self.retired.lock();
-        retired.plus(&self.current.load().stats())
+        let candidate = self.trial.load().as_ref().map(|trial| trial.candidate().stats()).unwrap_or_default();
+        retired.plus(&self.current.load().stats()).plus(&candidate)
     }
 
     /// Successful swaps since the slot was created.
