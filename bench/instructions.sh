@@ -54,6 +54,8 @@ error_log $WORK/nginx-error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    # Not the default 1000: h2load keeps its 4 connections for every request.
+    keepalive_requests 1000000;
     upstream one { server 127.0.0.1:$BACKEND; keepalive 16; }
     server {
         listen 127.0.0.1:$PORT;
