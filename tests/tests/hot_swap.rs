@@ -140,7 +140,7 @@ fn published_events_wait_for_the_control_task() {
 /// the serving one.
 #[test]
 fn a_trial_candidate_follows_membership_and_is_promoted_as_it_runs() {
-    use veer::plugin::{TrialRule, TrialSpec};
+    use veer::plugin::{TrialOutcome, TrialRule, TrialSpec};
     let slot = PickerSlot::new(runtime(), &PluginSource::parse("builtin:round-robin"), vec![]).unwrap();
     slot.apply(&backends(3));
     let rule = Some(TrialRule { min_requests: 10, margin: 0.05 });
@@ -179,8 +179,8 @@ fn a_trial_candidate_follows_membership_and_is_promoted_as_it_runs() {
     assert_eq!((promoted.from.name.as_str(), promoted.to.name.as_str()), ("weighted-rr", picks_before.as_str()));
     assert!(slot.current().stats().picks >= 20, "the promoted instance is the one that picked during the trial");
     assert!(slot.trial().is_none() && slot.promote().is_none() && slot.stop_trial().is_none());
-    assert_eq!(slot.last_trial().unwrap().outcome, "promoted");
-    assert_eq!(slot.trial_settled(&spec, "builtin:weighted-rr", &[]), Some("promoted"));
+    assert_eq!(slot.last_trial().unwrap().outcome, TrialOutcome::Promoted);
+    assert_eq!(slot.trial_settled(&spec, "builtin:weighted-rr", &[]), Some(TrialOutcome::Promoted));
     assert_eq!(slot.trial_settled(&spec, "builtin:round-robin", &[]), None, "compared with another picker");
     assert_eq!(slot.for_request_drawn(|| 0).info().name, "least-conn");
 }

@@ -33,7 +33,7 @@ pub use picker::{
 };
 pub use runtime::{BackendLoad, Limits, NoLoad, PluginCode, PluginRuntime, RequestMeta, RouteNames, VirtualClock};
 pub use slot::{PickerSlot, RequestPicker, SwapReport};
-pub use trial::{ArmReport, Role, TrialEnd, TrialReport, TrialRule, TrialSpec, Verdict, judge};
+pub use trial::{ArmReport, Decider, Role, TrialEnd, TrialOutcome, TrialReport, TrialRule, TrialSpec, Verdict, judge};
 pub use veer_core::{Backend, BackendEvent, BackendId, ErrorKind, HttpMethod, Membership, Outcome, PickContext};
 
 /// What `veer __compile` runs: compiles the component on stdin for the

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::picker::{Handoff, HandoffResult, Picker, PickerInfo, PickerStatsSnapshot, worker_index};
 use super::runtime::{BackendLoad, NoLoad, PluginRuntime};
-use super::trial::{Role, Trial, TrialEnd, TrialReport, TrialSpec, Verdict};
+use super::trial::{Decider, Role, Trial, TrialEnd, TrialOutcome, TrialReport, TrialSpec, Verdict};
 use super::{PluginError, PluginSource};
 use veer_core::BackendEvent;
 use veer_core::Membership;
@@ -407,7 +407,7 @@ impl PickerSlot {
         )?;
         let trial = Arc::new(Trial::new(spec, Arc::new(candidate)));
         if let Some(old) = self.trial.swap(Some(trial.clone())) {
-            self.settle(&old, &serving, "stopped", "operator");
+            self.settle(&old, &serving, TrialOutcome::Stopped, Decider::Operator);
         }
         self.publish_workers(&serving);
         drop(membership);
@@ -434,11 +434,10 @@ impl PickerSlot {
     /// Whether a trial of `spec` against the serving picker `serving`
     /// (source text, parameters) already ended by a decision (promoted or
     /// retired, by the rule or an operator): a reload of an unchanged file
-    /// neither starts it again nor undoes a promotion. `Some("promoted")` or
-    /// `Some("retired")`.
-    pub fn trial_settled(&self, spec: &TrialSpec, serving: &str, params: &[(String, String)]) -> Option<&'static str> {
+    /// neither starts it again nor undoes a promotion.
+    pub fn trial_settled(&self, spec: &TrialSpec, serving: &str, params: &[(String, String)]) -> Option<TrialOutcome> {
         let last = self.last_trial.lock();
-        let last = last.as_ref().filter(|end| end.outcome != "stopped" && end.spec.same_as(spec))?;
+        let last = last.as_ref().filter(|end| end.outcome != TrialOutcome::Stopped && end.spec.same_as(spec))?;
         let sorted = |params: &[(String, String)]| {
             let mut params = params.to_vec();
             params.sort();
@@ -454,7 +453,7 @@ impl PickerSlot {
         let trial = self.trial.swap(None)?;
         let serving = self.current.load_full();
         self.publish_workers(&serving);
-        Some(self.settle(&trial, &serving, "stopped", "operator"))
+        Some(self.settle(&trial, &serving, TrialOutcome::Stopped, Decider::Operator))
     }
 
     /// Makes the running trial's candidate the serving picker: the live
@@ -464,10 +463,10 @@ impl PickerSlot {
     pub fn promote(&self) -> Option<SwapReport> {
         let _membership = self.membership.lock();
         let trial = self.trial.swap(None)?;
-        Some(self.promote_locked(&trial, "operator"))
+        Some(self.promote_locked(&trial, Decider::Operator))
     }
 
-    fn promote_locked(&self, trial: &Trial, by: &'static str) -> SwapReport {
+    fn promote_locked(&self, trial: &Trial, by: Decider) -> SwapReport {
         let old = self.current.load_full();
         let new = trial.candidate().clone();
         self.current.store(new.clone());
@@ -477,10 +476,10 @@ impl PickerSlot {
         let mut retired = self.retired.lock();
         *retired = retired.plus(&old.stats());
         drop(retired);
-        self.settle(trial, &old, "promoted", by);
+        self.settle(trial, &old, TrialOutcome::Promoted, by);
         let handoff = HandoffResult::NotApplicable;
         let report = SwapReport { from: old.info().clone(), to: new.info().clone(), handoff };
-        tracing::info!(from = %report.from.name, to = %report.to.name, %by, "picker trial: candidate promoted");
+        tracing::info!(from = %report.from.name, to = %report.to.name, ?by, "picker trial: candidate promoted");
         report
     }
 
@@ -502,13 +501,13 @@ impl PickerSlot {
         self.trial.store(None);
         match verdict {
             Verdict::Promote { .. } => {
-                self.promote_locked(&trial, "rule");
+                self.promote_locked(&trial, Decider::Rule);
             }
             Verdict::Retire { reason } => {
                 let serving = self.current.load_full();
                 self.publish_workers(&serving);
                 self.trial_retirements.fetch_add(1, Ordering::Relaxed);
-                self.settle(&trial, &serving, "retired", "rule");
+                self.settle(&trial, &serving, TrialOutcome::Retired, Decider::Rule);
                 tracing::info!(candidate = %trial.candidate().info().name, %reason, "picker trial: candidate retired");
             }
             Verdict::Undecided { .. } => {}
@@ -516,8 +515,8 @@ impl PickerSlot {
     }
 
     /// Records how `trial`, compared with `serving`, ended.
-    fn settle(&self, trial: &Trial, serving: &Picker, outcome: &'static str, by: &'static str) -> TrialEnd {
-        if outcome != "promoted" {
+    fn settle(&self, trial: &Trial, serving: &Picker, outcome: TrialOutcome, by: Decider) -> TrialEnd {
+        if outcome != TrialOutcome::Promoted {
             // Its picks stay in the totals; a promoted one's go on as the serving picker's.
             let mut retired = self.retired.lock();
             *retired = retired.plus(&trial.candidate().stats());

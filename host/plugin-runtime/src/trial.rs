@@ -217,12 +217,45 @@ pub enum Verdict {
 }
 
 /// How a trial ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialOutcome {
+    /// The candidate became the serving picker.
+    Promoted,
+    /// The rule found the candidate worse and stopped it.
+    Retired,
+    /// An operator (the admin API, a reload) stopped it, or started another.
+    Stopped,
+}
+
+impl TrialOutcome {
+    /// The word the admin API and reload reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialOutcome::Promoted => "promoted",
+            TrialOutcome::Retired => "retired",
+            TrialOutcome::Stopped => "stopped",
+        }
+    }
+}
+
+/// Who ended a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decider {
+    /// The trial's own rule.
+    Rule,
+    /// The admin API or a reload.
+    Operator,
+}
+
+/// How a trial ended.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrialEnd {
-    /// `promoted`, `retired` or `stopped`.
-    pub outcome: &'static str,
-    /// Who decided: `rule` or `operator` (the admin API or a reload).
-    pub by: &'static str,
+    /// Promoted, retired or stopped.
+    pub outcome: TrialOutcome,
+    /// Who decided.
+    pub by: Decider,
     /// The numbers it ended on.
     pub report: TrialReport,
     /// The trial, so that a reload does not start it again (see

@@ -40,7 +40,9 @@ use veer_data_plane::routing::canary::CanarySplit;
 use veer_data_plane::routing::{CANARY_UPSTREAM, DEFAULT_LISTENER, DEFAULT_UPSTREAM};
 use veer_data_plane::tls::{self, ListenerTls, server::PreparedTls};
 use veer_data_plane::upstream::{Upstream, UpstreamError, UpstreamPolicy, load_tls};
-use veer_plugin_runtime::{BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport, TrialSpec};
+use veer_plugin_runtime::{
+    BackendId, PickerSlot, PluginError, PluginRuntime, PluginSource, SwapReport, TrialOutcome, TrialSpec,
+};
 
 /// What a reload did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -322,7 +324,7 @@ impl Reloader {
                     });
                     // A promotion stands until the file's picker or candidate changes.
                     let swap = match settled {
-                        Some("promoted") => Ok(None),
+                        Some(TrialOutcome::Promoted) => Ok(None),
                         _ => swap_if_changed(&group.slot, &spec.picker, &spec.params),
                     };
                     let changed = swap.and_then(|picker| {
@@ -732,11 +734,13 @@ fn picker_config(slot: &PickerSlot) -> PickerConfig {
 fn apply_trial(
     slot: &PickerSlot,
     wanted: Option<&TrialSpec>,
-    settled: Option<&'static str>,
+    settled: Option<TrialOutcome>,
 ) -> Result<&'static str, PluginError> {
+    if let (Some(_), Some(settled)) = (wanted, settled) {
+        return Ok(settled.as_str());
+    }
     let running = slot.trial_spec();
     Ok(match (wanted, running) {
-        (Some(_), _) if settled.is_some() => settled.unwrap_or("kept"),
         (Some(wanted), Some(running)) if wanted.same_as(&running) => "kept",
         (Some(wanted), running) => {
             slot.start_trial(wanted.clone())?;
