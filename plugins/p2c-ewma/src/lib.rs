@@ -262,14 +262,14 @@ impl Policy for P2cEwma {
         let decay_ms = reader.number("decay_ms", 10_000.0, 1.0..=3_600_000.0);
         let default_rtt_ms = reader.number("default_rtt_ms", 30.0, 0.001..=60_000.0);
         let failure_penalty_ms = reader.number("failure_penalty_ms", 1_000.0, 0.0..=600_000.0);
-        let memory = reader.number("memory", 8.0, 0.0..=16.0);
+        let memory = reader.number("memory", 8usize, 0..=16);
         let reprobe_ms = reader.number("reprobe_ms", 2_000.0, 1.0..=3_600_000.0);
         reader.finish()?;
         Ok(P2cEwma {
             decay_us: decay_ms * 1e3,
             default_rtt_us: default_rtt_ms * 1e3,
             failure_penalty_us: failure_penalty_ms * 1e3,
-            memory: memory as usize,
+            memory,
             reprobe_us: reprobe_ms * 1e3,
             stats: HashMap::new(),
             positions: HashMap::new(),
@@ -666,5 +666,9 @@ mod tests {
         assert!(err.contains("failure_penalty_ms: expected a number, got 'soon'"), "{err}");
         assert!(err.contains("unknown parameter 'tau'"), "{err}");
         assert!(Harness::<P2cEwma>::new(&[("default_rtt_ms", "5"), ("failure_penalty_ms", "250")]).is_ok());
+        let err = Harness::<P2cEwma>::new(&[("memory", "17"), ("reprobe_ms", "0")]).unwrap_err();
+        assert!(err.contains("memory") && err.contains("reprobe_ms"), "{err}");
+        assert!(Harness::<P2cEwma>::new(&[("memory", "2.5")]).is_err(), "a whole number of winners");
+        assert!(Harness::<P2cEwma>::new(&[("memory", "0"), ("reprobe_ms", "500")]).is_ok());
     }
 }
