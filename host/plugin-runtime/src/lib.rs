@@ -43,6 +43,17 @@ pub fn serve_compile_child() -> Result<(), String> {
     compiler::serve_child(&engine)
 }
 
+/// Whether two parameter lists configure a picker the same way: the same
+/// pairs, in any order.
+pub fn same_params(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    let sorted = |params: &[(String, String)]| {
+        let mut params = params.to_vec();
+        params.sort();
+        params
+    };
+    a.len() == b.len() && sorted(a) == sorted(b)
+}
+
 /// Where a picker's code comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginSource {

@@ -438,12 +438,7 @@ impl PickerSlot {
     pub fn trial_settled(&self, spec: &TrialSpec, serving: &str, params: &[(String, String)]) -> Option<TrialOutcome> {
         let last = self.last_trial.lock();
         let last = last.as_ref().filter(|end| end.outcome != TrialOutcome::Stopped && end.spec.same_as(spec))?;
-        let sorted = |params: &[(String, String)]| {
-            let mut params = params.to_vec();
-            params.sort();
-            params
-        };
-        (last.against.0 == serving && sorted(&last.against.1) == sorted(params)).then_some(last.outcome)
+        (last.against.0 == serving && crate::same_params(&last.against.1, params)).then_some(last.outcome)
     }
 
     /// Ends the running trial without promoting its candidate; `None`: no

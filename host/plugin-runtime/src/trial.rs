@@ -41,13 +41,8 @@ impl TrialSpec {
     /// Whether `other` runs the same candidate the same way (parameters in
     /// any order).
     pub fn same_as(&self, other: &TrialSpec) -> bool {
-        let sorted = |params: &[(String, String)]| {
-            let mut params = params.to_vec();
-            params.sort();
-            params
-        };
         self.source == other.source
-            && sorted(&self.params) == sorted(&other.params)
+            && crate::same_params(&self.params, &other.params)
             && self.share == other.share
             && self.rule == other.rule
     }

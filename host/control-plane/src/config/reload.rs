@@ -761,11 +761,7 @@ fn swap_if_changed(
     params: &[(String, String)],
 ) -> Result<Option<SwapReport>, PluginError> {
     let current = slot.current();
-    let mut new_params = params.to_vec();
-    new_params.sort();
-    let mut old_params = current.params().to_vec();
-    old_params.sort();
-    if current.info().source == source.to_string() && old_params == new_params {
+    if current.info().source == source.to_string() && veer_plugin_runtime::same_params(current.params(), params) {
         return Ok(None);
     }
     slot.swap(source, params.to_vec()).map(Some)
