@@ -528,11 +528,20 @@ async fn swap_picker(admin: &Admin, group: Arc<Upstream>, request: Request<Incom
         return error(StatusCode::FORBIDDEN, &reason);
     }
     let slot = group.slot.clone();
-    // Loading compiles Wasm: keep it off the async workers.
-    match tokio::task::spawn_blocking(move || slot.swap(&source, swap.params.into_iter().collect())).await {
+    loading("swap", move || slot.swap(&source, swap.params.into_iter().collect())).await
+}
+
+/// Runs `load` (which compiles Wasm) off the async workers: 200 with its
+/// report, 422 with the reason it failed (nothing changed), 500 if the
+/// `task` itself failed.
+async fn loading<T: serde::Serialize + Send + 'static>(
+    task: &str,
+    load: impl FnOnce() -> Result<T, veer_plugin_runtime::PluginError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    match tokio::task::spawn_blocking(load).await {
         Ok(Ok(report)) => json(StatusCode::OK, &report),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("swap task failed: {e}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{task} task failed: {e}")),
     }
 }
 
@@ -573,12 +582,7 @@ async fn candidate(
                 share: wanted.share / 100.0,
                 rule: wanted.promote.as_ref().map(crate::config::PromoteConfig::rule),
             };
-            // Loading compiles Wasm: keep it off the async workers.
-            match tokio::task::spawn_blocking(move || slot.start_trial(spec)).await {
-                Ok(Ok(report)) => json(StatusCode::OK, &report),
-                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("trial task failed: {e}")),
-            }
+            loading("trial", move || slot.start_trial(spec)).await
         }
         (&Method::DELETE, "candidate") => slot.stop_trial().map_or_else(none, |end| json(StatusCode::OK, &end)),
         (&Method::POST, "candidate/promote") => {

@@ -276,13 +276,12 @@ impl PickerSeries {
     /// Reads every group's picker counts and serving picker into the series,
     /// and drops the series of groups that are gone.
     pub fn mirror(&self, groups: &[Arc<Upstream>]) {
+        // A trial's series exist while it runs.
         self.info.reset();
-        for trial_series in [&self.trial_info, &self.trial_latency] {
-            trial_series.reset();
-        }
-        for trial_series in [&self.trial_requests, &self.trial_errors] {
-            trial_series.reset();
-        }
+        self.trial_info.reset();
+        self.trial_latency.reset();
+        self.trial_requests.reset();
+        self.trial_errors.reset();
         for group in groups {
             let (name, slot) = (&*group.name, &group.slot);
             let stats = slot.lifetime_stats();

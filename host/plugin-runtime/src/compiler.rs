@@ -49,10 +49,14 @@ pub fn compile_in_child(engine: &Engine, executable: &Path, bytes: &[u8]) -> Res
     // Written from a thread while the output is read: neither side can
     // block the other on a full pipe. Dropping `stdin` at the end closes it.
     let mut stdin = child.stdin.take().ok_or("the child has no stdin")?;
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().map_err(|e| format!("waiting for the child: {e}"))?;
-    let written = writer.join().map_err(|_| "the writer thread panicked".to_string())?;
+    let (written, output) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || stdin.write_all(bytes));
+        // Output first: the writer may wait on a child that waits on us.
+        let output = child.wait_with_output();
+        (writer.join(), output)
+    });
+    let output = output.map_err(|e| format!("waiting for the child: {e}"))?;
+    let written = written.map_err(|_| "the writer thread panicked".to_string())?;
     if !output.status.success() {
         return Err(format!(
             "the child failed ({}): {}",
