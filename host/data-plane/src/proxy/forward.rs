@@ -35,6 +35,7 @@ use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::observe::trace::TRACEPARENT;
 use crate::pool::{BackendProtocol, BackendState, Pool};
 use crate::routing::{Action, RequestHead, RouteTable, Target};
+use crate::transport::BackendBody;
 use crate::upstream::Upstream;
 use veer_plugin_runtime::{
     BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker, RouteNames,
@@ -70,7 +71,7 @@ impl AttemptError {
 
 /// What came of sending one attempt.
 enum Sent {
-    Response(Response<Incoming>),
+    Response(Response<BackendBody>),
     /// The client broke its body meanwhile.
     ClientFault(ClientFault),
     /// The backend's fault.
@@ -124,7 +125,7 @@ struct Last {
     error: Option<(String, AttemptError)>,
     /// A retryable status (e.g. 503) kept in case no retry can be made: the
     /// backend's own answer is better for the client than a made-up 502.
-    response: Option<Response<Incoming>>,
+    response: Option<Response<BackendBody>>,
     /// Why the last pick found nothing admitted.
     refusal: Option<Refusal>,
 }
@@ -137,7 +138,7 @@ impl Last {
 
     /// The kept response if only statuses were retried, or else veer's own
     /// answer for the last failure.
-    fn into_answer(self) -> Result<Response<Incoming>, Failure> {
+    fn into_answer(self) -> Result<Response<BackendBody>, Failure> {
         if let Some(response) = self.response.filter(|_| self.error.is_none()) {
             return Ok(response);
         }
@@ -492,7 +493,7 @@ impl Proxy {
     /// when it names another backend.
     fn answer(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<BackendBody>,
         backend: &BackendState,
         sticky_key: Option<u64>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -617,7 +618,7 @@ impl Proxy {
     /// switch when both sides agreed to one.
     fn finish(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<BackendBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (response.status(), client_upgrade) {
@@ -726,7 +727,7 @@ fn sticky_cookie(headers: &HeaderMap, name: &str) -> Option<u64> {
         .and_then(|(_, value)| u64::from_str_radix(value, 16).ok())
 }
 
-fn set_sticky_cookie(response: &mut Response<Incoming>, name: &str, key: u64) {
+fn set_sticky_cookie(response: &mut Response<BackendBody>, name: &str, key: u64) {
     if let Ok(value) = HeaderValue::from_str(&format!("{name}={key:016x}; Path=/; HttpOnly; SameSite=Lax")) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -153,7 +153,7 @@ impl Default for StickyConfig {
 type OutgoingBody = Either<ClientBody, Full<Bytes>>;
 /// What veer answers a client with: the backend's body streamed through, or
 /// veer's own short error body.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<crate::transport::BackendBody, Full<Bytes>>;
 
 /// The proxy: shared by every connection and request.
 pub struct Proxy {
