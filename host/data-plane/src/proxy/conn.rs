@@ -79,6 +79,11 @@ pub struct TimedIo<T> {
     phase: Phase,
     seen_started: u64,
     read_deadline: Pin<Box<Sleep>>,
+    /// The deadline of the phase entered last, moved into `read_deadline`
+    /// only when a read has to wait: most requests arrive before their
+    /// connection waits at all, and re-arming a timer costs more than
+    /// checking one.
+    read_by: Option<Instant>,
     write_deadline: Pin<Box<Sleep>>,
     write_armed: bool,
 }
@@ -94,6 +99,7 @@ impl<T> TimedIo<T> {
             phase: Phase::Head,
             seen_started: 0,
             read_deadline: Box::pin(tokio::time::sleep_until(now + timeouts.header)),
+            read_by: None,
             write_deadline: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
             write_armed: false,
         }
@@ -106,7 +112,7 @@ impl<T> TimedIo<T> {
             Phase::Idle => self.timeouts.idle,
             Phase::Busy => return,
         };
-        self.read_deadline.as_mut().reset(Instant::now() + limit);
+        self.read_by = Some(Instant::now() + limit);
     }
 
     /// Brings the phase up to date with the service's requests.
@@ -139,7 +145,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                if this.phase != Phase::Busy && this.read_deadline.as_mut().poll(cx).is_ready() {
+                if this.phase == Phase::Busy {
+                    return Poll::Pending;
+                }
+                if let Some(by) = this.read_by.take()
+                    && this.read_deadline.deadline() != by
+                {
+                    this.read_deadline.as_mut().reset(by);
+                }
+                if this.read_deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(timed_out(match this.phase {
                         Phase::Head => "sent no complete request head in time",
                         _ => "was idle too long",

@@ -171,6 +171,14 @@ impl Exchange<'_> {
         self.meta.as_mut().expect("the request is handed back after every pick")
     }
 
+    /// The body if it is in memory (read whole for replay).
+    fn replayable(&self) -> Option<Bytes> {
+        match &self.payload {
+            Payload::Replayable(bytes) => Some(bytes.clone()),
+            Payload::Streaming(_) => None,
+        }
+    }
+
     /// The request for attempt `attempt` on `backend`. The last attempt can
     /// have the headers; earlier ones keep them for a retry.
     fn outgoing(&mut self, attempt: u32, backend: &BackendState) -> Result<Request<OutgoingBody>, String> {
@@ -252,16 +260,38 @@ impl Proxy {
                 self.metrics.retries.inc();
             }
             log.attempt(&picked.backend);
-            let mut outgoing = exchange
-                .outgoing(attempt, &picked.backend)
-                .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
-            if let Some(trace) = log.guard.trace_mut() {
+            let traceparent = log.guard.trace_mut().map(|trace| {
                 let spec = &picked.backend.spec;
-                let traceparent = trace.attempt(attempt, &spec.name, spec.address, self.request_ids.next_random());
-                outgoing.headers_mut().insert(TRACEPARENT.clone(), traceparent);
-            }
+                trace.attempt(attempt, &spec.name, spec.address, self.request_ids.next_random())
+            });
+            let tls = upstream.tls();
             let sent_at = Instant::now();
-            let response = clients.request(picked.backend.spec.protocol, upstream.tls().as_ref(), outgoing);
+            // The common case, plain HTTP/1.1 with the body in memory, is
+            // written from the request's own head; any other makes a request
+            // of its own for the attempt.
+            let plain = picked.backend.spec.protocol == BackendProtocol::Http1 && tls.is_none() && !upgrade;
+            let response = match exchange.replayable().filter(|_| plain) {
+                Some(body) => {
+                    let parts = &exchange.meta().parts;
+                    let outgoing = crate::transport::Outgoing {
+                        method: &parts.method,
+                        target: parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+                        headers: &parts.headers,
+                        extra: traceparent.as_ref().map(|value| (&TRACEPARENT, value)),
+                        authority: &picked.backend.authority,
+                    };
+                    clients.send_http1(&outgoing, body)
+                }
+                None => {
+                    let mut outgoing = exchange
+                        .outgoing(attempt, &picked.backend)
+                        .map_err(|reason| Failure::new(StatusCode::BAD_REQUEST, reason))?;
+                    if let Some(traceparent) = traceparent {
+                        outgoing.headers_mut().insert(TRACEPARENT.clone(), traceparent);
+                    }
+                    clients.request(picked.backend.spec.protocol, tls.as_ref(), outgoing)
+                }
+            };
             let sent = self.send(response, &exchange.progress, deadline).await;
             if let Some(trace) = log.guard.trace_mut() {
                 match &sent {

@@ -175,45 +175,53 @@ impl Http1Pool {
         Http1Pool { settings, state: parking_lot::Mutex::new(state) }
     }
 
-    /// Sends a request (absolute URI) with its whole `body` over a pooled
-    /// connection to its authority, or a new one. A pooled connection that
-    /// the backend closed before any of the request went out is replaced and
-    /// the request sent again: nothing of it reached the backend.
-    pub(super) async fn send(
-        self: Arc<Self>,
-        parts: http::request::Parts,
-        body: Bytes,
-    ) -> Result<Response<super::BackendBody>, SendError> {
-        let Some(authority) = parts.uri.authority().cloned() else {
-            return Err(SendError::exchange("the request has no backend address"));
-        };
-        let key = Key(authority);
-        let head_only = parts.method == Method::HEAD;
-        loop {
-            let (mut conn, pooled) = match self.checkout(&key) {
-                Some(conn) => (conn, true),
-                None => (Conn::new(key.clone(), connect(&key.0, self.settings.connect_timeout).await?), false),
-            };
-            conn.write.clear();
-            encode_head(&mut conn.write, &parts, &key.0, body.len());
-            let coalesced = body.len() <= COALESCE_BODY_BYTES;
-            if coalesced {
-                conn.write.extend_from_slice(&body);
-            }
-            match conn.write_request(if coalesced { &[] } else { &body[..] }).await {
-                Ok(()) => {}
-                Err((0, _)) if pooled => continue,
-                Err((_, error)) => return Err(SendError::exchange(error)),
-            }
-            let head = read_head(&mut conn, head_only).await.map_err(SendError::exchange)?;
-            let keep_alive = head.keep_alive && !asks_close(&parts.headers);
-            let mut response = Response::new(());
-            *response.status_mut() = head.status;
-            *response.version_mut() = head.version;
-            *response.headers_mut() = head.headers;
-            let body = Http1Body::new(conn, head.decoding, keep_alive, self.clone()).map_err(SendError::exchange)?;
-            return Ok(response.map(|()| super::BackendBody::Http1(body)));
+    /// Sends `request` with its whole `body` over a pooled connection to its
+    /// backend, or a new one. The head is written out before this returns
+    /// (nothing of `request` is kept or copied into a new request). A pooled
+    /// connection that the backend closed before any of the request went out
+    /// is replaced and the request sent again: nothing of it reached the
+    /// backend.
+    pub(super) fn send(self: Arc<Self>, request: &Outgoing<'_>, body: Bytes) -> super::Sending {
+        let key = Key(request.authority.clone());
+        let head_only = *request.method == Method::HEAD;
+        let close = asks_close(request.headers);
+        let mut conn = self.checkout(&key);
+        // The head goes into the write buffer of the connection it will use
+        // (a new connection's is this one).
+        let mut head = conn.as_mut().map_or_else(|| Vec::with_capacity(1024), |conn| std::mem::take(&mut conn.write));
+        head.clear();
+        encode_head(&mut head, request, body.len());
+        let coalesced = body.len() <= COALESCE_BODY_BYTES;
+        if coalesced {
+            head.extend_from_slice(&body);
         }
+        Box::pin(async move {
+            loop {
+                let pooled = conn.is_some();
+                let mut conn = match conn.take() {
+                    Some(conn) => conn,
+                    None => Conn::new(key.clone(), connect(&key.0, self.settings.connect_timeout).await?),
+                };
+                conn.write = head;
+                match conn.write_request(if coalesced { &[] } else { &body[..] }).await {
+                    Ok(()) => {}
+                    Err((0, _)) if pooled => {
+                        head = std::mem::take(&mut conn.write);
+                        continue;
+                    }
+                    Err((_, error)) => return Err(SendError::exchange(error)),
+                }
+                let head = read_head(&mut conn, head_only).await.map_err(SendError::exchange)?;
+                let keep_alive = head.keep_alive && !close;
+                let mut response = Response::new(());
+                *response.status_mut() = head.status;
+                *response.version_mut() = head.version;
+                *response.headers_mut() = head.headers;
+                let body =
+                    Http1Body::new(conn, head.decoding, keep_alive, self.clone()).map_err(SendError::exchange)?;
+                return Ok(response.map(|()| super::BackendBody::Http1(body)));
+            }
+        })
     }
 
     /// A pooled connection to `key` ready for a request; closed and expired
@@ -300,28 +308,50 @@ where
     sender.send_request(request).await.map_err(SendError::exchange)
 }
 
+/// A request to send with veer's own client, borrowed: its head is written
+/// straight from where it is.
+pub struct Outgoing<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The request target, in origin form (`/path?query`).
+    pub target: &'a str,
+    /// The fields.
+    pub headers: &'a HeaderMap,
+    /// One more field, replacing any of that name in `headers` (a trace's
+    /// `traceparent` for this attempt).
+    pub extra: Option<(&'a HeaderName, &'a HeaderValue)>,
+    /// The backend's address.
+    pub authority: &'a Authority,
+}
+
 /// Writes the request head for an HTTP/1.1 origin server: the target in
 /// origin form, `Host` from the authority unless the request has one, the
 /// fields as they are but framing, and `Content-Length` for a body of
 /// `body_len` bytes (for an empty one, when the method has a body by nature
 /// or the request said so).
-fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, authority: &Authority, body_len: usize) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, body_len: usize) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(request.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !parts.headers.contains_key(header::HOST) {
-        field(out, b"host", authority.as_str().as_bytes());
+    if !request.headers.contains_key(header::HOST) {
+        field(out, b"host", request.authority.as_str().as_bytes());
     }
     let mut had_length = false;
-    for (name, value) in &parts.headers {
+    for (name, value) in request.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             had_length |= name == header::CONTENT_LENGTH;
             continue;
         }
+        if request.extra.is_some_and(|(extra, _)| extra == name) {
+            continue;
+        }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if body_len > 0 || had_length || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+    if let Some((name, value)) = request.extra {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if body_len > 0 || had_length || matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) {
         let mut digits = [0u8; 20];
         field(out, b"content-length", format_decimal(body_len as u64, &mut digits));
     }
@@ -440,7 +470,9 @@ fn parse_head(conn: &mut Conn, head_only: bool) -> io::Result<Option<Head>> {
     };
     let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
     let head = read.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what veer adds to a response (`Via`, the request id, the
+    // affinity cookie, `Connection`) without growing the map.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for (index, &[name_start, name_end, value_start, value_end]) in spans.iter().enumerate() {
         let name = field_name(&head[name_start..name_end], index, names)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
@@ -827,8 +859,20 @@ mod tests {
         Request::builder().method(method).uri(format!("http://{address}{path}")).body(()).unwrap().into_parts().0
     }
 
+    /// Sends `parts` (absolute URI) as the transport does.
+    fn start(pool: &Arc<Http1Pool>, parts: &http::request::Parts, body: &[u8]) -> super::super::Sending {
+        let outgoing = Outgoing {
+            method: &parts.method,
+            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+            extra: None,
+            authority: parts.uri.authority().unwrap(),
+        };
+        pool.clone().send(&outgoing, Bytes::copy_from_slice(body))
+    }
+
     async fn send(pool: &Arc<Http1Pool>, parts: http::request::Parts, body: &[u8]) -> Response<BackendBody> {
-        pool.clone().send(parts, Bytes::copy_from_slice(body)).await.unwrap()
+        start(pool, &parts, body).await.unwrap()
     }
 
     /// The body's bytes and trailers, or the error that ended it.
@@ -840,7 +884,7 @@ mod tests {
 
     /// The error of an exchange expected to fail, as its cause says it.
     async fn refused(address: SocketAddr) -> (bool, String) {
-        match pool().send(request(Method::GET, address, "/"), Bytes::new()).await {
+        match start(&pool(), &request(Method::GET, address, "/"), b"").await {
             Ok(response) => panic!("expected an error, got {}", response.status()),
             Err(error) => (error.is_connect(), std::error::Error::source(&error).unwrap().to_string()),
         }
@@ -1081,7 +1125,7 @@ mod tests {
         let bad_chunk =
             raw_backend(|_| (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(), true)).await;
         for (backend, expected) in [(length, "closed"), (chunked, "closed"), (bad_chunk, "invalid chunk size")] {
-            let result = pool().send(request(Method::GET, backend.address, "/"), Bytes::new()).await;
+            let result = start(&pool(), &request(Method::GET, backend.address, "/"), b"").await;
             let error = match result {
                 Ok(response) => read_body(response).await.unwrap_err(),
                 Err(error) => std::error::Error::source(&error).unwrap().to_string(),

@@ -10,7 +10,7 @@
 
 mod http1;
 
-pub use http1::Http1Body;
+pub use http1::{Http1Body, Outgoing};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -223,17 +223,32 @@ where
         let (parts, body) = request.into_parts();
         // `Upgrade` survives the hop-by-hop removal only on a protocol switch.
         let body = if parts.headers.contains_key(header::UPGRADE) { Err(body) } else { body.into_bytes() };
-        match body {
-            Ok(bytes) => Box::pin(self.http1.clone().send(parts, bytes)),
-            Err(body) => {
-                let request = Request::from_parts(parts, body);
-                let connect_timeout = self.settings.connect_timeout;
-                Box::pin(async move {
-                    let response = http1::send_with_hyper(request, connect_timeout).await?;
-                    Ok(response.map(BackendBody::Hyper))
-                })
+        match (body, parts.uri.authority()) {
+            (Ok(bytes), Some(authority)) => {
+                let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let outgoing =
+                    Outgoing { method: &parts.method, target, headers: &parts.headers, extra: None, authority };
+                self.http1.clone().send(&outgoing, bytes)
             }
+            (Ok(_), None) => Box::pin(async { Err(SendError::exchange("the request has no backend address")) }),
+            (Err(body), _) => self.with_hyper(Request::from_parts(parts, body)),
         }
+    }
+
+    /// Sends a request to a plain HTTP/1.1 backend at `authority` with its
+    /// whole body in memory, straight from the head as it is: veer's own
+    /// client writes it out at once, so no copy of it is made for the
+    /// attempt. Not for a protocol switch.
+    pub fn send_http1(&self, request: &Outgoing<'_>, body: Bytes) -> Sending {
+        self.http1.clone().send(request, body)
+    }
+
+    fn with_hyper(&self, request: Request<B>) -> Sending {
+        let connect_timeout = self.settings.connect_timeout;
+        Box::pin(async move {
+            let response = http1::send_with_hyper(request, connect_timeout).await?;
+            Ok(response.map(BackendBody::Hyper))
+        })
     }
 
     /// The HTTPS clients for `tls`, made on first use; clients of settings
