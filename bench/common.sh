@@ -4,7 +4,10 @@
 WORK=$(mktemp -d "/tmp/veer-${BENCH_NAME:-bench}.XXXXXX")
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Processes started in subshells are listed in $WORK/pids. Children
+    # first: a process under strace outlives its tracer.
+    [[ -f $WORK/pids ]] && mapfile -t -O "${#PIDS[@]}" PIDS <"$WORK/pids"
+    for pid in "${PIDS[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
     [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"

@@ -14,7 +14,8 @@
 # counted): against veer-wasm-rr it says whether the cost per request grows
 # with workers. The `-h2` rows take HTTP/2 from the client (h2load, h2c
 # with prior knowledge, 4 connections, up to 8 streams each; HTTP/1.1 to the
-# backend, as every row).
+# backend, as every row). The `-1m` rows fetch a 1 MiB file (REQUESTS / 20
+# of them) from a static nginx backend: their figures are per MiB.
 #
 # - user-space instructions per request: the proxy runs under callgrind;
 #   after a warm-up its counters are zeroed (callgrind_control -z), REQUESTS
@@ -59,7 +60,12 @@ http {
     upstream one { server 127.0.0.1:$BACKEND; keepalive 16; }
     server {
         listen 127.0.0.1:$PORT;
-        location / { proxy_pass http://one; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        # Streams what does not fit its buffers, as veer does, instead of
+        # spooling it to a temporary file (the 1 MiB rows).
+        location / {
+            proxy_pass http://one; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+        }
     }
 }
 CONF
@@ -80,6 +86,30 @@ backend one
     server a 127.0.0.1:$BACKEND
 CONF
 sed 's|bind 127.0.0.1:'"$PORT"'|bind 127.0.0.1:'"$PORT"' proto h2|' "$WORK/haproxy.cfg" >"$WORK/haproxy-h2.cfg"
+
+# The 1 MiB rows' backend: nginx serving a static file (not measured).
+BIG=$((BASE + 3))
+mkdir -p "$WORK/www"
+head -c 1048576 /dev/urandom >"$WORK/www/big"
+echo ok >"$WORK/www/healthz" # what veer's health checks ask for
+cat >"$WORK/static.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $WORK/static.pid;
+error_log $WORK/static-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$BIG; root $WORK/www; location / { } }
+}
+CONF
+nginx -c "$WORK/static.conf" &
+PIDS+=($!)
+wait_port "$BIG"
+sed "s|127.0.0.1:$BACKEND|127.0.0.1:$BIG|" "$WORK/nginx.conf" | sed "s|$WORK/nginx.pid|$WORK/nginx-1m.pid|" >"$WORK/nginx-1m.conf"
+sed "s|127.0.0.1:$BACKEND|127.0.0.1:$BIG|" "$WORK/haproxy.cfg" >"$WORK/haproxy-1m.cfg"
 
 SINK=$((BASE + 2))
 $VEER sim --backend "name=otlp-sink,port=$SINK,latency=0ms" >"$WORK/sink.log" 2>&1 &
@@ -111,19 +141,32 @@ TARGETS=(
     "veer-wasm-rr-h2|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker builtin:round-robin --backend a=127.0.0.1:$BACKEND"
     "nginx-h2|nginx -c $WORK/nginx-h2.conf"
     "haproxy-h2|haproxy -db -f $WORK/haproxy-h2.cfg"
+    "veer-wasm-rr-1m|$VEER run --listen 127.0.0.1:$PORT --admin 127.0.0.1:$ADMIN --workers 1 --picker builtin:round-robin --backend a=127.0.0.1:$BIG"
+    "nginx-1m|nginx -c $WORK/nginx-1m.conf"
+    "haproxy-1m|haproxy -db -f $WORK/haproxy-1m.cfg"
 )
 
-# send N: N requests from h2load, HTTP/1.1 or (a `-h2` target) HTTP/2.
+# per_request N: how many requests a target is sent for N (a `-1m` target
+# fetches 1 MiB each: a twentieth).
+per_request() { if [[ $CURRENT == *-1m ]]; then echo $(($1 / 20)); else echo "$1"; fi; }
+
+# send N: N requests (of the target's kind) from h2load, HTTP/1.1 or (a `-h2` target) HTTP/2.
 send() {
-    local protocol=(--h1)
+    local protocol=(--h1) path=/
     [[ $CURRENT == *-h2 ]] && protocol=(-m 8)
-    h2load "${protocol[@]}" -c 4 -n "$1" "http://127.0.0.1:$PORT/" >"$WORK/h2load.log" 2>&1 || { cat "$WORK/h2load.log"; exit 1; }
-    grep -q "succeeded, 0 failed, 0 errored" "$WORK/h2load.log" || { echo "requests failed:"; grep requests: "$WORK/h2load.log"; exit 1; }; }
+    [[ $CURRENT == *-1m ]] && path=/big
+    h2load "${protocol[@]}" -c 4 -n "$(per_request "$1")" "http://127.0.0.1:$PORT$path" >"$WORK/h2load.log" 2>&1 || { cat "$WORK/h2load.log"; exit 1; }
+    grep -q "succeeded, 0 failed, 0 errored" "$WORK/h2load.log" || {
+        { echo "requests failed:"; grep -E "requests:|status codes:" "$WORK/h2load.log"; tail -n 3 "$WORK"/*error.log; } >&2
+        exit 1
+    }
+}
 
 # start PREFIX...: runs a target's command under PREFIX in the background; sets PID.
 start() {
     RUST_LOG=warn "$@" >"$WORK/target.log" 2>&1 &
     PID=$!
+    echo "$PID" >>"$WORK/pids" # stopped on exit too, should a measurement (a subshell) fail
     for _ in $(seq 1 600); do
         (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
         kill -0 "$PID" 2>/dev/null || { cat "$WORK/target.log"; exit 1; }
@@ -149,7 +192,7 @@ instructions() { # command...: user-space instructions per request
     # The dump asked for is cg.out.1 (the one at exit, cg.out, holds only the shutdown).
     local dump=$WORK/cg.out.1
     [[ -s $dump ]] || { echo "no callgrind dump" >&2; exit 1; }
-    awk -v n="$REQUESTS" '/^(summary|totals):/ { printf "%.0f", $2 / n; exit }' "$dump"
+    awk -v n="$(per_request "$REQUESTS")" '/^(summary|totals):/ { printf "%.0f", $2 / n; exit }' "$dump"
     rm -f "$WORK"/cg.out*
 }
 
@@ -161,7 +204,7 @@ syscalls() { # command...: system calls per request
         stop
         totals+=("$(awk '$NF == "total" { print $4 + 0 }' "$WORK/strace.out")")
     done
-    awk -v a="${totals[0]}" -v b="${totals[1]}" -v n="$REQUESTS" 'BEGIN { printf "%.2f", (b - a) / (2 * n) }'
+    awk -v a="${totals[0]}" -v b="${totals[1]}" -v n="$(per_request "$REQUESTS")" 'BEGIN { printf "%.2f", (b - a) / (2 * n) }'
 }
 
 printf "%-16s %14s %14s\n" target "instr/request" "syscalls/req"
@@ -178,12 +221,14 @@ for target in "${TARGETS[@]}"; do
     printf "%-16s %14s %14s\n" "$name" "${IR[$name]}" "${SC[$name]}"
 done
 echo
-echo "$REQUESTS requests (syscalls: $REQUESTS and $((3 * REQUESTS))), one worker each (but -2w), h2load --h1 -c 4 (-h2: h2c, -m 8), one 0 ms backend:"
-PEER=nginx
-[[ -n ${IR[nginx]:-} ]] || PEER=${MEASURED[0]}
-echo "| target | instructions per request | vs $PEER | system calls per request | vs $PEER |"
+echo "$REQUESTS requests (syscalls: $REQUESTS and $((3 * REQUESTS))), one worker each (but -2w), h2load --h1 -c 4 (-h2: h2c, -m 8), one 0 ms backend; -1m: $((REQUESTS / 20)) and $((3 * REQUESTS / 20)) requests of 1 MiB, figures per MiB:"
+# Each row against nginx of the same kind (nginx, nginx-h2, nginx-1m) when it was measured.
+echo "| target | instructions per request | vs its peer | system calls per request | vs its peer |"
 echo "| --- | ---: | ---: | ---: | ---: |"
 for name in "${MEASURED[@]}"; do
-    awk -v t="$name" -v i="${IR[$name]}" -v s="${SC[$name]}" -v ni="${IR[$PEER]}" -v ns="${SC[$PEER]}" \
-        'BEGIN { printf "| %s | %d | %.2fx | %.2f | %.2fx |\n", t, i, i / ni, s, s / ns }'
+    peer=nginx
+    [[ $name =~ -(h2|1m)$ ]] && peer=nginx-${BASH_REMATCH[1]}
+    [[ -n ${IR[$peer]:-} ]] || peer=${MEASURED[0]}
+    awk -v t="$name" -v p="$peer" -v i="${IR[$name]}" -v s="${SC[$name]}" -v ni="${IR[$peer]}" -v ns="${SC[$peer]}" \
+        'BEGIN { printf "| %s | %d | %.2fx %s | %.2f | %.2fx |\n", t, i, i / ni, p, s, s / ns }'
 done

@@ -49,6 +49,9 @@ const COALESCE_BODY_BYTES: usize = 16 * 1024;
 const MAX_REMEMBERED_NAMES: usize = 32;
 /// What a read asks for at least.
 const READ_BYTES: usize = 8 * 1024;
+/// What a read of a large body asks for at most: a 1 MiB body in 16 reads
+/// (and as many writes to the client) rather than 128.
+const MAX_READ_BYTES: usize = 64 * 1024;
 
 /// A backend's address as the pool's key: hashed with FNV (a few bytes, no
 /// attacker-chosen keys: backends come from the config).
@@ -105,22 +108,25 @@ impl Conn {
         matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Room for the next read, reclaiming the buffer when what was handed
-    /// out of it is gone.
-    fn make_room(&mut self) {
-        if self.read.capacity() - self.read.len() < READ_BYTES / 8 {
-            self.read.reserve(READ_BYTES);
+    /// Room for a read of about `want` bytes (within [`READ_BYTES`] and
+    /// [`MAX_READ_BYTES`]), reclaiming the buffer when what was handed out
+    /// of it is gone.
+    fn make_room(&mut self, want: usize) {
+        let want = want.clamp(READ_BYTES, MAX_READ_BYTES);
+        if self.read.capacity() - self.read.len() < want / 8 {
+            self.read.reserve(want);
         }
     }
 
-    /// Reads more; `Ok(0)` when the backend closed.
+    /// Reads more of a head; `Ok(0)` when the backend closed.
     async fn fill(&mut self) -> io::Result<usize> {
-        self.make_room();
+        self.make_room(READ_BYTES);
         self.stream.read_buf(&mut self.read).await
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.make_room();
+    /// Reads more of a body, about `want` bytes at most.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.make_room(want);
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
             match self.stream.try_read_buf(&mut self.read) {
@@ -240,7 +246,11 @@ impl Http1Pool {
     }
 
     /// Keeps `conn`, its last response read to the end, for its next request.
-    fn checkin(&self, conn: Box<Conn>) {
+    fn checkin(&self, mut conn: Box<Conn>) {
+        if conn.read.capacity() > 2 * READ_BYTES {
+            // An idle connection keeps no large body's buffer.
+            conn.read = BytesMut::with_capacity(READ_BYTES);
+        }
         let now = Instant::now();
         let mut state = self.state.lock();
         if now - state.last_sweep > Duration::from_secs(1) {
@@ -737,7 +747,13 @@ impl Body for Http1Body {
                 }
             }
             let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
-            match ready!(conn.poll_fill(cx)) {
+            let want = match this.decoding {
+                Decoding::Length(left) | Decoding::Chunked(Chunk::Data(left)) => {
+                    usize::try_from(left).unwrap_or(usize::MAX)
+                }
+                _ => MAX_READ_BYTES,
+            };
+            match ready!(conn.poll_fill(cx, want)) {
                 Ok(0) if this.decoding == Decoding::UntilClose => {
                     this.decoding = Decoding::Done;
                     this.conn = None;
