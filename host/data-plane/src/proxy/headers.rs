@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Version;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use veer_core::hash::mix;
 
 /// The request id header, kept if the client sent one, else generated.
@@ -101,14 +101,15 @@ pub fn append_via(headers: &mut HeaderMap, version: Version) {
         Version::HTTP_3 => "3 veer",
         _ => "1.1 veer",
     });
-    match headers.get(header::VIA) {
-        Some(existing) => {
-            if let Ok(value) = HeaderValue::from_bytes(&[existing.as_bytes(), b", ", hop.as_bytes()].concat()) {
-                headers.insert(header::VIA, value);
+    // One lookup (an entry) instead of a look-up and an insert.
+    match headers.entry(header::VIA) {
+        Entry::Occupied(mut existing) => {
+            if let Ok(value) = HeaderValue::from_bytes(&[existing.get().as_bytes(), b", ", hop.as_bytes()].concat()) {
+                existing.insert(value);
             }
         }
-        None => {
-            headers.insert(header::VIA, hop);
+        Entry::Vacant(vacant) => {
+            vacant.insert(hop);
         }
     }
 }
@@ -129,17 +130,23 @@ pub fn add_forwarded(
     scheme: &http::uri::Scheme,
     host: Option<&HeaderValue>,
 ) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(existing) => HeaderValue::from_bytes(&[existing.as_bytes(), b", ", client.as_bytes()].concat()).ok(),
-        None => Some(client.clone()),
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        Entry::Occupied(mut existing) => {
+            let appended = [existing.get().as_bytes(), b", ", client.as_bytes()].concat();
+            if let Ok(value) = HeaderValue::from_bytes(&appended) {
+                existing.insert(value);
+            }
+        }
+        Entry::Vacant(vacant) => {
+            vacant.insert(client.clone());
+        }
     }
     let proto = if *scheme == http::uri::Scheme::HTTPS { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host.filter(|_| !headers.contains_key(&X_FORWARDED_HOST)) {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    if let Some(host) = host
+        && let Entry::Vacant(vacant) = headers.entry(X_FORWARDED_HOST.clone())
+    {
+        vacant.insert(host.clone());
     }
 }
 
@@ -164,8 +171,12 @@ impl RequestIds {
     /// The client's `X-Request-Id` if it is usable, else a new one; the header
     /// is set on `headers` either way.
     pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
-        if let Some(existing) = headers.get(&X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 200) {
-            return existing.clone();
+        let entry = headers.entry(X_REQUEST_ID.clone());
+        if let Entry::Occupied(existing) = &entry
+            && !existing.get().is_empty()
+            && existing.get().len() <= 200
+        {
+            return existing.get().clone();
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // 16 hex digits of a mixed value, then 8 of the counter.
@@ -175,7 +186,14 @@ impl RequestIds {
             *byte = b"0123456789abcdef"[((digits >> (4 * (23 - i))) & 0xf) as usize];
         }
         let value = HeaderValue::from_bytes(&id).expect("hex digits are a valid header value");
-        headers.insert(X_REQUEST_ID.clone(), value.clone());
+        match entry {
+            Entry::Occupied(mut unusable) => {
+                unusable.insert(value.clone());
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(value.clone());
+            }
+        }
         value
     }
 

@@ -385,7 +385,10 @@ impl<U> RouteTable<U> {
     pub fn find(&self, request: &RequestHead<'_>) -> Option<&Route<U>> {
         let path = request.uri.path().as_bytes();
         let mut best = u32::MAX;
-        if let Some(host) = request.host().filter(|_| !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty()) {
+        // Only a table with host conditions reads the host (validated byte by byte).
+        if (!self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty())
+            && let Some(host) = request.host()
+        {
             let host = lower(host);
             if let Some(candidates) = self.exact_hosts.get(host.as_ref()) {
                 self.narrow(candidates, path, request, &mut best);
