@@ -47,6 +47,8 @@ const MAX_INFORMATIONAL: usize = 8;
 const COALESCE_BODY_BYTES: usize = 16 * 1024;
 /// Field names a connection remembers from its last response.
 const MAX_REMEMBERED_NAMES: usize = 32;
+/// The most of a write buffer an idle connection keeps.
+const MAX_IDLE_WRITE_BYTES: usize = 4 * 1024;
 /// What a read asks for at least.
 const READ_BYTES: usize = 8 * 1024;
 /// What a read of a large body asks for at most: a 1 MiB body in 16 reads
@@ -247,9 +249,13 @@ impl Http1Pool {
 
     /// Keeps `conn`, its last response read to the end, for its next request.
     fn checkin(&self, mut conn: Box<Conn>) {
+        // An idle connection keeps no large body's buffer, nor a large
+        // request's (a body up to 16 KiB is written with its head).
         if conn.read.capacity() > 2 * READ_BYTES {
-            // An idle connection keeps no large body's buffer.
             conn.read = BytesMut::with_capacity(READ_BYTES);
+        }
+        if conn.write.capacity() > MAX_IDLE_WRITE_BYTES {
+            conn.write = Vec::with_capacity(1024);
         }
         let now = Instant::now();
         let mut state = self.state.lock();
@@ -1116,6 +1122,13 @@ mod tests {
             assert!(!connect);
             assert!(cause.contains(expected), "{cause:?} should say {expected:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn endless_informational_answers_are_refused() {
+        let backend = raw_backend(|_| (b"HTTP/1.1 100 Continue\r\n\r\n".repeat(20), true)).await;
+        let (_, cause) = refused(backend.address).await;
+        assert!(cause.contains("informational"), "{cause}");
     }
 
     #[tokio::test]

@@ -3,10 +3,12 @@
 //! [`Transport`] per worker) and by the health checks (one per group).
 //!
 //! Plain HTTP/1.1, the common case, goes through veer's own client and pool
-//! ([`http1`]) when the body is in memory; TLS and HTTP/2 backends through
-//! hyper-util's pooled client, which keys its pool by scheme and authority
-//! in a SipHash map and moves each request through several boxed futures
-//! and a connection task.
+//! (module `http1`: [`Outgoing`], [`Http1Body`]) when the body is in memory;
+//! a protocol switch or a streamed body through hyper's client on a
+//! connection of its own; TLS and HTTP/2 backends through hyper-util's
+//! pooled client, which keys its pool by scheme and authority in a SipHash
+//! map and moves each request through several boxed futures and a
+//! connection task.
 
 mod http1;
 
