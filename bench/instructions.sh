@@ -46,13 +46,15 @@ $VEER sim --backend "name=a,port=$BACKEND,latency=0ms" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 wait_port "$BACKEND"
 
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 1024; }
+# nginx_preamble NAME: one worker in the foreground, its pid file and error
+# log named after NAME.
+nginx_preamble() {
+    printf 'worker_processes 1;\nmaster_process off;\ndaemon off;\n'
+    printf 'pid %s/%s.pid;\nerror_log %s/%s-error.log warn;\n' "$WORK" "$1" "$WORK" "$1"
+    printf 'events { worker_connections 1024; }\n'
+}
+
+{ nginx_preamble nginx; cat <<CONF
 http {
     access_log off;
     # Not the default 1000: h2load keeps its 4 connections for every request.
@@ -69,6 +71,7 @@ http {
     }
 }
 CONF
+} >"$WORK/nginx.conf"
 sed 's|listen 127.0.0.1:'"$PORT"';|listen 127.0.0.1:'"$PORT"' http2;|' "$WORK/nginx.conf" >"$WORK/nginx-h2.conf"
 cat >"$WORK/haproxy.cfg" <<CONF
 global
@@ -92,19 +95,14 @@ BIG=$((BASE + 3))
 mkdir -p "$WORK/www"
 head -c 1048576 /dev/urandom >"$WORK/www/big"
 echo ok >"$WORK/www/healthz" # what veer's health checks ask for
-cat >"$WORK/static.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $WORK/static.pid;
-error_log $WORK/static-error.log warn;
-events { worker_connections 1024; }
+{ nginx_preamble static; cat <<CONF
 http {
     access_log off;
     keepalive_requests 1000000;
     server { listen 127.0.0.1:$BIG; root $WORK/www; location / { } }
 }
 CONF
+} >"$WORK/static.conf"
 nginx -c "$WORK/static.conf" &
 PIDS+=($!)
 wait_port "$BIG"
