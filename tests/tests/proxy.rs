@@ -339,3 +339,75 @@ fn futures_stream(
     }
     Chunks(chunk, count)
 }
+
+/// A backend written by hand, answering by path: `/chunked` in chunks with a
+/// trailer, `/until-close` with no length (closing after), `/broken` with a
+/// length it never delivers (closing), anything else `ok`.
+async fn framing_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read.extend_from_slice(&chunk[..n]),
+                    }
+                    // Requests without bodies: a head ends each.
+                    while let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&read[..end]).into_owned();
+                        read.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let (answer, close): (&[u8], bool) = match path.as_str() {
+                            "/chunked" => (
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                                  6\r\nhello \r\n5\r\nworld\r\n0\r\nx-checksum: 42\r\n\r\n",
+                                false,
+                            ),
+                            "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true),
+                            "/broken" => (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this", true),
+                            _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+                        };
+                        if stream.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_answers_pass_through_whatever_their_framing_and_a_broken_one_is_never_passed_off_as_whole() {
+    let backend = framing_backend().await;
+    let veer = start_veer(&[("raw", backend)], "native:round-robin", ProxyConfig::default()).await;
+    for _ in 0..3 {
+        let chunked = get(veer.proxy_addr, "/chunked").await;
+        assert_eq!((chunked.status, chunked.body.as_str()), (StatusCode::OK, "hello world"));
+        let until_close = get(veer.proxy_addr, "/until-close").await;
+        assert_eq!((until_close.status, until_close.body.as_str()), (StatusCode::OK, "until the end"));
+        // The backend died within the body: the client must see a broken
+        // body (veer closes the connection), never a short one as if whole.
+        let uri = format!("http://{}/broken", veer.proxy_addr);
+        // (hyper may not have flushed the head before the body broke: then
+        // the error comes with the head.)
+        match veer_tests::http1_client().get(uri.parse().unwrap()).await {
+            Ok(response) => {
+                let body = response.into_body().collect().await.map(|body| body.to_bytes());
+                assert!(body.is_err(), "a truncated body must end in an error, got {body:?}");
+            }
+            Err(error) => {
+                let hyper = std::error::Error::source(&error).and_then(|e| e.downcast_ref::<hyper::Error>());
+                assert!(hyper.is_some_and(hyper::Error::is_incomplete_message), "{error}");
+            }
+        }
+        let after = get(veer.proxy_addr, "/").await;
+        assert_eq!((after.status, after.body.as_str()), (StatusCode::OK, "ok"), "veer keeps serving");
+    }
+}
