@@ -35,7 +35,7 @@ use crate::health::{Admitted, AttemptOutcome, Health, Refusal};
 use crate::observe::trace::TRACEPARENT;
 use crate::pool::{BackendProtocol, BackendState, Pool};
 use crate::routing::{Action, RequestHead, RouteTable, Target};
-use crate::transport::BackendBody;
+use crate::transport::{BackendBody, Outgoing};
 use crate::upstream::Upstream;
 use veer_plugin_runtime::{
     BackendId, Choice, ErrorKind, HttpMethod, Outcome, PickContext, Picker, RequestMeta, RequestPicker, RouteNames,
@@ -272,14 +272,8 @@ impl Proxy {
             let plain = picked.backend.spec.protocol == BackendProtocol::Http1 && tls.is_none() && !upgrade;
             let response = match exchange.replayable().filter(|_| plain) {
                 Some(body) => {
-                    let parts = &exchange.meta().parts;
-                    let outgoing = crate::transport::Outgoing {
-                        method: &parts.method,
-                        target: parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
-                        headers: &parts.headers,
-                        extra: traceparent.as_ref().map(|value| (&TRACEPARENT, value)),
-                        authority: &picked.backend.authority,
-                    };
+                    let extra = traceparent.as_ref().map(|value| (&TRACEPARENT, value));
+                    let outgoing = Outgoing::of(&exchange.meta().parts, &picked.backend.authority, extra);
                     clients.send_http1(&outgoing, body)
                 }
                 None => {

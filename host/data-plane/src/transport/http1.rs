@@ -340,6 +340,19 @@ pub struct Outgoing<'a> {
     pub authority: &'a Authority,
 }
 
+impl<'a> Outgoing<'a> {
+    /// `head` as it is (its target in origin form), to `authority`, with
+    /// `extra` added.
+    pub fn of(
+        head: &'a http::request::Parts,
+        authority: &'a Authority,
+        extra: Option<(&'a HeaderName, &'a HeaderValue)>,
+    ) -> Outgoing<'a> {
+        let target = head.uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
+        Outgoing { method: &head.method, target, headers: &head.headers, extra, authority }
+    }
+}
+
 /// Writes the request head for an HTTP/1.1 origin server: the target in
 /// origin form, `Host` from the authority unless the request has one, the
 /// fields as they are but framing, and `Content-Length` for a body of
@@ -883,13 +896,7 @@ mod tests {
 
     /// Sends `parts` (absolute URI) as the transport does.
     fn start(pool: &Arc<Http1Pool>, parts: &http::request::Parts, body: &[u8]) -> super::super::Sending {
-        let outgoing = Outgoing {
-            method: &parts.method,
-            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-            headers: &parts.headers,
-            extra: None,
-            authority: parts.uri.authority().unwrap(),
-        };
+        let outgoing = Outgoing::of(parts, parts.uri.authority().unwrap(), None);
         pool.clone().send(&outgoing, Bytes::copy_from_slice(body))
     }
 

@@ -226,12 +226,7 @@ where
         // `Upgrade` survives the hop-by-hop removal only on a protocol switch.
         let body = if parts.headers.contains_key(header::UPGRADE) { Err(body) } else { body.into_bytes() };
         match (body, parts.uri.authority()) {
-            (Ok(bytes), Some(authority)) => {
-                let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                let outgoing =
-                    Outgoing { method: &parts.method, target, headers: &parts.headers, extra: None, authority };
-                self.http1.clone().send(&outgoing, bytes)
-            }
+            (Ok(bytes), Some(authority)) => self.http1.clone().send(&Outgoing::of(&parts, authority, None), bytes),
             (Ok(_), None) => Box::pin(async { Err(SendError::exchange("the request has no backend address")) }),
             (Err(body), _) => self.with_hyper(Request::from_parts(parts, body)),
         }
