@@ -14,54 +14,83 @@
 //!   (O(1) each), plus the winners of the last `memory` picks while they stay
 //!   eligible (a good backend found once stays in view, as Prequal's probe
 //!   pool keeps recent probes), never `ctx.exclude`.
-//! * **Latency by load.** Per backend, an EWMA (`alpha`) of response times per
-//!   RIF level (1, 2, …, 8, then 9–12, 13–16, 17–24, 25–32, 33+), each filed
-//!   under the RIF its attempt was *sent* at (a queue per backend; answers
-//!   mostly come back in order): the latency a request sees at that load, as
-//!   Prequal's servers report latency by RIF. A backend with capacity for ten
-//!   parallel requests shows a flat curve up to ten; a single-threaded one a
-//!   line. The estimate at RIF `r` is the level's own, or for a level not
-//!   measured yet the nearest one that was (optimistic: one request there
-//!   measures it), or for a backend never measured the pool's typical
-//!   latency; times the backend's *drift*, an EWMA (0.3) of samples against
-//!   their level's estimate, so a backend that got slower or faster at every
-//!   load is seen so at every load at once. A sample after a silence weighs
-//!   `1 − exp(−silence × 10 / decay_ms)` (at least `alpha`): a re-probe that
-//!   finds a backend changed moves its estimate at once. Unmeasured, an
-//!   estimate fades towards zero with time constant `decay_ms` (optimism
-//!   under uncertainty: a backend that was slow is tried again).
-//! * **Failures.** Per backend an EWMA of the failure rate `p` (at 0.3 ×
-//!   `alpha`, fading like the latency) and of a failure's time `f` (a hang
-//!   costs the whole timeout); a failed attempt's latency does not enter the
-//!   curve. Every success in a row since the last failure halves `p`'s
-//!   weight, so a recovered backend is trusted again after a few. The cost
-//!   of a candidate is the expected time per *successful* request, the
-//!   scenario oracle's formula, `((1 − p) × latency + p × (f +
-//!   failure_penalty)) / (1 − p)`: a backend that fails fast never looks fast.
+//! * **Latency by load.** Per backend, a *speed* (its latency with one
+//!   request in flight) times a *shape*: the latency per RIF level (1, 2, …,
+//!   8, then 9–12, 13–16, 17–24, 25–32, 33+) relative to the speed, each
+//!   sample filed under the RIF its attempt was *sent* at (a queue per
+//!   backend; answers mostly come back in order), as Prequal's servers
+//!   report latency by RIF. A backend with capacity for ten parallel
+//!   requests has a flat shape up to ten; a single-threaded one a line. The
+//!   shape is what capacity does, the speed what the hardware and the
+//!   trouble of the moment do: a sample at any load moves the speed (by
+//!   `alpha`, through the shape at its level) and its level's shape (by
+//!   `alpha`, against the speed), so a backend that got slower or faster at
+//!   every load is seen so at every load at once, while what was learned of
+//!   its capacity stays. (Per-level latencies alone, as before, left the
+//!   levels a re-found backend had not been sampled at yet with its old
+//!   latency: a 200 ms backend that became a 2 ms one, with capacity 4,
+//!   took one request at a time for the rest of the run, 59% of the
+//!   reference in `late-bloomer`.) A level not measured yet has the nearest
+//!   lower level's shape (optimistic: one request there measures it), a
+//!   shape below 1 is read as 1 (noise, or learned while the speed was still
+//!   moving), and a backend never measured has the pool's typical latency.
+//!   After a silence the whole curve is in doubt: a sample first moves the
+//!   speed geometrically by `1 − exp(−silence × 10 / decay_ms)` (a re-probe
+//!   after seconds that finds a backend 100× faster is taken as ~100×).
+//!   Unmeasured, an estimate fades towards zero with time constant
+//!   `decay_ms` (optimism under uncertainty).
+//! * **Failures.** Per backend, failed and total attempts, counted with a
+//!   weight that fades over `decay_ms` and capped at a memory of
+//!   1 / (0.3 × `alpha`) attempts, with a 2% prior worth a quarter of an
+//!   attempt: three failures of three say ~90%, not the 9% an average
+//!   starting from zero would, so a dead backend is told from one that fails
+//!   now and then. A failure's time `f` (a hang costs the whole timeout) is
+//!   an average; a failed attempt's latency does not enter the curve.
+//!   Successes in a row since the last failure are weighed as evidence of a
+//!   change: without one they have likelihood `(1 − p)^streak` (`p` the
+//!   rate before them), with one about 1, at prior odds of 0.3; the
+//!   expected rate mixes the rate before with the streak's own. Two successes
+//!   after three failures say "recovered" almost surely; five after a rate
+//!   of 20% do not. The cost of a candidate is the expected time per
+//!   *successful* request, the scenario oracle's formula, `((1 − p) ×
+//!   latency + p × (f + failure_penalty)) / (1 − p)`: a backend that fails
+//!   fast never looks fast.
 //! * **Hot and cold.** Prequal calls a server hot when its RIF is above a
 //!   quantile (0.84) of the fleet's RIFs: for servers of equal capacity the
 //!   busiest are the ones about to queue. Here a candidate is hot when it
-//!   *is* queueing at its next RIF: its expected latency there is more than
-//!   `hot_slowdown` times its unloaded (best measured) latency. The two agree
-//!   on equal backends; on unequal ones the fleet quantile pushes load off the
-//!   one fast backend that could take it all (measured in virtual time with
-//!   the quantile rule: 30% of the oracle's goodput in `sloth-invasion`, 26%
-//!   in `safe-haven`), while the queueing rule fills each backend to its
+//!   *is* queueing at its next RIF: its shape there is above `hot_slowdown`
+//!   (slower than with one in flight by that factor). The two agree on equal
+//!   backends; on unequal ones the fleet quantile pushes load off the one
+//!   fast backend that could take it all (measured in virtual time with the
+//!   quantile rule: 30% of the oracle's goodput in `sloth-invasion`, 26% in
+//!   `safe-haven`), while the queueing rule fills each backend to its
 //!   capacity and no further, whatever its weight says. An unproven backend
 //!   (fewer than 32 outcomes) is also hot beyond `1 + outcomes / 2` in
 //!   flight: a slow start, so a fast newcomer that hangs now and then does
 //!   not catch every client before its first hang times out.
 //! * **Re-probing.** Prequal keeps probing every server; a proxy learns only
 //!   from traffic. So a drawn candidate with nothing in flight that has not
-//!   answered for `reprobe_ms` (or never) takes the request: a backend that
-//!   recovered, or a new one, is measured within seconds, at a cost of at
-//!   most one request per backend per interval. The interval stretches with
-//!   what a probe costs its client against a typical request, up to
-//!   `reprobe_stretch`: a slow backend's latency, an intermittently failing
-//!   one's failures too (a backend failing most requests counts as down:
-//!   probing it is cheap). Without re-probing a backend whose every attempt
-//!   failed has no curve and never looks better than typical (measured: 83%
-//!   of the oracle's goodput in `recovery`).
+//!   answered for `reprobe_ms` (or never) takes the request, if it is worth
+//!   it and the budget pays:
+//!   - *worth it*: a backend that fails is probed only while three more
+//!     successes could bring it back (its failures alone then costing less
+//!     than a typical request): one that was down, yes; one that fails one
+//!     request in five, no (its probes would only hang clients);
+//!   - *the budget*: `probe_budget` of all client time spent on attempts
+//!     accrues as credit, and a probe spends what it is expected to cost
+//!     (its latency if it answers, a failure's time and penalty if not). So
+//!     one slow backend among fast ones is probed every `reprobe_ms`, four
+//!     are probed in turn at a quarter of that rate each, and a quiet spell
+//!     saves at most 5 s of credit. (A fixed stretch of the interval by the
+//!     backend's slowness instead, up to 16×, kept a 200 ms backend that
+//!     became the fastest unseen for 32 s.)
+//!   - A backend answering again after being down is due its next probe at
+//!     half the interval per success in a row, so it is confirmed within a
+//!     few requests.
+//!
+//!   Without re-probing a backend whose every attempt failed has no curve
+//!   and never looks better than typical (measured: 83% of the oracle's
+//!   goodput in `recovery`).
 //!
 //! Weights are not used: the latency-by-load curve measures capacity, and a
 //! wrong weight cannot mislead it. Per pick the cost is O(probes + memory)
@@ -74,11 +103,11 @@
 //! | `probes` | `3` | backends drawn uniformly per pick (1..=16) |
 //! | `memory` | `8` | recent winners kept as candidates (0..=16) |
 //! | `hot_slowdown` | `1.5` | a candidate is hot when its expected latency at its next RIF is this many times its unloaded latency (1..=100) |
-//! | `alpha` | `0.1` | weight of the newest sample in a latency level's average (0.001..=1) |
+//! | `alpha` | `0.1` | weight of the newest sample in the speed and in a level's shape (0.001..=1) |
 //! | `failure_penalty_ms` | `250` | what a failure costs a client on top of its time, ms (0..=600000) |
 //! | `decay_ms` | `5000` | time constant with which unmeasured estimates fade, ms (1..=3600000) |
-//! | `reprobe_ms` | `2000` | an idle drawn backend unmeasured for this long (stretched, below) takes the request, ms (1..=3600000) |
-//! | `reprobe_stretch` | `16` | the most a slow or failing backend's re-probe interval is stretched (1..=1000) |
+//! | `reprobe_ms` | `1000` | an idle drawn backend unmeasured for this long takes the request, if worth it and within budget, ms (1..=3600000) |
+//! | `probe_budget` | `0.02` | share of client time re-probes may take (0..=1) |
 //! | `default_rtt_ms` | `30` | latency assumed before anything was measured, ms (0.001..=60000) |
 
 use std::collections::HashMap;
@@ -89,8 +118,9 @@ use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickCont
 const LEVELS: usize = 13;
 /// Weight of one successful sample in the pool-wide typical latency.
 const TYPICAL_ALPHA: f64 = 0.05;
-/// Weight of one sample in a backend's drift.
-const DRIFT_ALPHA: f64 = 0.3;
+/// The most re-probing credit that can pile up, µs of client time: a quiet
+/// spell must not pay for a burst of probes later.
+const MAX_PROBE_CREDIT_US: f64 = 5e6;
 /// How much faster than the estimates fade a silence makes the next sample count:
 /// after `decay_ms / SILENCE_WEIGHT` without a sample, a new one weighs ~63%.
 const SILENCE_WEIGHT: f64 = 10.0;
@@ -98,10 +128,20 @@ const SILENCE_WEIGHT: f64 = 10.0;
 const PROVEN: u32 = 32;
 /// Attempts remembered per backend for filing their outcomes by RIF.
 const MAX_OUTSTANDING: usize = 1024;
-/// What each success in a row since the last failure leaves of the failure rate's weight.
-const TRUST_PER_SUCCESS: f64 = 0.5;
-/// The failure rate's average moves at this share of `alpha`.
+/// What each success in a row leaves of a recovering backend's re-probe interval.
+const PROBE_INTERVAL_PER_SUCCESS: f64 = 0.5;
+/// Successes in a row a re-probe may assume when asking whether probing a
+/// failing backend could bring it back.
+const PROBE_LOOKAHEAD: u32 = 3;
+/// Prior odds that a backend's failure rate changed, against the streak.
+const CHANGE_ODDS: f64 = 0.3;
+/// A backend failing at least this share of its attempts is down.
+const DOWN_FAILURE_RATE: f64 = 0.5;
+/// The failure rate's memory, in attempts, is this share of `alpha`'s.
 const FAILURE_ALPHA_SHARE: f64 = 0.3;
+/// The failure rate's prior: 2%, worth a quarter of an attempt.
+const PRIOR_FAILURES: f64 = 0.005;
+const PRIOR_ATTEMPTS: f64 = 0.25;
 /// Failure rates are capped below 1 so a cost stays finite (and comparable).
 const MAX_FAILURE_RATE: f64 = 0.99;
 
@@ -118,18 +158,25 @@ fn level(rif: u32) -> usize {
 
 #[derive(Debug, Clone, Default)]
 struct Stats {
-    /// Latency estimate (µs) per RIF level, once sampled.
-    latency_us: [Option<f64>; LEVELS],
-    /// EWMA of failures (0 or 1 per attempt).
-    failure_rate: f64,
+    /// The backend's speed: its latency with one request in flight, µs,
+    /// once sampled. A sample at any load tells it, through the shape.
+    speed_us: Option<f64>,
+    /// Latency per RIF level relative to `speed_us`, once sampled there;
+    /// level 0 (one in flight) is 1 by definition and never set. The shape is what the backend's capacity does to
+    /// its latency, the speed what its hardware and its trouble of the
+    /// moment do: a backend that got faster or slower at every load changes
+    /// speed, which every level sees at once, while what was learned of its
+    /// capacity stays.
+    shape: [Option<f64>; LEVELS],
+    /// Failed attempts and all attempts, counted with their weight fading
+    /// over `decay_ms` and at most the failure memory's worth: with a
+    /// prior, the failure rate (see [`Stats::failure_rate`]).
+    failures: f64,
+    attempts: f64,
     /// EWMA of failed attempts' time (a hang costs the whole timeout), µs.
     failure_latency_us: f64,
     /// Successes since the last failure.
     streak: u32,
-    /// Recent samples against their level's estimate (EWMA, 1 when the
-    /// curve is right): a backend that got slower or faster at every load
-    /// shows it here at once, before each level has been re-measured.
-    drift: f64,
     /// Outcomes heard, up to [`PROVEN`].
     samples: u32,
     /// The RIF each of our attempts there was sent at, oldest first: an
@@ -150,7 +197,11 @@ pub struct Prequal {
     failure_penalty_us: f64,
     decay_us: f64,
     reprobe_us: f64,
-    reprobe_stretch: f64,
+    probe_budget: f64,
+    /// Client time re-probes may still take, µs: `probe_budget` of every
+    /// attempt's time accrues here and each re-probe spends what it is
+    /// expected to take.
+    probe_credit_us: f64,
     stats: HashMap<BackendId, Stats>,
     /// Pool-wide typical latency of successful attempts, µs.
     typical_us: f64,
@@ -167,7 +218,92 @@ struct Candidate {
     rif: u32,
     cost: f64,
     hot: bool,
-    stale: bool,
+    /// What re-probing it would cost, when it is due a probe and the
+    /// budget has the credit.
+    probe_cost_us: Option<f64>,
+}
+
+impl Stats {
+    /// The failure rate now: the counts fade towards the prior (2%) with
+    /// `decay_us`. Counted, not averaged: a backend whose three attempts all
+    /// failed has a rate of ~75%, not the 9% an average starting from zero
+    /// would give, so a dead backend is told from one failing now and then.
+    fn failure_rate(&self, now: u64, decay_us: f64) -> f64 {
+        let fade = (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp();
+        (self.failures * fade + PRIOR_FAILURES) / (self.attempts * fade + PRIOR_ATTEMPTS)
+    }
+
+    /// The failure rate before the successes in a row since the last failure.
+    fn failure_rate_before_streak(&self, now: u64, decay_us: f64) -> f64 {
+        let fade = (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp();
+        let before = (self.attempts - f64::from(self.streak)).max(self.failures);
+        (self.failures * fade + PRIOR_FAILURES) / (before * fade + PRIOR_ATTEMPTS)
+    }
+
+    /// The failure rate to expect of the next attempt, given the successes
+    /// in a row since the last failure: either nothing changed and they
+    /// were luck, or the backend changed when they began (it recovered). The
+    /// streak's likelihood without a change, `(1 − p)^streak` with `p` the
+    /// rate before it, against a change's (about 1) and the prior odds of
+    /// one, weighs the two. One success after five failures says
+    /// "recovered" almost surely; five after a rate of 20% do not (a
+    /// third of such backends manage that by luck).
+    fn expected_failure_rate(&self, now: u64, decay_us: f64) -> f64 {
+        self.failure_rate_after(self.streak, now, decay_us)
+    }
+
+    /// [`Stats::expected_failure_rate`] had the streak been `streak` long.
+    fn failure_rate_after(&self, streak: u32, now: u64, decay_us: f64) -> f64 {
+        if streak == 0 {
+            return self.failure_rate(now, decay_us);
+        }
+        let streak = f64::from(streak.min(64));
+        let before = self.failure_rate_before_streak(now, decay_us);
+        let unchanged = (1.0 - before.min(1.0)).powf(streak);
+        let unchanged = unchanged / (unchanged + CHANGE_ODDS);
+        let after = PRIOR_FAILURES / (streak + PRIOR_ATTEMPTS);
+        unchanged * before + (1.0 - unchanged) * after
+    }
+
+    /// The shape at RIF level `at`: the level's own, or for a level not
+    /// measured yet the nearest one that was, lower first (optimistic on
+    /// purpose: the next request there measures it, and a backend that
+    /// queues shows it at once); 1 for a backend never measured.
+    /// More in flight never makes a backend faster: a shape below 1 is
+    /// noise, or was learned while the speed was still catching up with a
+    /// change, and is read as 1.
+    fn shape_at(&self, at: usize) -> f64 {
+        (1..=at).rev().find_map(|l| self.shape[l]).unwrap_or(1.0).max(1.0)
+    }
+
+    /// Learns from a successful attempt at RIF level `at` that took
+    /// `sample_us`, after the backend went unmeasured long enough that its
+    /// curve is `stale` (0..1).
+    fn learn(&mut self, at: usize, sample_us: f64, stale: f64, alpha: f64) {
+        let implied = sample_us / self.shape_at(at);
+        let speed = match self.speed_us {
+            // After a silence the whole curve is in doubt, not one level of
+            // it: a backend re-probed after seconds that answers 100× faster
+            // (or slower) changed at every load. So the speed first moves as
+            // far as the silence makes it stale (geometrically: 100× is taken
+            // as ~100×, not 3×), nothing for a backend in steady use and
+            // nearly all after seconds unmeasured; then by `alpha`.
+            Some(old) if old > 0.0 && implied > 0.0 => {
+                let moved = old * (implied / old).powf(stale);
+                moved + alpha * (implied - moved)
+            }
+            _ => implied,
+        };
+        if speed.is_nan() || speed <= 0.0 {
+            return;
+        }
+        self.speed_us = Some(speed);
+        if at > 0 {
+            let relative = sample_us / speed;
+            let slot = &mut self.shape[at];
+            *slot = Some(slot.map_or(relative, |old| old + alpha * (relative - old)));
+        }
+    }
 }
 
 impl Prequal {
@@ -176,74 +312,77 @@ impl Prequal {
     fn assess(&self, id: BackendId, rif: u32, now: u64) -> (f64, bool) {
         let Some(stats) = self.stats.get(&id) else { return (self.typical_us, false) };
         let fade = (-(now.saturating_sub(stats.stamp_us) as f64) / self.decay_us).exp();
-        let at = level(rif);
-        let latency = match stats.latency_us[at] {
-            Some(latency) => latency,
-            // Not measured at this load yet: as at the nearest load that was.
-            // Optimistic on purpose: the next request there measures it, and a
-            // backend that queues shows it at once.
-            None => (0..at)
-                .rev()
-                .find_map(|l| stats.latency_us[l])
-                .or_else(|| (at..LEVELS).find_map(|l| stats.latency_us[l]))
-                .unwrap_or(self.typical_us),
-        };
         // Unmeasured for long, an estimate fades towards zero: optimism under
         // uncertainty, so a backend that was slow is tried again once it has
         // been silent for a few `decay_ms` (a 300 ms one among 5 ms ones after
         // ~4 τ, one request), and its answer then replaces the old estimate.
-        let latency = latency * if stats.drift > 0.0 { stats.drift } else { 1.0 } * fade;
-        // Each success in a row since the last failure halves the failure
-        // rate's weight: the average alone would take ~100 samples to forget
-        // a dead phase, and a recovered backend gets few samples.
-        let trust = TRUST_PER_SUCCESS.powi(stats.streak.min(16) as i32);
-        let p = (stats.failure_rate * fade * trust).min(MAX_FAILURE_RATE);
-        // Hot: queueing, that is slower at this load than unloaded by more than `hot_slowdown`.
-        let unloaded = stats.latency_us.iter().flatten().copied().fold(f64::INFINITY, f64::min);
+        let shape = stats.shape_at(level(rif));
+        let latency = stats.speed_us.unwrap_or(self.typical_us) * shape * fade;
+        let p = stats.expected_failure_rate(now, self.decay_us).min(MAX_FAILURE_RATE);
+        // Hot: queueing, that is slower at this load than unloaded by more
+        // than `hot_slowdown`.
         // An unproven backend is also hot past 1 + samples / 2 in flight: a
         // slow start, so a fast newcomer that hangs every fifth request does
         // not catch every client before its first hang times out.
         let unproven = stats.samples < PROVEN && rif > 1 + stats.samples / 2;
-        let hot = unproven || (unloaded.is_finite() && latency > self.hot_slowdown * unloaded);
+        let hot = unproven || shape > self.hot_slowdown;
         // Expected time per successful request, as the scenario oracle reckons it.
         let time = (1.0 - p) * latency + p * stats.failure_latency_us;
         ((time + p * self.failure_penalty_us) / (1.0 - p), hot)
     }
 
-    /// How much longer than `reprobe_ms` to wait before probing a backend
-    /// (1..=16): what a probe costs its client against a typical request. A
-    /// backend failing most of its requests is taken for down, and a probe of
-    /// it costs what its answer takes (it asks "back yet?"); one failing now
-    /// and then costs its failures too, so it is not probed into every
-    /// tenth request hanging.
-    fn probe_slowness(&self, stats: &Stats, now: u64) -> f64 {
-        let unloaded = stats.latency_us.iter().flatten().copied().fold(f64::INFINITY, f64::min);
-        let latency = if unloaded.is_finite() { unloaded } else { self.typical_us };
-        let fade = (-(now.saturating_sub(stats.stamp_us) as f64) / self.decay_us).exp();
-        let p = stats.failure_rate * fade;
-        let cost = if p < 0.5 {
-            ((1.0 - p) * latency + p * (stats.failure_latency_us + self.failure_penalty_us)) / (1.0 - p)
+    /// What a re-probe of a backend is expected to cost its client, µs: its
+    /// latency if it answers, a failure's time and penalty if not.
+    fn probe_cost_us(&self, stats: &Stats, now: u64) -> f64 {
+        let latency = stats.speed_us.unwrap_or(self.typical_us);
+        let p = stats.expected_failure_rate(now, self.decay_us);
+        (1.0 - p) * latency + p * (stats.failure_latency_us + self.failure_penalty_us)
+    }
+
+    /// Whether probing could bring a backend back into use: whether a few
+    /// more successes ([`PROBE_LOOKAHEAD`]) would make its failures alone
+    /// cost less than a typical request. A backend failing one request in
+    /// five stays out after three successes (half of such backends manage
+    /// that by luck), so probing it only costs its clients hangs; one that
+    /// was down is back after one or two.
+    fn probe_could_change_its_fate(&self, stats: &Stats, now: u64) -> bool {
+        let p = stats
+            .failure_rate_after(stats.streak.saturating_add(PROBE_LOOKAHEAD), now, self.decay_us)
+            .min(MAX_FAILURE_RATE);
+        p * (stats.failure_latency_us + self.failure_penalty_us) / (1.0 - p) < self.typical_us
+    }
+
+    /// How long after its last outcome a backend is due a re-probe, µs:
+    /// `reprobe_ms`, halved by each success in a row of a backend that was
+    /// down, so one that answers again is confirmed within a few requests
+    /// rather than one per interval. (Not one failing now and then: its
+    /// success says little, and each probe risks a failure.)
+    fn probe_due_us(&self, stats: &Stats, now: u64) -> f64 {
+        if stats.streak > 0 && stats.failure_rate_before_streak(now, self.decay_us) >= DOWN_FAILURE_RATE {
+            self.reprobe_us * PROBE_INTERVAL_PER_SUCCESS.powi(stats.streak.min(16) as i32)
         } else {
-            latency
-        };
-        (cost / self.typical_us).clamp(1.0, self.reprobe_stretch)
+            self.reprobe_us
+        }
     }
 
     fn candidate(&self, id: BackendId, now: u64) -> Candidate {
         let rif = host::in_flight(id).saturating_add(1);
         let (cost, hot) = self.assess(id, rif, now);
-        // Nothing learned of it lately, and nothing on the way there. A slow
-        // backend is probed less often (a probe holds a client for its latency).
-        let stale = rif == 1
-            && self
-                .stats
-                .get(&id)
-                .is_none_or(|s| now.saturating_sub(s.stamp_us) as f64 >= self.reprobe_us * self.probe_slowness(s, now));
-        Candidate { id, rif, cost, hot, stale }
+        // Nothing learned of it lately and nothing on the way there: a probe,
+        // if the budget pays for it (a backend never heard from always is).
+        let probe_cost_us = match self.stats.get(&id) {
+            _ if rif != 1 => None,
+            None => Some(0.0),
+            Some(stats) if stats.samples == 0 => Some(0.0),
+            Some(stats) if (now.saturating_sub(stats.stamp_us) as f64) < self.probe_due_us(stats, now) => None,
+            Some(stats) if !self.probe_could_change_its_fate(stats, now) => None,
+            Some(stats) => Some(self.probe_cost_us(stats, now)).filter(|cost| *cost <= self.probe_credit_us),
+        };
+        Candidate { id, rif, cost, hot, probe_cost_us }
     }
 
     /// Draws the candidates into `candidates` and applies the rules above.
-    fn choose(&self, pool: &Pool, ctx: &PickContext, candidates: &mut Vec<Candidate>) -> Option<Candidate> {
+    fn choose(&self, pool: &Pool, ctx: &PickContext, candidates: &mut Vec<Candidate>) -> Option<(Candidate, bool)> {
         let now = host::now_us();
         for _ in 0..self.probes.min(pool.candidates(ctx.exclude)) {
             // Distinct draws: a few retries are enough at these sizes.
@@ -260,19 +399,25 @@ impl Prequal {
                 candidates.push(self.candidate(id, now));
             }
         }
-        // A drawn candidate not heard from in `reprobe_ms` takes this request:
-        // what a probe would tell Prequal (it recovered, it got slower), at
-        // most one request per backend per interval.
-        let reprobe = candidates.iter().take(self.probes).find(|c| c.stale);
-        reprobe
-            .or_else(|| candidates.iter().filter(|c| !c.hot).min_by(|a, b| a.cost.total_cmp(&b.cost)))
+        // A drawn candidate due a probe takes this request: what a probe
+        // would tell Prequal (it recovered, it got slower).
+        if let Some(probe) = candidates.iter().take(self.probes).find(|c| c.probe_cost_us.is_some()) {
+            return Some((*probe, true));
+        }
+        candidates
+            .iter()
+            .filter(|c| !c.hot)
+            .min_by(|a, b| a.cost.total_cmp(&b.cost))
             .or_else(|| candidates.iter().min_by(|a, b| a.rif.cmp(&b.rif).then(a.cost.total_cmp(&b.cost))))
-            .copied()
+            .map(|c| (*c, false))
     }
 
-    /// The latency estimate of `id` at `rif` requests in flight, µs, if sampled there.
+    /// The latency estimate of `id` at `rif` requests in flight, µs, if
+    /// the backend was sampled and its curve at that load (`rif` 1 always is).
     pub fn latency_at_us(&self, id: BackendId, rif: u32) -> Option<f64> {
-        self.stats.get(&id).and_then(|s| s.latency_us[level(rif)])
+        let stats = self.stats.get(&id)?;
+        let at = level(rif);
+        Some(stats.speed_us? * if at == 0 { 1.0 } else { stats.shape[at]? })
     }
 }
 
@@ -289,8 +434,8 @@ impl Policy for Prequal {
         let failure_penalty_ms = reader.number("failure_penalty_ms", 250.0, 0.0..=600_000.0);
         let decay_ms = reader.number("decay_ms", 5_000.0, 1.0..=3_600_000.0);
         let default_rtt_ms = reader.number("default_rtt_ms", 30.0, 0.001..=60_000.0);
-        let reprobe_ms = reader.number("reprobe_ms", 2_000.0, 1.0..=3_600_000.0);
-        let reprobe_stretch = reader.number("reprobe_stretch", 16.0, 1.0..=1_000.0);
+        let reprobe_ms = reader.number("reprobe_ms", 1_000.0, 1.0..=3_600_000.0);
+        let probe_budget = reader.number("probe_budget", 0.02, 0.0..=1.0);
         reader.finish()?;
         Ok(Prequal {
             probes,
@@ -300,7 +445,8 @@ impl Policy for Prequal {
             failure_penalty_us: failure_penalty_ms * 1e3,
             decay_us: decay_ms * 1e3,
             reprobe_us: reprobe_ms * 1e3,
-            reprobe_stretch,
+            probe_budget,
+            probe_credit_us: 0.0,
             stats: HashMap::new(),
             typical_us: default_rtt_ms * 1e3,
             winners: Vec::new(),
@@ -319,7 +465,10 @@ impl Policy for Prequal {
         candidates.clear();
         let chosen = self.choose(pool, ctx, &mut candidates);
         self.candidates = candidates;
-        let chosen = chosen?;
+        let (chosen, probe) = chosen?;
+        if probe {
+            self.probe_credit_us -= chosen.probe_cost_us.unwrap_or(0.0);
+        }
         let sent = &mut self.stats.entry(chosen.id).or_default().sent_at_rif;
         // Bounded: outcomes lost to a replaced instance must not grow it forever.
         if sent.len() >= MAX_OUTSTANDING {
@@ -360,22 +509,21 @@ impl Policy for Prequal {
         if !failed {
             self.typical_us += TYPICAL_ALPHA * (sample_us - self.typical_us);
         }
+        // Every attempt's time is client time; a share of it pays for re-probes.
+        self.probe_credit_us = (self.probe_credit_us + self.probe_budget * sample_us).min(MAX_PROBE_CREDIT_US);
         let decay_us = self.decay_us;
         let stats = self.stats.entry(outcome.backend).or_default();
         if !failed {
-            // Time-weighted: a sample after a long silence (a re-probe) says
-            // more about now than the old average does, so it weighs in by
-            // how long the backend went unmeasured.
             let silence = now.saturating_sub(stats.stamp_us) as f64;
-            let weight = alpha.max(1.0 - (-silence * SILENCE_WEIGHT / decay_us).exp());
-            let slot = &mut stats.latency_us[level(rif)];
-            let ratio = slot.map_or(1.0, |old| if old > 0.0 { sample_us / old } else { 1.0 });
-            *slot = Some(slot.map_or(sample_us, |old| old + weight * (sample_us - old)));
-            let drift = if stats.drift > 0.0 { stats.drift } else { 1.0 };
-            stats.drift = drift + DRIFT_ALPHA * (ratio - drift);
+            stats.learn(level(rif), sample_us, 1.0 - (-silence * SILENCE_WEIGHT / decay_us).exp(), alpha);
         }
-        // Failures are rarer than latency samples and matter longer: a slower average.
-        stats.failure_rate += alpha * FAILURE_ALPHA_SHARE * (f64::from(u8::from(failed)) - stats.failure_rate);
+        // Failures are rarer than latency samples and matter longer: a
+        // longer memory than the latency's.
+        let fade = (-(now.saturating_sub(stats.stamp_us) as f64) / decay_us).exp();
+        let memory = 1.0 / (alpha * FAILURE_ALPHA_SHARE);
+        let keep = fade * (memory / (stats.attempts * fade + 1.0)).min(1.0);
+        stats.failures = stats.failures * keep + f64::from(u8::from(failed));
+        stats.attempts = stats.attempts * keep + 1.0;
         if failed {
             stats.failure_latency_us += alpha * (sample_us - stats.failure_latency_us);
             stats.streak = 0;
@@ -451,11 +599,11 @@ mod tests {
         let mut h = Harness::<Prequal>::new(&[]).unwrap();
         let ids = h.add_backends(2);
         h.run(Load { requests: 500, concurrency: 2 }, |_, _, _| Reply::ok(10 * MS));
-        let before = h.policy().stats.get(&ids[0]).map(|s| (s.failure_rate, s.latency_us, s.samples));
+        let before = h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape, s.samples));
         for _ in 0..200 {
             h.complete_with_error(ids[0], 0, veer_sdk::ErrorKind::NotSent);
         }
-        let after = h.policy().stats.get(&ids[0]).map(|s| (s.failure_rate, s.latency_us, s.samples));
+        let after = h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape, s.samples));
         assert_eq!(before, after);
         // And a broken-off attempt of its own still ends that attempt.
         let picked = h.pick().unwrap();
@@ -487,6 +635,84 @@ mod tests {
             Reply::ok(if id == flaky { 2 * MS } else { 20 * MS })
         });
         assert!(report.share(flaky) > 0.5, "flaky {:.3}", report.share(flaky));
+    }
+
+    #[test]
+    fn a_slow_backend_that_becomes_the_fastest_takes_load_at_every_level_it_can_serve() {
+        // `late-bloomer`: 200 ms with capacity 4, then 2 ms with capacity 4.
+        let mut h = Harness::<Prequal>::new(&[]).unwrap();
+        let bloomer = h.add_backend("bloomer", 1);
+        h.add_backends(4);
+        let capacity_4 = |base: u64, in_flight: u32| base * u64::from(in_flight.max(4)) / 4;
+        h.run(Load { requests: 2_500, concurrency: 10 }, |id, in_flight, _| {
+            Reply::ok(if id == bloomer { capacity_4(200 * MS, in_flight) } else { 10 * MS })
+        });
+        let report = h.run(Load { requests: 5_000, concurrency: 10 }, |id, in_flight, _| {
+            Reply::ok(if id == bloomer { capacity_4(2 * MS, in_flight) } else { 10 * MS })
+        });
+        // Found by a re-probe within a second and then filled to its capacity:
+        // four of the ten clients at 2 ms take ~3/4 of the requests.
+        assert!(report.share(bloomer) > 0.6, "bloomer {:.3}", report.share(bloomer));
+        let speed = h.policy().latency_at_us(bloomer, 1).unwrap();
+        assert!(speed < 3.0 * MS as f64, "{speed}");
+    }
+
+    #[test]
+    fn slow_backends_share_one_probe_budget() {
+        // `sloth-invasion`: four 300 ms backends and one 5 ms one. Each
+        // sloth is re-probed in turn, and all of them together take about
+        // `probe_budget` (2%) of the client time.
+        let mut h = Harness::<Prequal>::new(&[]).unwrap();
+        let fast = h.add_backend("fast", 1);
+        h.add_backends(4);
+        h.run(Load { requests: 2_000, concurrency: 10 }, |id, _, _| {
+            Reply::ok(if id == fast { 5 * MS } else { 300 * MS })
+        });
+        let report = h.run(Load { requests: 40_000, concurrency: 10 }, |id, _, _| {
+            Reply::ok(if id == fast { 5 * MS } else { 300 * MS })
+        });
+        let slow_requests = report.requests() as f64 * (1.0 - report.share(fast));
+        let slow_time = slow_requests * 300.0;
+        let all_time = slow_time + report.requests() as f64 * report.share(fast) * 5.0;
+        assert!(slow_requests >= 4.0, "each sloth was re-probed: {slow_requests}");
+        assert!(slow_time / all_time < 0.03, "{:.4} of client time on probes", slow_time / all_time);
+    }
+
+    #[test]
+    fn a_dead_backend_is_told_from_one_failing_now_and_then() {
+        let dead = Stats { failures: 3.0, attempts: 3.0, ..Stats::default() };
+        assert!(dead.failure_rate(0, 5e6) > 0.85, "{}", dead.failure_rate(0, 5e6));
+        // Two successes after it was down: recovered, almost surely.
+        let back = Stats { failures: 3.0, attempts: 5.0, streak: 2, ..Stats::default() };
+        assert!(back.expected_failure_rate(0, 5e6) < 0.05, "{}", back.expected_failure_rate(0, 5e6));
+        // Five in a row at a rate of 20% are luck, not a recovery.
+        let flaky = Stats { failures: 6.0, attempts: 35.0, streak: 5, ..Stats::default() };
+        assert!(flaky.expected_failure_rate(0, 5e6) > 0.1, "{}", flaky.expected_failure_rate(0, 5e6));
+    }
+
+    #[test]
+    fn a_backend_hanging_one_request_in_five_is_not_reprobed_into_more_hangs() {
+        // `black-hole`: 5 ms, but every fifth request hangs until a 500 ms
+        // timeout. Probing it again could not bring it back (three successes
+        // in a row are luck at that rate), so it is left alone.
+        let mut h = Harness::<Prequal>::new(&[]).unwrap();
+        let hole = h.add_backend("hole", 1);
+        h.add_backends(4);
+        let mut hangs = Vec::new();
+        for _ in 0..5 {
+            let report = h.run(Load { requests: 4_000, concurrency: 10 }, |id, _, rng| {
+                if id == hole && rng.unit() < 0.2 {
+                    Reply::fail(500 * MS)
+                } else {
+                    Reply::ok(if id == hole { 5 * MS } else { 10 * MS })
+                }
+            });
+            hangs.push(report.backends.get(&hole).map_or(0, |b| b.failures));
+        }
+        // After it was found out (the slow start bounds that), ~20 s of
+        // traffic: one probe a second would hang ~4 times.
+        assert!(hangs[0] <= 12, "{hangs:?}");
+        assert!(hangs[1..5].iter().sum::<usize>() <= 1, "{hangs:?}");
     }
 
     #[test]
