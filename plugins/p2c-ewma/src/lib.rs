@@ -13,7 +13,11 @@
 //!   `ewma ← value(t) + r × (1 − exp(−Δt / τ))`, `Δt = t − t_last` — the
 //!   time-weighted EWMA (`ewma × w + r × (1 − w)`, `w = exp(−Δt/τ)`), so a busy
 //!   backend's estimate is the recent average of its samples whatever the
-//!   request rate, while an idle backend's estimate fades and it gets probed
+//!   request rate (each sample weighing at least 0.1: by time alone a busy
+//!   backend that got 6× faster took τ to look it, and meanwhile its stale
+//!   estimate times its requests in flight held it to one or two of them,
+//!   73% of the reference in `rotating-best`), while an idle backend's
+//!   estimate fades and it gets probed
 //!   again (this is how a penalised backend comes back). The 1 ms floor keeps a
 //!   long-idle backend from looking free (zero cost would defeat the in-flight
 //!   penalty and send it every request until its first answer).
@@ -62,12 +66,19 @@
 //!   came back only after its estimate had faded over several τ (73% of the
 //!   reference in `recovery`). So a uniformly drawn candidate with nothing in
 //!   flight whose last sample is older than `reprobe_ms` takes the request,
-//!   and a sample after such a silence replaces the estimate. The interval
-//!   stretches with what a probe costs its client, the backend's actual
-//!   attempt time against the pool's typical latency, up to 16×: a
-//!   300 ms backend, or one that hangs until the timeout, is probed every
-//!   32 s, a backend that refuses at once every 2 s (`recovery` 94%,
-//!   `sloth-invasion` 96%, `black-hole` 97%).
+//!   if the probe budget pays for it, and a sample after such a silence
+//!   replaces the estimate. The budget: `probe_budget` (2%) of the client
+//!   time of every attempt accrues as credit (at most 5 s of it), and a
+//!   probe spends what an attempt there takes, plus the failure penalty
+//!   times its recent failure rate for a backend failing now and then (one
+//!   failing most attempts is down, and probing it costs only its quick
+//!   answer). So one slow backend among fast ones is probed every second and
+//!   four share that rate. (A fixed stretch of the interval by the
+//!   backend's slowness instead, up to 16×, kept a 200 ms backend that
+//!   became the fastest unseen for 32 s: 59% in `late-bloomer`.) A backend
+//!   failing now and then (5–50% of recent attempts) keeps its average
+//!   through a successful probe instead of being replaced by it: one success
+//!   of a backend hanging one request in five says little.
 //!
 //! Per pick and per outcome the cost is O(`memory`) in the number of
 //! backends; only `backends-changed` does O(n) work (it re-indexes the
@@ -81,15 +92,16 @@
 //! | `default_rtt_ms` | `30` | latency assumed before any backend was measured, ms (0.001..=60000) |
 //! | `failure_penalty_ms` | `1000` | latency a failed attempt counts as, ms (0..=600000) |
 //! | `memory` | `8` | recent distinct winners kept as candidates (0..=16) |
-//! | `reprobe_ms` | `2000` | an idle drawn backend without a sample for this long (stretched, above) takes the request, ms (1..=3600000) |
+//! | `reprobe_ms` | `1000` | an idle drawn backend without a sample for this long takes the request, within the budget, ms (1..=3600000) |
+//! | `probe_budget` | `0.02` | share of client time re-probes may take (0..=1) |
 //!
 //! Why a 1 s failure penalty: it is 100× a typical 10 ms request, so one failure
 //! dominates the estimate and keeps the backend out of rotation until it is
-//! re-probed. A 1 ms backend that fails half its requests, fast, is probed
-//! every 2 s (a fast failure costs a probe little) and serves a few requests
-//! after each successful probe (tested: 0.16% of traffic against four healthy
-//! 10 ms backends, at an error rate of 0.07%); one that failed and recovered
-//! is back within one re-probe interval.
+//! re-probed. A 1 ms backend that fails half its requests, fast, is probed as
+//! the budget allows and serves a few requests after each successful probe
+//! (tested: under 0.25% of traffic against four healthy 10 ms backends, at an
+//! error rate under 0.1%); one that was down and recovered is back within a
+//! re-probe interval or two.
 
 use std::collections::HashMap;
 
@@ -101,8 +113,15 @@ const IDLE_FLOOR_US: f64 = 1_000.0;
 const POOL_RTT_WEIGHT: f64 = 1.0 / 32.0;
 /// Weight of one attempt in a backend's attempt time (what a probe costs).
 const ATTEMPT_TIME_WEIGHT: f64 = 0.3;
-/// The most a costly backend's re-probe interval is stretched.
-const REPROBE_STRETCH: f64 = 16.0;
+/// The least a successful sample weighs in a busy backend's estimate.
+const MIN_SAMPLE_WEIGHT: f64 = 0.1;
+/// A backend failing this share of recent attempts or more is down; one
+/// failing at least `INTERMITTENT_LOW` of them but less fails now and then.
+const DOWN: f64 = 0.5;
+const INTERMITTENT_LOW: f64 = 0.05;
+/// The most re-probing credit that can pile up, µs of client time: a quiet
+/// spell must not pay for a burst of probes later.
+const MAX_PROBE_CREDIT_US: f64 = 5e6;
 
 #[derive(Debug, Clone, Copy)]
 struct Stats {
@@ -115,6 +134,8 @@ struct Stats {
     /// What an attempt here took, failures included and without the
     /// penalty (an EWMA, µs): what a probe costs its client.
     attempt_us: f64,
+    /// Recent attempts that failed (an EWMA of 0 or 1 per attempt).
+    failing: f64,
 }
 
 /// The p2c-ewma policy.
@@ -125,6 +146,11 @@ pub struct P2cEwma {
     failure_penalty_us: f64,
     memory: usize,
     reprobe_us: f64,
+    probe_budget: f64,
+    /// Client time re-probes may still take, µs: `probe_budget` of every
+    /// attempt's time accrues here and each re-probe spends what an attempt
+    /// at its backend takes.
+    probe_credit_us: f64,
     /// Every known backend, eligible or not.
     stats: HashMap<BackendId, Stats>,
     /// Index of each eligible backend in `pool.eligible()`.
@@ -181,7 +207,8 @@ impl P2cEwma {
             }
             Some(backend) => {
                 let weight = f64::from(backend.weight.max(1));
-                let fresh = Stats { ewma_us: 0.0, stamp_us: now, sampled: false, weight, attempt_us: 0.0 };
+                let fresh =
+                    Stats { ewma_us: 0.0, stamp_us: now, sampled: false, weight, attempt_us: 0.0, failing: 0.0 };
                 self.stats.entry(id).or_insert(fresh).weight = weight;
             }
         }
@@ -209,23 +236,41 @@ impl P2cEwma {
         let Some(stats) = self.stats.get(&id).copied() else { return };
         let current = self.value(&stats, now);
         let silence = now.saturating_sub(stats.stamp_us) as f64;
-        let ewma_us = if !stats.sampled || latency_us > current || silence > self.reprobe_us {
+        // After a silence a sample replaces the estimate (the backend may
+        // have changed), unless the backend fails now and then: one success
+        // of a backend hanging one request in five says little.
+        let intermittent = (INTERMITTENT_LOW..DOWN).contains(&stats.failing);
+        let ewma_us = if !stats.sampled || latency_us > current || (silence > self.reprobe_us && !intermittent) {
             latency_us
         } else {
-            current + latency_us * (1.0 - (-silence / self.decay_us).exp())
+            // The time-weighted average, with each sample weighing at least
+            // `MIN_SAMPLE_WEIGHT`: over time alone a busy backend that got
+            // 6× faster took τ (10 s) to look it, and meanwhile its stale
+            // estimate times its requests in flight kept it at one or two
+            // of them (73% of the reference in `rotating-best`).
+            let weight = 1.0 - (-silence / self.decay_us).exp();
+            let averaged = current + latency_us * weight;
+            averaged + (latency_us - averaged) * (MIN_SAMPLE_WEIGHT - weight).max(0.0)
         };
         if let Some(stats) = self.stats.get_mut(&id) {
             *stats = Stats { ewma_us, stamp_us: now, sampled: true, ..*stats };
         }
     }
 
-    /// Whether `id`, a uniformly drawn candidate, is due a probe: idle, and
-    /// without a sample for `reprobe_ms` stretched by what a probe there costs.
-    fn due_for_probe(&self, id: BackendId, now: u64) -> bool {
-        let Some(stats) = self.stats.get(&id).filter(|stats| stats.sampled) else { return false };
-        let typical = self.pool_rtt_us.unwrap_or(self.default_rtt_us).max(1.0);
-        let interval = self.reprobe_us * (stats.attempt_us / typical).clamp(1.0, REPROBE_STRETCH);
-        now.saturating_sub(stats.stamp_us) as f64 > interval && host::in_flight(id) == 0
+    /// What probing `id`, a uniformly drawn candidate, costs if it is due a
+    /// probe: idle, without a sample for `reprobe_ms`, and the budget has
+    /// the credit for an attempt there.
+    fn probe_cost(&self, id: BackendId, now: u64) -> Option<f64> {
+        let stats = self.stats.get(&id).filter(|stats| stats.sampled)?;
+        // A probe of a backend failing now and then costs its client the
+        // failure too; one that fails most attempts is down, and a probe of
+        // it costs only what its answer takes (it asks "back yet?").
+        let failures = if stats.failing < DOWN { stats.failing * self.failure_penalty_us } else { 0.0 };
+        let cost = stats.attempt_us + failures;
+        let due = now.saturating_sub(stats.stamp_us) as f64 > self.reprobe_us
+            && cost <= self.probe_credit_us
+            && host::in_flight(id) == 0;
+        due.then_some(cost)
     }
 
     /// Remembers `chosen` as the newest winner.
@@ -263,7 +308,8 @@ impl Policy for P2cEwma {
         let default_rtt_ms = reader.number("default_rtt_ms", 30.0, 0.001..=60_000.0);
         let failure_penalty_ms = reader.number("failure_penalty_ms", 1_000.0, 0.0..=600_000.0);
         let memory = reader.number("memory", 8usize, 0..=16);
-        let reprobe_ms = reader.number("reprobe_ms", 2_000.0, 1.0..=3_600_000.0);
+        let reprobe_ms = reader.number("reprobe_ms", 1_000.0, 1.0..=3_600_000.0);
+        let probe_budget = reader.number("probe_budget", 0.02, 0.0..=1.0);
         reader.finish()?;
         Ok(P2cEwma {
             decay_us: decay_ms * 1e3,
@@ -271,6 +317,8 @@ impl Policy for P2cEwma {
             failure_penalty_us: failure_penalty_ms * 1e3,
             memory,
             reprobe_us: reprobe_ms * 1e3,
+            probe_budget,
+            probe_credit_us: 0.0,
             stats: HashMap::new(),
             positions: HashMap::new(),
             pool_rtt_us: None,
@@ -326,7 +374,8 @@ impl Policy for P2cEwma {
             });
             let now = host::now_us();
             let (a, b) = (eligible[a], eligible[b]);
-            if self.due_for_probe(a, now) {
+            if let Some(cost) = self.probe_cost(a, now) {
+                self.probe_credit_us -= cost;
                 return Some(a);
             }
             let remembered =
@@ -351,8 +400,11 @@ impl Policy for P2cEwma {
             && outcome.error != Some(ErrorKind::NotSent)
         {
             let us = outcome.latency_us as f64;
+            self.probe_credit_us = (self.probe_credit_us + self.probe_budget * us).min(MAX_PROBE_CREDIT_US);
             stats.attempt_us =
                 if stats.sampled { stats.attempt_us + (us - stats.attempt_us) * ATTEMPT_TIME_WEIGHT } else { us };
+            let failed = f64::from(u8::from(outcome.error.is_some() || outcome.status >= 500));
+            stats.failing += (failed - stats.failing) * ATTEMPT_TIME_WEIGHT;
         }
         match outcome.latency_sample(self.failure_penalty_us) {
             None => {}
@@ -416,8 +468,12 @@ mod tests {
         let report = h.run(Load { requests: 20_000, concurrency: 8 }, |id, _, _| {
             if id == broken { Reply::fail(MS) } else { Reply::ok(10 * MS) }
         });
-        assert!(report.share(broken) < 0.001, "broken share {:.4}", report.share(broken));
-        assert!(report.error_rate() < 0.001, "error rate {:.4}", report.error_rate());
+        // ~25 s of traffic: the first attempts, then one re-probe a second
+        // (`reprobe_ms`); it is down, so a probe costs only its fast answer.
+        let seconds = h.now_us() / 1_000_000;
+        let failures = report.backends.get(&broken).map_or(0, |b| b.failures) as u64;
+        assert!(failures <= seconds + 5, "{failures} failures in {seconds} s");
+        assert!(report.error_rate() < 0.002, "error rate {:.4}", report.error_rate());
     }
 
     #[test]
@@ -428,9 +484,10 @@ mod tests {
         let report = h.run(Load { requests: 100_000, concurrency: 8 }, |id, _, rng| {
             if id == trap { if rng.unit() < 0.5 { Reply::fail(MS) } else { Reply::ok(MS) } } else { Reply::ok(10 * MS) }
         });
-        // Over 125 s of virtual time: a re-probe every 2 s (its failures are
-        // fast: probing it is cheap), and after each successful one a few
-        // requests until the next failure sends its estimate back up.
+        // Over 125 s of virtual time: a re-probe when the budget pays for
+        // one (each costs its client half a failure penalty on average), and
+        // after a successful one a few requests until the next failure sends
+        // its estimate back up.
         assert!(report.share(trap) < 0.0025, "trap share {:.4}", report.share(trap));
         assert!(report.error_rate() < 0.001, "error rate {:.4}", report.error_rate());
         for id in healthy {
@@ -509,12 +566,52 @@ mod tests {
         h.run(Load { requests: 2_000, concurrency: 4 }, |id, _, _| {
             Reply::ok(if id == bloomer { 30 * MS } else { 10 * MS })
         });
-        // Fast now; 30 ms against a typical 10 ms stretches its interval to ~6 s.
+        // Fast now: a probe within a second finds it.
         let report = h.run(Load { requests: 8_000, concurrency: 4 }, |id, _, _| {
             Reply::ok(if id == bloomer { MS } else { 10 * MS })
         });
         assert!(report.elapsed_us < 15_000 * MS, "{} µs", report.elapsed_us);
         assert!(report.share(bloomer) > 0.5, "bloomer share {:.3}", report.share(bloomer));
+    }
+
+    #[test]
+    fn a_much_slower_backend_that_turned_fast_is_found_within_seconds() {
+        // `late-bloomer`: 200 ms, 20× the others, then the fastest. The probe
+        // budget pays for a 200 ms probe about every second.
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let bloomer = h.add_backend("bloomer", 1);
+        h.add_backends(4);
+        h.run(Load { requests: 3_000, concurrency: 10 }, |id, _, _| {
+            Reply::ok(if id == bloomer { 200 * MS } else { 10 * MS })
+        });
+        let started = h.now_us();
+        let report = h.run(Load { requests: 3_000, concurrency: 10 }, |id, _, _| {
+            Reply::ok(if id == bloomer { 2 * MS } else { 10 * MS })
+        });
+        assert!(
+            report.share(bloomer) > 0.3,
+            "bloomer share {:.3} over {} ms",
+            report.share(bloomer),
+            (h.now_us() - started) / MS
+        );
+    }
+
+    #[test]
+    fn a_backend_failing_now_and_then_is_not_rehabilitated_by_one_success() {
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let hole = h.add_backend("hole", 1);
+        h.add_backends(4);
+        // One attempt in four fails (a hang until a 500 ms timeout).
+        for i in 0..12 {
+            h.advance_us(10 * MS);
+            h.complete(hole, if i % 4 == 0 { 500 * MS } else { 5 * MS }, i % 4 != 0);
+        }
+        let before = h.policy().estimate_us(hole).unwrap();
+        // A probe after a silence succeeds: the average stays, not replaced by 5 ms.
+        h.advance_us(3_000 * MS);
+        h.complete(hole, 5 * MS, true);
+        let after = h.policy().estimate_us(hole).unwrap();
+        assert!(after > 100.0 * MS as f64, "{before} -> {after}");
     }
 
     #[test]
@@ -527,13 +624,24 @@ mod tests {
         h.advance_us(10 * MS);
         h.complete(id, 100 * MS, true);
         assert_eq!(h.policy().estimate_us(id), Some(100_000.0), "a peak replaces the estimate at once");
-        // Samples at the old level pull it down at the rate of τ = 1 s: after 1 s, by 1 − 1/e.
-        for _ in 0..100 {
-            h.advance_us(10 * MS);
+        // Samples at the old level pull it down at the rate of τ = 1 s when
+        // they are far apart: after 1 s of one every 200 ms, by 1 − 1/e...
+        for _ in 0..5 {
+            h.advance_us(200 * MS);
             h.complete(id, 5 * MS, true);
         }
         let estimate = h.policy().estimate_us(id).unwrap();
         let expected = 5_000.0 + 95_000.0 * (-1.0f64).exp();
+        assert!((estimate - expected).abs() < 1_000.0, "{estimate} against {expected}");
+        // ...and by at least a tenth per sample when they come fast: a busy
+        // backend that got faster is seen so within a few dozen requests.
+        h.complete(id, 100 * MS, true);
+        for _ in 0..30 {
+            h.advance_us(MS);
+            h.complete(id, 5 * MS, true);
+        }
+        let estimate = h.policy().estimate_us(id).unwrap();
+        let expected = 5_000.0 + 95_000.0 * 0.9f64.powi(30);
         assert!((estimate - expected).abs() < 1_000.0, "{estimate} against {expected}");
         // A failure counts as the penalty, and fades while the backend is idle.
         h.complete(id, MS, false);
