@@ -40,6 +40,7 @@
 pub mod conversions;
 mod params;
 mod pool;
+mod probe_budget;
 mod ranked;
 mod runtime;
 
@@ -62,6 +63,7 @@ pub mod bindings {
 pub use bindings::veer::picker::types::{Feedback, LogLevel, PluginInfo};
 pub use params::{ParamReader, Params};
 pub use pool::Pool;
+pub use probe_budget::ProbeBudget;
 pub use ranked::Ranked;
 #[doc(hidden)]
 pub use runtime::Runtime;

@@ -105,7 +105,9 @@
 
 use std::collections::HashMap;
 
-use veer_sdk::{BackendEvent, BackendId, ErrorKind, LatencySample, Outcome, Params, PickContext, Policy, Pool, host};
+use veer_sdk::{
+    BackendEvent, BackendId, ErrorKind, LatencySample, Outcome, Params, PickContext, Policy, Pool, ProbeBudget, host,
+};
 
 /// An idle estimate never fades below this (or below the estimate itself).
 const IDLE_FLOOR_US: f64 = 1_000.0;
@@ -119,9 +121,6 @@ const MIN_SAMPLE_WEIGHT: f64 = 0.1;
 /// failing at least `INTERMITTENT_LOW` of them but less fails now and then.
 const DOWN: f64 = 0.5;
 const INTERMITTENT_LOW: f64 = 0.05;
-/// The most re-probing credit that can pile up, µs of client time: a quiet
-/// spell must not pay for a burst of probes later.
-const MAX_PROBE_CREDIT_US: f64 = 5e6;
 
 #[derive(Debug, Clone, Copy)]
 struct Stats {
@@ -146,11 +145,9 @@ pub struct P2cEwma {
     failure_penalty_us: f64,
     memory: usize,
     reprobe_us: f64,
-    probe_budget: f64,
-    /// Client time re-probes may still take, µs: `probe_budget` of every
-    /// attempt's time accrues here and each re-probe spends what an attempt
-    /// at its backend takes.
-    probe_credit_us: f64,
+    /// Client time re-probes may take: each spends what an attempt at its
+    /// backend takes.
+    probe_budget: ProbeBudget,
     /// Every known backend, eligible or not.
     stats: HashMap<BackendId, Stats>,
     /// Index of each eligible backend in `pool.eligible()`.
@@ -268,7 +265,7 @@ impl P2cEwma {
         let failures = if stats.failing < DOWN { stats.failing * self.failure_penalty_us } else { 0.0 };
         let cost = stats.attempt_us + failures;
         let due = now.saturating_sub(stats.stamp_us) as f64 > self.reprobe_us
-            && cost <= self.probe_credit_us
+            && self.probe_budget.affords(cost)
             && host::in_flight(id) == 0;
         due.then_some(cost)
     }
@@ -317,8 +314,7 @@ impl Policy for P2cEwma {
             failure_penalty_us: failure_penalty_ms * 1e3,
             memory,
             reprobe_us: reprobe_ms * 1e3,
-            probe_budget,
-            probe_credit_us: 0.0,
+            probe_budget: ProbeBudget::new(probe_budget),
             stats: HashMap::new(),
             positions: HashMap::new(),
             pool_rtt_us: None,
@@ -375,7 +371,7 @@ impl Policy for P2cEwma {
             let now = host::now_us();
             let (a, b) = (eligible[a], eligible[b]);
             if let Some(cost) = self.probe_cost(a, now) {
-                self.probe_credit_us -= cost;
+                self.probe_budget.try_spend(cost);
                 return Some(a);
             }
             let remembered =
@@ -400,7 +396,7 @@ impl Policy for P2cEwma {
             && outcome.error != Some(ErrorKind::NotSent)
         {
             let us = outcome.latency_us as f64;
-            self.probe_credit_us = (self.probe_credit_us + self.probe_budget * us).min(MAX_PROBE_CREDIT_US);
+            self.probe_budget.earn(us);
             stats.attempt_us =
                 if stats.sampled { stats.attempt_us + (us - stats.attempt_us) * ATTEMPT_TIME_WEIGHT } else { us };
             let failed = f64::from(u8::from(outcome.error.is_some() || outcome.status >= 500));

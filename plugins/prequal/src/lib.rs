@@ -112,15 +112,12 @@
 
 use std::collections::HashMap;
 
-use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickContext, Policy, Pool, host};
+use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickContext, Policy, Pool, ProbeBudget, host};
 
 /// RIF levels: 1..=8 each, then ranges up to 32, then everything above.
 const LEVELS: usize = 13;
 /// Weight of one successful sample in the pool-wide typical latency.
 const TYPICAL_ALPHA: f64 = 0.05;
-/// The most re-probing credit that can pile up, µs of client time: a quiet
-/// spell must not pay for a burst of probes later.
-const MAX_PROBE_CREDIT_US: f64 = 5e6;
 /// How much faster than the estimates fade a silence makes the next sample count:
 /// after `decay_ms / SILENCE_WEIGHT` without a sample, a new one weighs ~63%.
 const SILENCE_WEIGHT: f64 = 10.0;
@@ -197,11 +194,8 @@ pub struct Prequal {
     failure_penalty_us: f64,
     decay_us: f64,
     reprobe_us: f64,
-    probe_budget: f64,
-    /// Client time re-probes may still take, µs: `probe_budget` of every
-    /// attempt's time accrues here and each re-probe spends what it is
-    /// expected to take.
-    probe_credit_us: f64,
+    /// Client time re-probes may take: each spends what it is expected to.
+    probe_budget: ProbeBudget,
     stats: HashMap<BackendId, Stats>,
     /// Pool-wide typical latency of successful attempts, µs.
     typical_us: f64,
@@ -376,7 +370,7 @@ impl Prequal {
             Some(stats) if stats.samples == 0 => Some(0.0),
             Some(stats) if (now.saturating_sub(stats.stamp_us) as f64) < self.probe_due_us(stats, now) => None,
             Some(stats) if !self.probe_could_change_its_fate(stats, now) => None,
-            Some(stats) => Some(self.probe_cost_us(stats, now)).filter(|cost| *cost <= self.probe_credit_us),
+            Some(stats) => Some(self.probe_cost_us(stats, now)).filter(|cost| self.probe_budget.affords(*cost)),
         };
         Candidate { id, rif, cost, hot, probe_cost_us }
     }
@@ -445,8 +439,7 @@ impl Policy for Prequal {
             failure_penalty_us: failure_penalty_ms * 1e3,
             decay_us: decay_ms * 1e3,
             reprobe_us: reprobe_ms * 1e3,
-            probe_budget,
-            probe_credit_us: 0.0,
+            probe_budget: ProbeBudget::new(probe_budget),
             stats: HashMap::new(),
             typical_us: default_rtt_ms * 1e3,
             winners: Vec::new(),
@@ -467,7 +460,7 @@ impl Policy for Prequal {
         self.candidates = candidates;
         let (chosen, probe) = chosen?;
         if probe {
-            self.probe_credit_us -= chosen.probe_cost_us.unwrap_or(0.0);
+            self.probe_budget.try_spend(chosen.probe_cost_us.unwrap_or(0.0));
         }
         let sent = &mut self.stats.entry(chosen.id).or_default().sent_at_rif;
         // Bounded: outcomes lost to a replaced instance must not grow it forever.
@@ -510,7 +503,7 @@ impl Policy for Prequal {
             self.typical_us += TYPICAL_ALPHA * (sample_us - self.typical_us);
         }
         // Every attempt's time is client time; a share of it pays for re-probes.
-        self.probe_credit_us = (self.probe_credit_us + self.probe_budget * sample_us).min(MAX_PROBE_CREDIT_US);
+        self.probe_budget.earn(sample_us);
         let decay_us = self.decay_us;
         let stats = self.stats.entry(outcome.backend).or_default();
         if !failed {
