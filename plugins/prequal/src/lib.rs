@@ -232,7 +232,7 @@ struct Candidate {
 impl Stats {
     /// The failure rate now: the counts fade towards the prior (2%) with
     /// `decay_us`. Counted, not averaged: a backend whose three attempts all
-    /// failed has a rate of ~75%, not the 9% an average starting from zero
+    /// failed has a rate of ~90%, not the 9% an average starting from zero
     /// would give, so a dead backend is told from one failing now and then.
     fn failure_rate(&self, now: u64, decay_us: f64) -> f64 {
         let fade = (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp();
@@ -277,7 +277,7 @@ impl Stats {
     /// were luck, or the backend changed when they began (it recovered). The
     /// streak's likelihood without a change, `(1 − p)^streak` with `p` the
     /// rate before it, against a change's (about 1) and the prior odds of
-    /// one, weighs the two. One success after five failures says
+    /// one, weighs the two. Two successes after three failures say
     /// "recovered" almost surely; five after a rate of 20% do not (a
     /// third of such backends manage that by luck).
     fn expected_failure_rate(&self, now: u64, decay_us: f64) -> f64 {
@@ -301,6 +301,7 @@ impl Stats {
     /// measured yet the nearest one that was, lower first (optimistic on
     /// purpose: the next request there measures it, and a backend that
     /// queues shows it at once); 1 for a backend never measured.
+    ///
     /// More in flight never makes a backend faster: a shape below 1 is
     /// noise, or was learned while the speed was still catching up with a
     /// change, and is read as 1.
