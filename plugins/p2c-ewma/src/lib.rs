@@ -113,7 +113,8 @@ use veer_sdk::{
 const IDLE_FLOOR_US: f64 = 1_000.0;
 /// Weight of one successful sample in the pool-wide typical latency.
 const POOL_RTT_WEIGHT: f64 = 1.0 / 32.0;
-/// Weight of one attempt in a backend's attempt time (what a probe costs).
+/// Weight of one attempt in a backend's attempt time (what a probe costs)
+/// and in its recent failure rate.
 const ATTEMPT_TIME_WEIGHT: f64 = 0.3;
 /// The least a successful sample weighs in a busy backend's estimate.
 const MIN_SAMPLE_WEIGHT: f64 = 0.1;
