@@ -230,12 +230,36 @@ struct Candidate {
 }
 
 impl Stats {
+    /// What is left, at `now`, of what was learned at the last outcome:
+    /// `exp(−silence / decay_us)`.
+    fn fade(&self, now: u64, decay_us: f64) -> f64 {
+        (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp()
+    }
+
+    /// Counts an outcome in the failure record (before `stamp_us` moves to
+    /// now): the counts fade with the silence since the last one and keep
+    /// at most `memory` attempts' worth.
+    fn count(&mut self, failed: bool, now: u64, decay_us: f64, memory: f64) {
+        let fade = self.fade(now, decay_us);
+        let keep = fade * (memory / (self.attempts * fade + 1.0)).min(1.0);
+        self.failures = self.failures * keep + f64::from(u8::from(failed));
+        self.attempts = self.attempts * keep + 1.0;
+        if failed {
+            self.streak = 0;
+            self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+        } else {
+            self.streak = self.streak.saturating_add(1);
+            self.failed_in_a_row = 0;
+        }
+        self.forget_before_a_change();
+    }
+
     /// The failure rate now: the counts fade towards the prior (2%) with
     /// `decay_us`. Counted, not averaged: a backend whose three attempts all
     /// failed has a rate of ~90%, not the 9% an average starting from zero
     /// would give, so a dead backend is told from one failing now and then.
     fn failure_rate(&self, now: u64, decay_us: f64) -> f64 {
-        let fade = (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp();
+        let fade = self.fade(now, decay_us);
         (self.failures * fade + PRIOR_FAILURES) / (self.attempts * fade + PRIOR_ATTEMPTS)
     }
 
@@ -267,7 +291,7 @@ impl Stats {
 
     /// The failure rate before the successes in a row since the last failure.
     fn failure_rate_before_streak(&self, now: u64, decay_us: f64) -> f64 {
-        let fade = (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp();
+        let fade = self.fade(now, decay_us);
         let before = (self.attempts - f64::from(self.streak)).max(self.failures);
         (self.failures * fade + PRIOR_FAILURES) / (before * fade + PRIOR_ATTEMPTS)
     }
@@ -344,7 +368,7 @@ impl Prequal {
     /// flight: its cost (µs per successful request) and whether it is hot.
     fn assess(&self, id: BackendId, rif: u32, now: u64) -> (f64, bool) {
         let Some(stats) = self.stats.get(&id) else { return (self.typical_us, false) };
-        let fade = (-(now.saturating_sub(stats.stamp_us) as f64) / self.decay_us).exp();
+        let fade = stats.fade(now, self.decay_us);
         // Unmeasured for long, an estimate fades towards zero: optimism under
         // uncertainty, so a backend that was slow is tried again once it has
         // been silent for a few `decay_ms` (a 300 ms one among 5 ms ones after
@@ -545,26 +569,17 @@ impl Policy for Prequal {
         self.probe_budget.earn(sample_us);
         let decay_us = self.decay_us;
         let stats = self.stats.entry(outcome.backend).or_default();
-        if !failed {
-            let silence = now.saturating_sub(stats.stamp_us) as f64;
-            stats.learn(level(rif), sample_us, 1.0 - (-silence * SILENCE_WEIGHT / decay_us).exp(), alpha);
+        if failed {
+            stats.failure_latency_us += alpha * (sample_us - stats.failure_latency_us);
+        } else {
+            // A silence SILENCE_WEIGHT times shorter than `decay_ms` already
+            // makes the curve ~63% stale.
+            let stale = 1.0 - stats.fade(now, decay_us / SILENCE_WEIGHT);
+            stats.learn(level(rif), sample_us, stale, alpha);
         }
         // Failures are rarer than latency samples and matter longer: a
         // longer memory than the latency's.
-        let fade = (-(now.saturating_sub(stats.stamp_us) as f64) / decay_us).exp();
-        let memory = 1.0 / (alpha * FAILURE_ALPHA_SHARE);
-        let keep = fade * (memory / (stats.attempts * fade + 1.0)).min(1.0);
-        stats.failures = stats.failures * keep + f64::from(u8::from(failed));
-        stats.attempts = stats.attempts * keep + 1.0;
-        if failed {
-            stats.failure_latency_us += alpha * (sample_us - stats.failure_latency_us);
-            stats.streak = 0;
-            stats.failed_in_a_row = stats.failed_in_a_row.saturating_add(1);
-        } else {
-            stats.streak = stats.streak.saturating_add(1);
-            stats.failed_in_a_row = 0;
-        }
-        stats.forget_before_a_change();
+        stats.count(failed, now, decay_us, 1.0 / (alpha * FAILURE_ALPHA_SHARE));
         stats.stamp_us = now;
         stats.samples = (stats.samples + 1).min(PROVEN);
     }
