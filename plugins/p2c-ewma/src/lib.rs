@@ -775,5 +775,9 @@ mod tests {
         assert!(err.contains("memory") && err.contains("reprobe_ms"), "{err}");
         assert!(Harness::<P2cEwma>::new(&[("memory", "2.5")]).is_err(), "a whole number of winners");
         assert!(Harness::<P2cEwma>::new(&[("memory", "0"), ("reprobe_ms", "500")]).is_ok());
+        for bad in ["-0.1", "1.5", "NaN", "lots"] {
+            let err = Harness::<P2cEwma>::new(&[("probe_budget", bad)]).unwrap_err();
+            assert!(err.contains("probe_budget"), "{bad}: {err}");
+        }
     }
 }

@@ -832,6 +832,11 @@ mod tests {
         assert!(Harness::<Prequal>::new(&[("probs", "3")]).unwrap_err().contains("probs"));
         assert!(Harness::<Prequal>::new(&[("hot_slowdown", "0.5")]).unwrap_err().contains("hot_slowdown"));
         assert!(Harness::<Prequal>::new(&[("probes", "4"), ("memory", "0")]).is_ok());
+        for bad in ["-0.1", "1.5", "NaN", "lots"] {
+            let err = Harness::<Prequal>::new(&[("probe_budget", bad)]).unwrap_err();
+            assert!(err.contains("probe_budget"), "{bad}: {err}");
+        }
+        assert!(Harness::<Prequal>::new(&[("probe_budget", "0")]).is_ok(), "no re-probes at all is a choice");
     }
 
     #[test]
