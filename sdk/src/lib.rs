@@ -38,6 +38,7 @@
 
 #[doc(hidden)]
 pub mod conversions;
+mod load_shape;
 mod params;
 mod pool;
 mod probe_budget;
@@ -61,6 +62,7 @@ pub mod bindings {
 }
 
 pub use bindings::veer::picker::types::{Feedback, LogLevel, PluginInfo};
+pub use load_shape::LoadShape;
 pub use params::{ParamReader, Params};
 pub use pool::Pool;
 pub use probe_budget::ProbeBudget;

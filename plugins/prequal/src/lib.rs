@@ -32,8 +32,11 @@
 //!   took one request at a time for the rest of the run, 59% of the
 //!   reference in `late-bloomer`.) A level not measured yet has the nearest
 //!   lower level's shape (optimistic: one request there measures it), a
-//!   shape below 1 is read as 1 (noise, or learned while the speed was still
-//!   moving), and a backend never measured has the pool's typical latency.
+//!   sample faster than the speed is learned as a shape of 1 (noise, or the
+//!   speed still moving: learned as below 1 it took many samples to climb
+//!   back once the backend queued; `high-jitter` 97% of the reference, now
+//!   99%), and a backend never measured has the pool's typical latency. The
+//!   shape is the SDK's [`veer_sdk::LoadShape`].
 //!   After a silence the whole curve is in doubt: a sample first moves the
 //!   speed geometrically by `1 − exp(−silence × 10 / decay_ms)` (a re-probe
 //!   after seconds that finds a backend 100× faster is taken as ~100×).
@@ -118,10 +121,10 @@
 
 use std::collections::HashMap;
 
-use veer_sdk::{BackendEvent, BackendId, LatencySample, Outcome, Params, PickContext, Policy, Pool, ProbeBudget, host};
+use veer_sdk::{
+    BackendEvent, BackendId, LatencySample, LoadShape, Outcome, Params, PickContext, Policy, Pool, ProbeBudget, host,
+};
 
-/// RIF levels: 1..=8 each, then ranges up to 32, then everything above.
-const LEVELS: usize = 13;
 /// Weight of one successful sample in the pool-wide typical latency.
 const TYPICAL_ALPHA: f64 = 0.05;
 /// How much faster than the estimates fade a silence makes the next sample count:
@@ -129,8 +132,6 @@ const TYPICAL_ALPHA: f64 = 0.05;
 const SILENCE_WEIGHT: f64 = 10.0;
 /// Outcomes after which a backend's load is no longer slow-started.
 const PROVEN: u32 = 32;
-/// Attempts remembered per backend for filing their outcomes by RIF.
-const MAX_OUTSTANDING: usize = 1024;
 /// What each success in a row leaves of a recovering backend's re-probe interval.
 const PROBE_INTERVAL_PER_SUCCESS: f64 = 0.2;
 /// Successes in a row a re-probe may assume when asking whether probing a
@@ -152,29 +153,18 @@ const PRIOR_ATTEMPTS: f64 = 0.25;
 /// Failure rates are capped below 1 so a cost stays finite (and comparable).
 const MAX_FAILURE_RATE: f64 = 0.99;
 
-fn level(rif: u32) -> usize {
-    match rif {
-        0..=8 => rif.saturating_sub(1) as usize,
-        9..=12 => 8,
-        13..=16 => 9,
-        17..=24 => 10,
-        25..=32 => 11,
-        _ => 12,
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 struct Stats {
     /// The backend's speed: its latency with one request in flight, µs,
     /// once sampled. A sample at any load tells it, through the shape.
     speed_us: Option<f64>,
-    /// Latency per RIF level relative to `speed_us`, once sampled there;
-    /// level 0 (one in flight) is 1 by definition and never set. The shape is what the backend's capacity does to
-    /// its latency, the speed what its hardware and its trouble of the
-    /// moment do: a backend that got faster or slower at every load changes
-    /// speed, which every level sees at once, while what was learned of its
-    /// capacity stays.
-    shape: [Option<f64>; LEVELS],
+    /// Latency by RIF relative to `speed_us`, and the RIF each of our
+    /// attempts there was sent at. The shape is what the backend's capacity
+    /// does to its latency, the speed what its hardware and its trouble of
+    /// the moment do: a backend that got faster or slower at every load
+    /// changes speed, which every level sees at once, while what was
+    /// learned of its capacity stays.
+    shape: LoadShape,
     /// Failed attempts and all attempts, counted with their weight fading
     /// over `decay_ms` and at most the failure memory's worth: with a
     /// prior, the failure rate (see [`Stats::failure_rate`]).
@@ -188,10 +178,6 @@ struct Stats {
     failed_in_a_row: u32,
     /// Outcomes heard, up to [`PROVEN`].
     samples: u32,
-    /// The RIF each of our attempts there was sent at, oldest first: an
-    /// outcome is filed under its attempt's RIF (answers mostly come back in
-    /// order; when they do not, a neighbour's RIF is close).
-    sent_at_rif: std::collections::VecDeque<u32>,
     /// When the last sample arrived, µs.
     stamp_us: u64,
 }
@@ -321,23 +307,11 @@ impl Stats {
         unchanged * before + (1.0 - unchanged) * after
     }
 
-    /// The shape at RIF level `at`: the level's own, or for a level not
-    /// measured yet the nearest one that was, lower first (optimistic on
-    /// purpose: the next request there measures it, and a backend that
-    /// queues shows it at once); 1 for a backend never measured.
-    ///
-    /// More in flight never makes a backend faster: a shape below 1 is
-    /// noise, or was learned while the speed was still catching up with a
-    /// change, and is read as 1.
-    fn shape_at(&self, at: usize) -> f64 {
-        (1..=at).rev().find_map(|l| self.shape[l]).unwrap_or(1.0).max(1.0)
-    }
-
-    /// Learns from a successful attempt at RIF level `at` that took
+    /// Learns from a successful attempt sent at `rif` that took
     /// `sample_us`, after the backend went unmeasured long enough that its
     /// curve is `stale` (0..1).
-    fn learn(&mut self, at: usize, sample_us: f64, stale: f64, alpha: f64) {
-        let implied = sample_us / self.shape_at(at);
+    fn learn(&mut self, rif: u32, sample_us: f64, stale: f64, alpha: f64) {
+        let implied = sample_us / self.shape.at(rif);
         let speed = match self.speed_us {
             // After a silence the whole curve is in doubt, not one level of
             // it: a backend re-probed after seconds that answers 100× faster
@@ -355,11 +329,7 @@ impl Stats {
             return;
         }
         self.speed_us = Some(speed);
-        if at > 0 {
-            let relative = sample_us / speed;
-            let slot = &mut self.shape[at];
-            *slot = Some(slot.map_or(relative, |old| old + alpha * (relative - old)));
-        }
+        self.shape.learn(rif, sample_us, speed, alpha);
     }
 }
 
@@ -373,7 +343,7 @@ impl Prequal {
         // uncertainty, so a backend that was slow is tried again once it has
         // been silent for a few `decay_ms` (a 300 ms one among 5 ms ones after
         // ~4 τ, one request), and its answer then replaces the old estimate.
-        let shape = stats.shape_at(level(rif));
+        let shape = stats.shape.at(rif);
         let latency = stats.speed_us.unwrap_or(self.typical_us) * shape * fade;
         let p = stats.expected_failure_rate(now, self.decay_us).min(MAX_FAILURE_RATE);
         // Hot: queueing, that is slower at this load than unloaded by more
@@ -473,8 +443,7 @@ impl Prequal {
     /// the backend was sampled and its curve at that load (`rif` 1 always is).
     pub fn latency_at_us(&self, id: BackendId, rif: u32) -> Option<f64> {
         let stats = self.stats.get(&id)?;
-        let at = level(rif);
-        Some(stats.speed_us? * if at == 0 { 1.0 } else { stats.shape[at]? })
+        Some(stats.speed_us? * stats.shape.measured(rif)?)
     }
 }
 
@@ -525,12 +494,7 @@ impl Policy for Prequal {
         if probe {
             self.probe_budget.try_spend(chosen.probe_cost_us.unwrap_or(0.0));
         }
-        let sent = &mut self.stats.entry(chosen.id).or_default().sent_at_rif;
-        // Bounded: outcomes lost to a replaced instance must not grow it forever.
-        if sent.len() >= MAX_OUTSTANDING {
-            sent.pop_front();
-        }
-        sent.push_back(chosen.rif);
+        self.stats.entry(chosen.id).or_default().shape.sent(chosen.rif);
         if self.memory > 0 {
             self.winners.retain(|id| *id != chosen.id);
             self.winners.push(chosen.id);
@@ -545,11 +509,8 @@ impl Policy for Prequal {
         // Every outcome of a pick of ours ends that attempt, `not-sent` ones
         // too: its RIF leaves the queue, or later outcomes would be filed
         // under their neighbours' RIF.
-        let from_us = if outcome.picked {
-            self.stats.get_mut(&outcome.backend).and_then(|s| s.sent_at_rif.pop_front())
-        } else {
-            None
-        };
+        let from_us =
+            if outcome.picked { self.stats.get_mut(&outcome.backend).and_then(|s| s.shape.answered()) } else { None };
         let Some(sample) = outcome.latency_sample(self.failure_penalty_us) else { return };
         if pool.get(outcome.backend).is_none() {
             return;
@@ -575,7 +536,7 @@ impl Policy for Prequal {
             // A silence SILENCE_WEIGHT times shorter than `decay_ms` already
             // makes the curve ~63% stale.
             let stale = 1.0 - stats.fade(now, decay_us / SILENCE_WEIGHT);
-            stats.learn(level(rif), sample_us, stale, alpha);
+            stats.learn(rif, sample_us, stale, alpha);
         }
         // Failures are rarer than latency samples and matter longer: a
         // longer memory than the latency's.
@@ -649,16 +610,18 @@ mod tests {
         let mut h = Harness::<Prequal>::new(&[]).unwrap();
         let ids = h.add_backends(2);
         h.run(Load { requests: 500, concurrency: 2 }, |_, _, _| Reply::ok(10 * MS));
-        let before = h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape, s.samples));
+        let before =
+            h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape.clone(), s.samples));
         for _ in 0..200 {
             h.complete_with_error(ids[0], 0, veer_sdk::ErrorKind::NotSent);
         }
-        let after = h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape, s.samples));
+        let after =
+            h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape.clone(), s.samples));
         assert_eq!(before, after);
         // And a broken-off attempt of its own still ends that attempt.
         let picked = h.pick().unwrap();
         h.complete_with_error(picked, 0, veer_sdk::ErrorKind::NotSent);
-        assert!(h.policy().stats[&picked].sent_at_rif.is_empty());
+        assert_eq!(h.policy().stats[&picked].shape.outstanding(), 0);
     }
 
     #[test]
@@ -837,15 +800,5 @@ mod tests {
             assert!(err.contains("probe_budget"), "{bad}: {err}");
         }
         assert!(Harness::<Prequal>::new(&[("probe_budget", "0")]).is_ok(), "no re-probes at all is a choice");
-    }
-
-    #[test]
-    fn levels_cover_every_rif() {
-        assert_eq!(level(0), 0);
-        assert_eq!(level(1), 0);
-        assert_eq!(level(8), 7);
-        assert_eq!(level(9), 8);
-        assert_eq!(level(32), 11);
-        assert_eq!(level(u32::MAX), 12);
     }
 }

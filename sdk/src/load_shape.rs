@@ -1,0 +1,191 @@
+//! How a backend's latency grows with the requests in flight there.
+
+use std::collections::VecDeque;
+
+/// RIF levels: 1..=8 each, then 9–12, 13–16, 17–24, 25–32, and 33 and more.
+const LEVELS: usize = 13;
+/// Attempts remembered per backend for filing their outcomes by RIF.
+const MAX_OUTSTANDING: usize = 1024;
+
+/// The RIF level `rif` requests in flight fall in: `0` is one in flight.
+fn level(rif: u32) -> usize {
+    match rif {
+        0..=8 => rif.saturating_sub(1) as usize,
+        9..=12 => 8,
+        13..=16 => 9,
+        17..=24 => 10,
+        25..=32 => 11,
+        _ => 12,
+    }
+}
+
+/// One backend's latency at each number of requests in flight (RIF),
+/// relative to its latency with one in flight: its *shape*. A backend with
+/// ten parallel slots has a flat shape up to ten; a single-threaded one a
+/// line through (1, 1), (2, 2), …
+///
+/// The shape is what capacity does to latency; how fast the backend is at
+/// the moment (its *speed*, the latency with one in flight) is the policy's
+/// own estimate, kept however it likes. Dividing a sample by the shape at
+/// the load it was sent at tells the speed from an attempt at any load, and
+/// `speed × shape_at(rif)` is what a request sent at `rif` should take. A
+/// cost of `speed × (in_flight + 1)` instead (the single-server queue of
+/// linkerd's peak EWMA) buries a backend with ten slots under a load it
+/// serves at speed, and one divided by configured weights trusts weights
+/// that may be wrong.
+///
+/// Each sample is filed under the RIF its attempt was *sent* at: the shape
+/// keeps a queue of those ([`LoadShape::sent`], [`LoadShape::answered`];
+/// answers mostly come back in order, and when they do not a neighbour's
+/// RIF is close).
+///
+/// ```
+/// use veer_sdk::LoadShape;
+/// // A backend serving two at once at 10 ms, and queueing beyond.
+/// let mut shape = LoadShape::default();
+/// for rif in [1, 2, 3, 4] {
+///     shape.learn(rif, 10_000.0 * f64::from(rif.max(2)) / 2.0, 10_000.0, 1.0);
+/// }
+/// assert_eq!(shape.at(2), 1.0);
+/// assert_eq!(shape.at(4), 2.0);
+/// // Not measured at 5 yet: as at 4, until a request there tells.
+/// assert_eq!(shape.at(5), 2.0);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadShape {
+    /// Latency per RIF level relative to the speed, once sampled there;
+    /// level 0 (one in flight) is 1 by definition and never set.
+    levels: [Option<f64>; LEVELS],
+    /// The RIF each attempt of the policy's there was sent at, oldest first.
+    sent_at: VecDeque<u32>,
+}
+
+impl LoadShape {
+    /// The shape at `rif` requests in flight: how many times its latency with
+    /// one in flight a request sent there should take (at least 1).
+    ///
+    /// A level not measured yet has the shape of the nearest lower level
+    /// that was (1 if none): optimistic on purpose, since one request there
+    /// measures it, while a pessimistic guess (a single server's line, say)
+    /// keeps the level from ever being tried and so from being corrected: a
+    /// backend with ten slots would be held to one. More in flight never
+    /// makes a backend faster: a measured shape below 1 is noise, or was
+    /// learned while the speed was still catching up with a change, and is
+    /// read as 1.
+    pub fn at(&self, rif: u32) -> f64 {
+        (1..=level(rif)).rev().find_map(|l| self.levels[l]).unwrap_or(1.0).max(1.0)
+    }
+
+    /// The shape measured at `rif`'s level, if it was (`Some(1.0)` at one in
+    /// flight).
+    pub fn measured(&self, rif: u32) -> Option<f64> {
+        match level(rif) {
+            0 => Some(1.0),
+            at => self.levels[at],
+        }
+    }
+
+    /// Learns from a successful attempt sent at `rif` that took `sample_us`,
+    /// for a backend whose speed is `speed_us`: the level's shape moves by
+    /// `alpha` towards `sample_us / speed_us` (or takes it, unmeasured).
+    pub fn learn(&mut self, rif: u32, sample_us: f64, speed_us: f64, alpha: f64) {
+        let at = level(rif);
+        let relative = sample_us / speed_us;
+        if at == 0 || !relative.is_finite() || relative < 0.0 {
+            return;
+        }
+        // More in flight never makes a backend faster: a relative latency
+        // below 1 is noise, or the speed catching up with a change (a
+        // backend that got 100× faster looks 100× faster than its shape for
+        // a while); learned as such it would take dozens of samples to
+        // climb back once the backend queues.
+        let relative = relative.max(1.0);
+        let slot = &mut self.levels[at];
+        *slot = Some(slot.map_or(relative, |old| old + alpha * (relative - old)));
+    }
+
+    /// An attempt of the policy's was sent with `rif` in flight (itself included).
+    pub fn sent(&mut self, rif: u32) {
+        // Bounded: outcomes lost to a replaced instance must not grow it forever.
+        if self.sent_at.len() >= MAX_OUTSTANDING {
+            self.sent_at.pop_front();
+        }
+        self.sent_at.push_back(rif);
+    }
+
+    /// The oldest attempt of the policy's there ended: the RIF it was sent
+    /// at, if one is outstanding. Call it for every outcome of a pick of the
+    /// policy's, `not-sent` ones too, or later outcomes are filed under
+    /// their neighbours' RIF.
+    pub fn answered(&mut self) -> Option<u32> {
+        self.sent_at.pop_front()
+    }
+
+    /// Attempts sent and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.sent_at.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_cover_every_rif_in_order() {
+        assert_eq!(level(0), 0);
+        assert_eq!(level(1), 0);
+        assert_eq!(level(8), 7);
+        assert_eq!(level(9), 8);
+        assert_eq!(level(32), 11);
+        assert_eq!(level(u32::MAX), 12);
+        let levels: Vec<usize> = (1..=40).map(level).collect();
+        assert!(levels.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn an_unmeasured_level_is_read_as_the_nearest_lower_measured_one() {
+        let mut shape = LoadShape::default();
+        assert_eq!(shape.at(4), 1.0, "nothing measured");
+        assert_eq!(shape.at(0), 1.0);
+        shape.learn(2, 20_000.0, 10_000.0, 0.1);
+        assert_eq!(shape.at(2), 2.0);
+        assert_eq!(shape.at(7), 2.0);
+        assert_eq!(shape.measured(7), None);
+        // A measured level is the measurement.
+        shape.learn(3, 12_000.0, 10_000.0, 0.1);
+        assert_eq!(shape.at(3), 1.2);
+        assert_eq!(shape.at(100), 1.2);
+    }
+
+    #[test]
+    fn a_shape_moves_by_alpha_and_never_below_one() {
+        let mut shape = LoadShape::default();
+        shape.learn(5, 30_000.0, 10_000.0, 0.5);
+        shape.learn(5, 10_000.0, 10_000.0, 0.5);
+        assert_eq!(shape.measured(5), Some(2.0));
+        shape.learn(6, 5_000.0, 10_000.0, 0.5);
+        assert_eq!(shape.at(6), 1.0);
+        // Nonsense is ignored.
+        shape.learn(7, 1.0, 0.0, 0.5);
+        shape.learn(7, f64::NAN, 1.0, 0.5);
+        assert_eq!(shape.measured(7), None);
+        assert_eq!(shape.measured(1), Some(1.0));
+    }
+
+    #[test]
+    fn answers_are_filed_under_the_rif_they_were_sent_at_in_order() {
+        let mut shape = LoadShape::default();
+        shape.sent(1);
+        shape.sent(2);
+        assert_eq!(shape.outstanding(), 2);
+        assert_eq!(shape.answered(), Some(1));
+        assert_eq!(shape.answered(), Some(2));
+        assert_eq!(shape.answered(), None);
+        for rif in 0..(MAX_OUTSTANDING as u32 + 10) {
+            shape.sent(rif);
+        }
+        assert_eq!(shape.outstanding(), MAX_OUTSTANDING);
+        assert_eq!(shape.answered(), Some(10), "the oldest are dropped");
+    }
+}
