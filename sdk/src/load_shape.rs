@@ -19,6 +19,9 @@ fn level(rif: u32) -> usize {
     }
 }
 
+/// The lowest RIF of each level.
+const LEVEL_START: [u32; LEVELS] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 25, 33];
+
 /// One backend's latency at each number of requests in flight (RIF),
 /// relative to its latency with one in flight: its *shape*. A backend with
 /// ten parallel slots has a flat shape up to ten; a single-threaded one a
@@ -74,6 +77,44 @@ impl LoadShape {
     /// read as 1.
     pub fn at(&self, rif: u32) -> f64 {
         (1..=level(rif)).rev().find_map(|l| self.levels[l]).unwrap_or(1.0).max(1.0)
+    }
+
+    /// [`LoadShape::at`], but cautious where nothing was measured near:
+    /// more than one level above the highest level measured, the shape
+    /// grows from there as a single server's would. So a backend whose
+    /// capacity is unknown (new, or whose answers never came) takes load a
+    /// level at a time, each level measured before the next is believed,
+    /// rather than everything before its first answer; a backend that
+    /// hangs is found out after a request or two, not after the whole load.
+    pub fn cautious_at(&self, rif: u32) -> f64 {
+        let at = level(rif);
+        let highest = (1..LEVELS).rev().find(|l| self.levels[*l].is_some()).unwrap_or(0);
+        let shape = self.at(rif);
+        if at <= highest + 1 {
+            return shape;
+        }
+        shape * f64::from(rif) / f64::from(LEVEL_START[highest + 1])
+    }
+
+    /// What one more request costs all the requests there together, in
+    /// units of the latency with one in flight, when it makes `rif`:
+    /// `rif × shape(rif) − (rif − 1) × shape(rif − 1)`, from
+    /// [`LoadShape::cautious_at`], and at least its own shape.
+    ///
+    /// Its own latency alone is the selfish choice: a 3 ms backend with two
+    /// slots looks better than an idle 10 ms one until six wait there (9 ms),
+    /// yet past two it serves no more per second, and clients queueing
+    /// there are clients not using the idle slots elsewhere (86% of the
+    /// reference in `load-sensitive`). The sum of the latencies of the
+    /// requests in flight is what clients wait in all; its growth is what a
+    /// request adds to it: the wait it takes plus the wait it adds to the
+    /// others by queueing beside them. Where latency does not grow with
+    /// load the two are the same.
+    pub fn marginal_at(&self, rif: u32) -> f64 {
+        let rif = rif.max(1);
+        let own = self.cautious_at(rif);
+        let before = f64::from(rif - 1) * if rif > 1 { self.cautious_at(rif - 1) } else { 0.0 };
+        (f64::from(rif) * own - before).max(own)
     }
 
     /// The shape measured at `rif`'s level, if it was (`Some(1.0)` at one in
