@@ -200,6 +200,42 @@ mod tests {
     }
 
     #[test]
+    fn caution_takes_unknown_load_a_level_at_a_time() {
+        let mut shape = LoadShape::default();
+        // Nothing measured: one more level is believed flat, the next grows.
+        assert_eq!(shape.cautious_at(2), 1.0);
+        assert_eq!(shape.cautious_at(3), 1.5);
+        assert_eq!(shape.cautious_at(8), 4.0);
+        // Measured flat up to 2: 3 is believed, 4 grows from there.
+        shape.learn(2, 10_000.0, 10_000.0, 0.1);
+        assert_eq!(shape.cautious_at(3), 1.0);
+        assert_eq!(shape.cautious_at(6), 2.0);
+        assert_eq!(shape.at(6), 1.0, "the plain reading stays optimistic");
+    }
+
+    #[test]
+    fn the_marginal_cost_counts_the_wait_added_to_the_others() {
+        let mut single = LoadShape::default();
+        let mut two_slots = LoadShape::default();
+        for rif in 2..=4u32 {
+            single.learn(rif, f64::from(rif), 1.0, 1.0);
+            two_slots.learn(rif, f64::from(rif.max(2)) / 2.0, 1.0, 1.0);
+        }
+        assert_eq!(single.marginal_at(1), 1.0);
+        // 3 × 3 − 2 × 2: the third waits 3, and the two before wait as long.
+        assert_eq!(single.marginal_at(3), 5.0);
+        assert_eq!(two_slots.marginal_at(2), 1.0, "a free slot costs its own latency");
+        assert_eq!(two_slots.marginal_at(3), 2.5);
+        assert_eq!(two_slots.marginal_at(4), 4.0 * 2.0 - 3.0 * 1.5);
+        // Never below the request's own latency, whatever noise says.
+        let mut noisy = LoadShape::default();
+        noisy.learn(2, 3.0, 1.0, 1.0);
+        noisy.learn(3, 1.0, 1.0, 1.0);
+        assert_eq!(noisy.marginal_at(3), 1.0, "3 × 1 − 2 × 3 is no cost");
+        assert!(noisy.marginal_at(3) >= noisy.at(3));
+    }
+
+    #[test]
     fn a_shape_moves_by_alpha_and_never_below_one() {
         let mut shape = LoadShape::default();
         shape.learn(5, 30_000.0, 10_000.0, 0.5);
