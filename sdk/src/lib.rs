@@ -65,7 +65,7 @@ pub use bindings::veer::picker::types::{Feedback, LogLevel, PluginInfo};
 pub use load_shape::LoadShape;
 pub use params::{ParamReader, Params};
 pub use pool::Pool;
-pub use probe_budget::ProbeBudget;
+pub use probe_budget::{AttemptRecord, ProbeBudget};
 pub use ranked::Ranked;
 #[doc(hidden)]
 pub use runtime::Runtime;

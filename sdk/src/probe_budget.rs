@@ -58,9 +58,94 @@ impl ProbeBudget {
     }
 }
 
+/// What a backend's recent attempts took and how often they failed: what
+/// re-probing it would cost a client, and whether it is down or failing
+/// now and then.
+///
+/// ```
+/// let mut record = veer_sdk::AttemptRecord::default();
+/// for _ in 0..20 {
+///     record.record(2_000.0, true); // fails fast, every time
+/// }
+/// assert!(record.is_down());
+/// // Asking "back yet?" of a down backend costs its quick answer only.
+/// assert!((record.probe_cost_us(1e6) - 2_000.0).abs() < 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AttemptRecord {
+    /// What an attempt took, failures included (an EWMA, µs).
+    time_us: f64,
+    /// Recent attempts that failed (an EWMA of 0 or 1 per attempt).
+    failing: f64,
+    seen: bool,
+}
+
+impl AttemptRecord {
+    /// Weight of one attempt in both averages: the last few attempts.
+    const WEIGHT: f64 = 0.3;
+    /// Failing at least this share of recent attempts is down.
+    const DOWN: f64 = 0.5;
+    /// Failing at least this share (and less than [`Self::DOWN`]) is failing
+    /// now and then.
+    const INTERMITTENT: f64 = 0.05;
+
+    /// An attempt took `latency_us` and failed or not (`not-sent` attempts,
+    /// which the backend never saw, are no record of it).
+    pub fn record(&mut self, latency_us: f64, failed: bool) {
+        let failed = f64::from(u8::from(failed));
+        if self.seen {
+            self.time_us += (latency_us - self.time_us) * Self::WEIGHT;
+            self.failing += (failed - self.failing) * Self::WEIGHT;
+        } else {
+            *self = AttemptRecord { time_us: latency_us, failing: failed * Self::WEIGHT, seen: true };
+        }
+    }
+
+    /// The share of recent attempts that failed.
+    pub fn failing(&self) -> f64 {
+        self.failing
+    }
+
+    /// Whether it fails most attempts.
+    pub fn is_down(&self) -> bool {
+        self.failing >= Self::DOWN
+    }
+
+    /// Whether it fails now and then (5–50% of recent attempts): one
+    /// success of such a backend says little about the next attempt.
+    pub fn is_intermittent(&self) -> bool {
+        (Self::INTERMITTENT..Self::DOWN).contains(&self.failing)
+    }
+
+    /// What a probe is expected to cost its client, µs: an attempt's time,
+    /// plus `failure_penalty_us` times its recent failure rate for a
+    /// backend failing now and then. One that is down costs only its
+    /// answer: the probe asks "back yet?", and its failure is expected.
+    pub fn probe_cost_us(&self, failure_penalty_us: f64) -> f64 {
+        let failures = if self.is_down() { 0.0 } else { self.failing * failure_penalty_us };
+        self.time_us + failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ProbeBudget;
+    use super::{AttemptRecord, ProbeBudget};
+
+    #[test]
+    fn an_attempt_record_tells_down_from_failing_now_and_then() {
+        let mut record = AttemptRecord::default();
+        record.record(10_000.0, false);
+        assert_eq!(record.probe_cost_us(1e6), 10_000.0);
+        assert!(!record.is_intermittent() && !record.is_down());
+        record.record(10_000.0, true);
+        assert!(record.is_intermittent(), "{}", record.failing());
+        assert!((record.probe_cost_us(1e6) - (10_000.0 + 0.3 * 1e6)).abs() < 1e-6);
+        for _ in 0..3 {
+            record.record(10_000.0, true);
+        }
+        assert!(record.is_down());
+        assert_eq!(record.probe_cost_us(1e6), 10_000.0);
+    }
 
     #[test]
     fn credit_is_capped_and_spent_only_when_affordable() {

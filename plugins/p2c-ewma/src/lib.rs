@@ -131,17 +131,14 @@
 use std::collections::HashMap;
 
 use veer_sdk::{
-    BackendEvent, BackendId, ErrorKind, LatencySample, LoadShape, Outcome, Params, PickContext, Policy, Pool,
-    ProbeBudget, host,
+    AttemptRecord, BackendEvent, BackendId, ErrorKind, LatencySample, LoadShape, Outcome, Params, PickContext, Policy,
+    Pool, ProbeBudget, host,
 };
 
 /// An idle estimate never fades below this (or below the estimate itself).
 const IDLE_FLOOR_US: f64 = 1_000.0;
 /// Weight of one successful sample in the pool-wide typical latency.
 const POOL_RTT_WEIGHT: f64 = 1.0 / 32.0;
-/// Weight of one attempt in a backend's attempt time (what a probe costs)
-/// and in its recent failure rate.
-const ATTEMPT_TIME_WEIGHT: f64 = 0.3;
 /// The least a successful sample weighs in a busy backend's estimate.
 const MIN_SAMPLE_WEIGHT: f64 = 0.1;
 /// Weight of one sample in its load level's shape.
@@ -149,10 +146,6 @@ const SHAPE_WEIGHT: f64 = 0.1;
 /// What each other request in flight adds to a cost at the least, as a
 /// share of the latency with one in flight.
 const CROWDING: f64 = 0.05;
-/// A backend failing this share of recent attempts or more is down; one
-/// failing at least `INTERMITTENT_LOW` of them but less fails now and then.
-const DOWN: f64 = 0.5;
-const INTERMITTENT_LOW: f64 = 0.05;
 
 #[derive(Debug, Clone)]
 struct Stats {
@@ -170,11 +163,9 @@ struct Stats {
     /// (against an estimate a failure just raised to 1 s, a 10 ms success
     /// would say the backend is a hundredth as loaded as it is).
     speed_us: f64,
-    /// What an attempt here took, failures included and without the
-    /// penalty (an EWMA, µs): what a probe costs its client.
-    attempt_us: f64,
-    /// Recent attempts that failed (an EWMA of 0 or 1 per attempt).
-    failing: f64,
+    /// What recent attempts took and how often they failed: what a probe
+    /// costs its client.
+    attempts: AttemptRecord,
 }
 
 /// The p2c-ewma policy.
@@ -247,8 +238,7 @@ impl P2cEwma {
                     sampled: false,
                     shape: LoadShape::default(),
                     speed_us: 0.0,
-                    attempt_us: 0.0,
-                    failing: 0.0,
+                    attempts: AttemptRecord::default(),
                 });
             }
         }
@@ -299,7 +289,7 @@ impl P2cEwma {
         // After a silence a sample replaces the estimate (the backend may
         // have changed), unless the backend fails now and then: one success
         // of a backend hanging one request in five says little.
-        let intermittent = (INTERMITTENT_LOW..DOWN).contains(&stats.failing);
+        let intermittent = stats.attempts.is_intermittent();
         stats.ewma_us = if !stats.sampled || latency_us > current || (silence > reprobe_us && !intermittent) {
             latency_us
         } else {
@@ -321,11 +311,7 @@ impl P2cEwma {
     /// the credit for an attempt there.
     fn probe_cost(&self, id: BackendId, now: u64) -> Option<f64> {
         let stats = self.stats.get(&id).filter(|stats| stats.sampled)?;
-        // A probe of a backend failing now and then costs its client the
-        // failure too; one that fails most attempts is down, and a probe of
-        // it costs only what its answer takes (it asks "back yet?").
-        let failures = if stats.failing < DOWN { stats.failing * self.failure_penalty_us } else { 0.0 };
-        let cost = stats.attempt_us + failures;
+        let cost = stats.attempts.probe_cost_us(self.failure_penalty_us);
         let due = now.saturating_sub(stats.stamp_us) as f64 > self.reprobe_us
             && self.probe_budget.affords(cost)
             && host::in_flight(id) == 0;
@@ -475,10 +461,7 @@ impl Policy for P2cEwma {
         {
             let us = outcome.latency_us as f64;
             self.probe_budget.earn(us);
-            stats.attempt_us =
-                if stats.sampled { stats.attempt_us + (us - stats.attempt_us) * ATTEMPT_TIME_WEIGHT } else { us };
-            let failed = f64::from(u8::from(outcome.error.is_some() || outcome.status >= 500));
-            stats.failing += (failed - stats.failing) * ATTEMPT_TIME_WEIGHT;
+            stats.attempts.record(us, outcome.error.is_some() || outcome.status >= 500);
         }
         match outcome.latency_sample(self.failure_penalty_us) {
             None => {}
