@@ -38,6 +38,7 @@
 
 #[doc(hidden)]
 pub mod conversions;
+mod failure_record;
 mod load_shape;
 mod params;
 mod pool;
@@ -62,6 +63,7 @@ pub mod bindings {
 }
 
 pub use bindings::veer::picker::types::{Feedback, LogLevel, PluginInfo};
+pub use failure_record::FailureRecord;
 pub use load_shape::LoadShape;
 pub use params::{ParamReader, Params};
 pub use pool::Pool;

@@ -42,7 +42,8 @@
 //!   after seconds that finds a backend 100× faster is taken as ~100×).
 //!   Unmeasured, an estimate fades towards zero with time constant
 //!   `decay_ms` (optimism under uncertainty).
-//! * **Failures.** Per backend, failed and total attempts, counted with a
+//! * **Failures.** Per backend, failed and total attempts (the SDK's
+//!   [`veer_sdk::FailureRecord`]), counted with a
 //!   weight that fades over `decay_ms` and capped at a memory of
 //!   1 / (0.3 × `alpha`) attempts, with a 2% prior worth a quarter of an
 //!   attempt: three failures of three say ~90%, not the 9% an average
@@ -122,7 +123,8 @@
 use std::collections::HashMap;
 
 use veer_sdk::{
-    BackendEvent, BackendId, LatencySample, LoadShape, Outcome, Params, PickContext, Policy, Pool, ProbeBudget, host,
+    BackendEvent, BackendId, FailureRecord, LatencySample, LoadShape, Outcome, Params, PickContext, Policy, Pool,
+    ProbeBudget, host,
 };
 
 /// Weight of one successful sample in the pool-wide typical latency.
@@ -137,23 +139,14 @@ const PROBE_INTERVAL_PER_SUCCESS: f64 = 0.2;
 /// Successes in a row a re-probe may assume when asking whether probing a
 /// failing backend could bring it back.
 const PROBE_LOOKAHEAD: u32 = 3;
-/// The shortest run of like outcomes that can show a change.
-const MIN_RUN_FOR_CHANGE: u32 = 2;
-/// Below this chance that nothing changed, the record before a run is forgotten.
-const CHANGE_BELIEVED: f64 = 0.05;
-/// Prior odds that a backend's failure rate changed, against the streak.
-const CHANGE_ODDS: f64 = 0.3;
 /// A backend failing at least this share of its attempts is down.
 const DOWN_FAILURE_RATE: f64 = 0.5;
 /// The failure rate's memory, in attempts, is this share of `alpha`'s.
 const FAILURE_ALPHA_SHARE: f64 = 0.3;
-/// The failure rate's prior: 2%, worth a quarter of an attempt.
-const PRIOR_FAILURES: f64 = 0.005;
-const PRIOR_ATTEMPTS: f64 = 0.25;
 /// Failure rates are capped below 1 so a cost stays finite (and comparable).
 const MAX_FAILURE_RATE: f64 = 0.99;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Stats {
     /// The backend's speed: its latency with one request in flight, µs,
     /// once sampled. A sample at any load tells it, through the shape.
@@ -165,17 +158,12 @@ struct Stats {
     /// changes speed, which every level sees at once, while what was
     /// learned of its capacity stays.
     shape: LoadShape,
-    /// Failed attempts and all attempts, counted with their weight fading
-    /// over `decay_ms` and at most the failure memory's worth: with a
-    /// prior, the failure rate (see [`Stats::failure_rate`]).
-    failures: f64,
-    attempts: f64,
+    /// Failed and all attempts, counted so that a change shows, with a
+    /// longer memory than the latency's: failures are rarer than latency
+    /// samples and matter longer.
+    failures: FailureRecord,
     /// EWMA of failed attempts' time (a hang costs the whole timeout), µs.
     failure_latency_us: f64,
-    /// Successes since the last failure.
-    streak: u32,
-    /// Failures since the last success.
-    failed_in_a_row: u32,
     /// Outcomes heard, up to [`PROVEN`].
     samples: u32,
     /// When the last sample arrived, µs.
@@ -222,91 +210,6 @@ impl Stats {
         (-(now.saturating_sub(self.stamp_us) as f64) / decay_us).exp()
     }
 
-    /// Counts an outcome in the failure record (before `stamp_us` moves to
-    /// now): the counts fade with the silence since the last one and keep
-    /// at most `memory` attempts' worth.
-    fn count(&mut self, failed: bool, now: u64, decay_us: f64, memory: f64) {
-        let fade = self.fade(now, decay_us);
-        let keep = fade * (memory / (self.attempts * fade + 1.0)).min(1.0);
-        self.failures = self.failures * keep + f64::from(u8::from(failed));
-        self.attempts = self.attempts * keep + 1.0;
-        if failed {
-            self.streak = 0;
-            self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
-        } else {
-            self.streak = self.streak.saturating_add(1);
-            self.failed_in_a_row = 0;
-        }
-        self.forget_before_a_change();
-    }
-
-    /// The failure rate now: the counts fade towards the prior (2%) with
-    /// `decay_us`. Counted, not averaged: a backend whose three attempts all
-    /// failed has a rate of ~90%, not the 9% an average starting from zero
-    /// would give, so a dead backend is told from one failing now and then.
-    fn failure_rate(&self, now: u64, decay_us: f64) -> f64 {
-        let fade = self.fade(now, decay_us);
-        (self.failures * fade + PRIOR_FAILURES) / (self.attempts * fade + PRIOR_ATTEMPTS)
-    }
-
-    /// Forgets the failure record from before the current run of like
-    /// outcomes when the run is too unlikely under it: the backend changed.
-    /// Two failures in a row of a backend that never fails say it went down,
-    /// two successes of one that was down that it came back; either way
-    /// what came before no longer describes it (a memory of ~30 attempts
-    /// would otherwise keep a backend that flaps every second between healthy
-    /// and down looking "fails now and then", never down, never back).
-    fn forget_before_a_change(&mut self) {
-        let (run, failing) = if self.failed_in_a_row > 0 { (self.failed_in_a_row, true) } else { (self.streak, false) };
-        if run < MIN_RUN_FOR_CHANGE {
-            return;
-        }
-        let run = f64::from(run.min(64));
-        let failures_before = if failing { (self.failures - run).max(0.0) } else { self.failures };
-        let attempts_before = (self.attempts - run).max(failures_before);
-        if attempts_before < 1.0 {
-            return;
-        }
-        let before = (failures_before + PRIOR_FAILURES) / (attempts_before + PRIOR_ATTEMPTS);
-        let unchanged = if failing { before.powf(run) } else { (1.0 - before).powf(run) };
-        if unchanged / (unchanged + CHANGE_ODDS) < CHANGE_BELIEVED {
-            self.failures = if failing { run } else { 0.0 };
-            self.attempts = run;
-        }
-    }
-
-    /// The failure rate before the successes in a row since the last failure.
-    fn failure_rate_before_streak(&self, now: u64, decay_us: f64) -> f64 {
-        let fade = self.fade(now, decay_us);
-        let before = (self.attempts - f64::from(self.streak)).max(self.failures);
-        (self.failures * fade + PRIOR_FAILURES) / (before * fade + PRIOR_ATTEMPTS)
-    }
-
-    /// The failure rate to expect of the next attempt, given the successes
-    /// in a row since the last failure: either nothing changed and they
-    /// were luck, or the backend changed when they began (it recovered). The
-    /// streak's likelihood without a change, `(1 − p)^streak` with `p` the
-    /// rate before it, against a change's (about 1) and the prior odds of
-    /// one, weighs the two. Two successes after three failures say
-    /// "recovered" almost surely; five after a rate of 20% do not (a
-    /// third of such backends manage that by luck).
-    fn expected_failure_rate(&self, now: u64, decay_us: f64) -> f64 {
-        self.failure_rate_after(self.streak, now, decay_us)
-    }
-
-    /// [`Stats::expected_failure_rate`] had the streak been `streak` long.
-    fn failure_rate_after(&self, streak: u32, now: u64, decay_us: f64) -> f64 {
-        if streak == 0 {
-            return self.failure_rate(now, decay_us);
-        }
-        let streak = f64::from(streak.min(64));
-        let before = self.failure_rate_before_streak(now, decay_us);
-        let unchanged = (1.0 - before.min(1.0)).powf(streak);
-        let unchanged = unchanged / (unchanged + CHANGE_ODDS);
-        let after = PRIOR_FAILURES / (streak + PRIOR_ATTEMPTS);
-        unchanged * before + (1.0 - unchanged) * after
-    }
-
     /// Learns from a successful attempt sent at `rif` that took
     /// `sample_us`, after the backend went unmeasured long enough that its
     /// curve is `stale` (0..1).
@@ -334,6 +237,19 @@ impl Stats {
 }
 
 impl Prequal {
+    /// What is known of a backend before its first outcome.
+    fn fresh_stats(&self) -> Stats {
+        let memory = 1.0 / (self.alpha * FAILURE_ALPHA_SHARE);
+        Stats {
+            speed_us: None,
+            shape: LoadShape::default(),
+            failures: FailureRecord::new(self.decay_us, memory),
+            failure_latency_us: 0.0,
+            samples: 0,
+            stamp_us: 0,
+        }
+    }
+
     /// Sizes up sending one more request to `id`, which then has `rif` in
     /// flight: its cost (µs per successful request) and whether it is hot.
     fn assess(&self, id: BackendId, rif: u32, now: u64) -> (f64, bool) {
@@ -345,7 +261,7 @@ impl Prequal {
         // ~4 τ, one request), and its answer then replaces the old estimate.
         let shape = stats.shape.at(rif);
         let latency = stats.speed_us.unwrap_or(self.typical_us) * shape * fade;
-        let p = stats.expected_failure_rate(now, self.decay_us).min(MAX_FAILURE_RATE);
+        let p = stats.failures.expected_rate(now).min(MAX_FAILURE_RATE);
         // Hot: queueing, that is slower at this load than unloaded by more
         // than `hot_slowdown`.
         // An unproven backend is also hot past 1 + samples / 2 in flight: a
@@ -362,7 +278,7 @@ impl Prequal {
     /// latency if it answers, a failure's time and penalty if not.
     fn probe_cost_us(&self, stats: &Stats, now: u64) -> f64 {
         let latency = stats.speed_us.unwrap_or(self.typical_us);
-        let p = stats.expected_failure_rate(now, self.decay_us);
+        let p = stats.failures.expected_rate(now);
         (1.0 - p) * latency + p * (stats.failure_latency_us + self.failure_penalty_us)
     }
 
@@ -373,9 +289,7 @@ impl Prequal {
     /// that by luck), so probing it only costs its clients hangs; one that
     /// was down is back after one or two.
     fn probe_could_change_its_fate(&self, stats: &Stats, now: u64) -> bool {
-        let p = stats
-            .failure_rate_after(stats.streak.saturating_add(PROBE_LOOKAHEAD), now, self.decay_us)
-            .min(MAX_FAILURE_RATE);
+        let p = stats.failures.rate_after(PROBE_LOOKAHEAD, now).min(MAX_FAILURE_RATE);
         p * (stats.failure_latency_us + self.failure_penalty_us) / (1.0 - p) < self.typical_us
     }
 
@@ -385,8 +299,9 @@ impl Prequal {
     /// rather than one per interval. (Not one failing now and then: its
     /// success says little, and each probe risks a failure.)
     fn probe_due_us(&self, stats: &Stats, now: u64) -> f64 {
-        if stats.streak > 0 && stats.failure_rate_before_streak(now, self.decay_us) >= DOWN_FAILURE_RATE {
-            self.reprobe_us * PROBE_INTERVAL_PER_SUCCESS.powi(stats.streak.min(16) as i32)
+        let streak = stats.failures.streak();
+        if streak > 0 && stats.failures.rate_before_streak(now) >= DOWN_FAILURE_RATE {
+            self.reprobe_us * PROBE_INTERVAL_PER_SUCCESS.powi(streak.min(16) as i32)
         } else {
             self.reprobe_us
         }
@@ -494,7 +409,8 @@ impl Policy for Prequal {
         if probe {
             self.probe_budget.try_spend(chosen.probe_cost_us.unwrap_or(0.0));
         }
-        self.stats.entry(chosen.id).or_default().shape.sent(chosen.rif);
+        let fresh = self.fresh_stats();
+        self.stats.entry(chosen.id).or_insert(fresh).shape.sent(chosen.rif);
         if self.memory > 0 {
             self.winners.retain(|id| *id != chosen.id);
             self.winners.push(chosen.id);
@@ -529,7 +445,8 @@ impl Policy for Prequal {
         // Every attempt's time is client time; a share of it pays for re-probes.
         self.probe_budget.earn(sample_us);
         let decay_us = self.decay_us;
-        let stats = self.stats.entry(outcome.backend).or_default();
+        let fresh = self.fresh_stats();
+        let stats = self.stats.entry(outcome.backend).or_insert(fresh);
         if failed {
             stats.failure_latency_us += alpha * (sample_us - stats.failure_latency_us);
         } else {
@@ -540,7 +457,7 @@ impl Policy for Prequal {
         }
         // Failures are rarer than latency samples and matter longer: a
         // longer memory than the latency's.
-        stats.count(failed, now, decay_us, 1.0 / (alpha * FAILURE_ALPHA_SHARE));
+        stats.failures.count(failed, now);
         stats.stamp_us = now;
         stats.samples = (stats.samples + 1).min(PROVEN);
     }
@@ -610,13 +527,11 @@ mod tests {
         let mut h = Harness::<Prequal>::new(&[]).unwrap();
         let ids = h.add_backends(2);
         h.run(Load { requests: 500, concurrency: 2 }, |_, _, _| Reply::ok(10 * MS));
-        let before =
-            h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape.clone(), s.samples));
+        let before = h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.speed_us, s.shape.clone(), s.samples));
         for _ in 0..200 {
             h.complete_with_error(ids[0], 0, veer_sdk::ErrorKind::NotSent);
         }
-        let after =
-            h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.attempts, s.speed_us, s.shape.clone(), s.samples));
+        let after = h.policy().stats.get(&ids[0]).map(|s| (s.failures, s.speed_us, s.shape.clone(), s.samples));
         assert_eq!(before, after);
         // And a broken-off attempt of its own still ends that attempt.
         let picked = h.pick().unwrap();
@@ -689,18 +604,6 @@ mod tests {
         let all_time = slow_time + report.requests() as f64 * report.share(fast) * 5.0;
         assert!(slow_requests >= 4.0, "each sloth was re-probed: {slow_requests}");
         assert!(slow_time / all_time < 0.03, "{:.4} of client time on probes", slow_time / all_time);
-    }
-
-    #[test]
-    fn a_dead_backend_is_told_from_one_failing_now_and_then() {
-        let dead = Stats { failures: 3.0, attempts: 3.0, ..Stats::default() };
-        assert!(dead.failure_rate(0, 5e6) > 0.85, "{}", dead.failure_rate(0, 5e6));
-        // Two successes after it was down: recovered, almost surely.
-        let back = Stats { failures: 3.0, attempts: 5.0, streak: 2, ..Stats::default() };
-        assert!(back.expected_failure_rate(0, 5e6) < 0.05, "{}", back.expected_failure_rate(0, 5e6));
-        // Five in a row at a rate of 20% are luck, not a recovery.
-        let flaky = Stats { failures: 6.0, attempts: 35.0, streak: 5, ..Stats::default() };
-        assert!(flaky.expected_failure_rate(0, 5e6) > 0.1, "{}", flaky.expected_failure_rate(0, 5e6));
     }
 
     #[test]

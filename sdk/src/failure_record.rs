@@ -1,0 +1,197 @@
+//! How often a backend fails, counted so that a change shows.
+
+/// The failure rate's prior: 2%, worth a quarter of an attempt.
+const PRIOR_FAILURES: f64 = 0.005;
+const PRIOR_ATTEMPTS: f64 = 0.25;
+/// The shortest run of like outcomes that can show a change.
+const MIN_RUN_FOR_CHANGE: u32 = 2;
+/// Below this chance that nothing changed, the record before a run is forgotten.
+const CHANGE_BELIEVED: f64 = 0.05;
+/// Prior odds that a backend's failure rate changed, against the streak.
+const CHANGE_ODDS: f64 = 0.3;
+
+/// One backend's failed and total attempts, counted with a weight that fades
+/// over `decay_us` and capped at `memory` attempts, with a 2% prior worth a
+/// quarter of an attempt.
+///
+/// Counted, not averaged: three failures of three say ~90%, not the 9% an
+/// average starting from zero would, so a dead backend is told from one that
+/// fails now and then. Successes in a row since the last failure are weighed
+/// as evidence of a change ([`FailureRecord::expected_rate`]): two after
+/// three failures say "recovered", five after a rate of 20% do not. A run
+/// of like outcomes that nothing-changed makes unlikely (two failures in a
+/// row of a backend that never fails, two successes of one that was down)
+/// ends the record before it, so a backend that flaps between healthy and
+/// down every second is seen down, then back, each time.
+///
+/// ```
+/// let mut record = veer_sdk::FailureRecord::new(5e6, 30.0);
+/// for _ in 0..3 {
+///     record.count(true, 0);
+/// }
+/// assert!(record.rate(0) > 0.85);
+/// record.count(false, 0);
+/// record.count(false, 0);
+/// assert!(record.expected_rate(0) < 0.05, "back, almost surely");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailureRecord {
+    /// Failed attempts and all attempts, faded to `stamp_us`.
+    failures: f64,
+    attempts: f64,
+    /// Successes since the last failure.
+    streak: u32,
+    /// Failures since the last success.
+    failed_in_a_row: u32,
+    /// When the last outcome was counted, µs.
+    stamp_us: u64,
+    decay_us: f64,
+    memory: f64,
+}
+
+impl FailureRecord {
+    /// An empty record whose counts fade with time constant `decay_us` and
+    /// keep at most `memory` attempts' worth.
+    pub fn new(decay_us: f64, memory: f64) -> FailureRecord {
+        FailureRecord { failures: 0.0, attempts: 0.0, streak: 0, failed_in_a_row: 0, stamp_us: 0, decay_us, memory }
+    }
+
+    /// What is left at `now` of what was counted at the last outcome.
+    fn fade(&self, now: u64) -> f64 {
+        (-(now.saturating_sub(self.stamp_us) as f64) / self.decay_us).exp()
+    }
+
+    /// Counts an attempt that failed or not at `now`.
+    pub fn count(&mut self, failed: bool, now: u64) {
+        let fade = self.fade(now);
+        let keep = fade * (self.memory / (self.attempts * fade + 1.0)).min(1.0);
+        self.failures = self.failures * keep + f64::from(u8::from(failed));
+        self.attempts = self.attempts * keep + 1.0;
+        if failed {
+            self.streak = 0;
+            self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+        } else {
+            self.streak = self.streak.saturating_add(1);
+            self.failed_in_a_row = 0;
+        }
+        self.stamp_us = now;
+        self.forget_before_a_change();
+    }
+
+    /// Successes since the last failure.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// The failure rate counted, at `now`: the counts fade towards the prior.
+    pub fn rate(&self, now: u64) -> f64 {
+        let fade = self.fade(now);
+        (self.failures * fade + PRIOR_FAILURES) / (self.attempts * fade + PRIOR_ATTEMPTS)
+    }
+
+    /// Forgets the record from before the current run of like outcomes when
+    /// the run is too unlikely under it: the backend changed. (A memory of
+    /// ~30 attempts would otherwise keep a backend that flaps every second
+    /// between healthy and down looking "fails now and then", never down,
+    /// never back.)
+    fn forget_before_a_change(&mut self) {
+        let (run, failing) = if self.failed_in_a_row > 0 { (self.failed_in_a_row, true) } else { (self.streak, false) };
+        if run < MIN_RUN_FOR_CHANGE {
+            return;
+        }
+        let run = f64::from(run.min(64));
+        let failures_before = if failing { (self.failures - run).max(0.0) } else { self.failures };
+        let attempts_before = (self.attempts - run).max(failures_before);
+        if attempts_before < 1.0 {
+            return;
+        }
+        let before = (failures_before + PRIOR_FAILURES) / (attempts_before + PRIOR_ATTEMPTS);
+        let unchanged = if failing { before.powf(run) } else { (1.0 - before).powf(run) };
+        if unchanged / (unchanged + CHANGE_ODDS) < CHANGE_BELIEVED {
+            self.failures = if failing { run } else { 0.0 };
+            self.attempts = run;
+        }
+    }
+
+    /// The failure rate before the successes in a row since the last failure.
+    pub fn rate_before_streak(&self, now: u64) -> f64 {
+        let fade = self.fade(now);
+        let before = (self.attempts - f64::from(self.streak)).max(self.failures);
+        (self.failures * fade + PRIOR_FAILURES) / (before * fade + PRIOR_ATTEMPTS)
+    }
+
+    /// The failure rate to expect of the next attempt, given the successes
+    /// in a row since the last failure: either nothing changed and they
+    /// were luck, or the backend changed when they began (it recovered). The
+    /// streak's likelihood without a change, `(1 − p)^streak` with `p` the
+    /// rate before it, against a change's (about 1) and the prior odds of
+    /// one (0.3), weighs the two. Two successes after three failures say
+    /// "recovered" almost surely; five after a rate of 20% do not (a third
+    /// of such backends manage that by luck).
+    pub fn expected_rate(&self, now: u64) -> f64 {
+        self.rate_after(0, now)
+    }
+
+    /// [`FailureRecord::expected_rate`] after `more` successes in a row:
+    /// whether a few more could bring a failing backend back.
+    pub fn rate_after(&self, more: u32, now: u64) -> f64 {
+        let streak = self.streak.saturating_add(more);
+        if streak == 0 {
+            return self.rate(now);
+        }
+        let streak = f64::from(streak.min(64));
+        let before = self.rate_before_streak(now);
+        let unchanged = (1.0 - before.min(1.0)).powf(streak);
+        let unchanged = unchanged / (unchanged + CHANGE_ODDS);
+        let after = PRIOR_FAILURES / (streak + PRIOR_ATTEMPTS);
+        unchanged * before + (1.0 - unchanged) * after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureRecord;
+
+    fn counted(outcomes: &[bool]) -> FailureRecord {
+        let mut record = FailureRecord::new(5e6, 1.0 / 0.03);
+        for failed in outcomes {
+            record.count(*failed, 0);
+        }
+        record
+    }
+
+    #[test]
+    fn a_dead_backend_is_told_from_one_failing_now_and_then() {
+        let dead = counted(&[true; 3]);
+        assert!(dead.rate(0) > 0.85, "{}", dead.rate(0));
+        // Two successes after it was down: recovered, almost surely.
+        let back = counted(&[true, true, true, false, false]);
+        assert!(back.expected_rate(0) < 0.05, "{}", back.expected_rate(0));
+        // Five in a row at a rate of 20% are luck, not a recovery.
+        let mut flaky: Vec<bool> = (0..30).map(|i| i % 5 == 0).collect();
+        flaky.extend([true, false, false, false, false, false]);
+        let flaky = counted(&flaky);
+        assert_eq!(flaky.streak(), 5);
+        assert!(flaky.expected_rate(0) > 0.1, "{}", flaky.expected_rate(0));
+        assert!(flaky.rate_after(3, 0) > 0.05, "three more do not clear it: {}", flaky.rate_after(3, 0));
+    }
+
+    #[test]
+    fn a_change_ends_the_record_before_it() {
+        // Healthy for long, then two failures in a row: down, not 6%.
+        let mut outcomes = vec![false; 30];
+        outcomes.extend([true, true]);
+        let record = counted(&outcomes);
+        assert!(record.rate(0) > 0.8, "{}", record.rate(0));
+    }
+
+    #[test]
+    fn counts_fade_towards_the_prior() {
+        let mut record = FailureRecord::new(1e6, 30.0);
+        for _ in 0..3 {
+            record.count(true, 0);
+        }
+        assert!(record.rate(0) > 0.85);
+        assert!((record.rate(60_000_000) - 0.02).abs() < 0.001, "{}", record.rate(60_000_000));
+    }
+}
