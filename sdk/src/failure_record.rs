@@ -9,6 +9,8 @@ const MIN_RUN_FOR_CHANGE: u32 = 2;
 const CHANGE_BELIEVED: f64 = 0.05;
 /// Prior odds that a backend's failure rate changed, against the streak.
 const CHANGE_ODDS: f64 = 0.3;
+/// What each success in a row leaves of a recovering backend's re-probe interval.
+const PROBE_INTERVAL_PER_SUCCESS: f64 = 0.2;
 
 /// One backend's failed and total attempts, counted with a weight that fades
 /// over `decay_us` and capped at `memory` attempts, with a 2% prior worth a
@@ -50,6 +52,9 @@ pub struct FailureRecord {
 }
 
 impl FailureRecord {
+    /// A backend failing at least this share of its attempts is down.
+    pub const DOWN: f64 = 0.5;
+
     /// An empty record whose counts fade with time constant `decay_us` and
     /// keep at most `memory` attempts' worth.
     pub fn new(decay_us: f64, memory: f64) -> FailureRecord {
@@ -132,6 +137,19 @@ impl FailureRecord {
         self.rate_after(0, now)
     }
 
+    /// How long after its last outcome a backend is due a re-probe, µs:
+    /// `reprobe_us`, cut to a fifth by each success in a row of a backend
+    /// that was down, so one that answers again is confirmed within a few
+    /// requests rather than one per interval. (Not one failing now and
+    /// then: its success says little, and each probe risks a failure.)
+    pub fn reprobe_after_us(&self, reprobe_us: f64, now: u64) -> f64 {
+        if self.streak > 0 && self.rate_before_streak(now) >= Self::DOWN {
+            reprobe_us * PROBE_INTERVAL_PER_SUCCESS.powi(self.streak.min(16) as i32)
+        } else {
+            reprobe_us
+        }
+    }
+
     /// [`FailureRecord::expected_rate`] after `more` successes in a row:
     /// whether a few more could bring a failing backend back.
     pub fn rate_after(&self, more: u32, now: u64) -> f64 {
@@ -183,6 +201,17 @@ mod tests {
         outcomes.extend([true, true]);
         let record = counted(&outcomes);
         assert!(record.rate(0) > 0.8, "{}", record.rate(0));
+    }
+
+    #[test]
+    fn a_backend_answering_again_after_being_down_is_probed_sooner() {
+        let mut record = counted(&[true; 3]);
+        assert_eq!(record.reprobe_after_us(1e6, 0), 1e6);
+        record.count(false, 0);
+        assert!((record.reprobe_after_us(1e6, 0) - 2e5).abs() < 1e-6);
+        // One failing now and then is not hurried.
+        let flaky: Vec<bool> = (0..31).map(|i| i % 5 == 0).collect();
+        assert_eq!(counted(&flaky).reprobe_after_us(1e6, 0), 1e6);
     }
 
     #[test]

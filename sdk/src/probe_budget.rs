@@ -1,4 +1,7 @@
-//! A budget of client time for re-probing backends that look bad.
+//! A budget of client time for re-probing backends that look bad, and what
+//! a probe of one costs.
+
+use crate::FailureRecord;
 
 /// How much client time a policy may spend re-probing backends it believes
 /// are worse than others (to find out whether they changed): a share of
@@ -63,66 +66,80 @@ impl ProbeBudget {
 /// now and then.
 ///
 /// ```
-/// let mut record = veer_sdk::AttemptRecord::default();
-/// for _ in 0..20 {
-///     record.record(2_000.0, true); // fails fast, every time
+/// let mut record = veer_sdk::AttemptRecord::new(10e6);
+/// for _ in 0..3 {
+///     record.record(2_000.0, true, 0); // fails fast, every time
 /// }
-/// assert!(record.is_down());
+/// assert!(record.is_down(0));
 /// // Asking "back yet?" of a down backend costs its quick answer only.
-/// assert!((record.probe_cost_us(1e6) - 2_000.0).abs() < 1.0);
+/// assert!((record.probe_cost_us(1e6, 0) - 2_000.0).abs() < 1.0);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttemptRecord {
     /// What an attempt took, failures included (an EWMA, µs).
     time_us: f64,
-    /// Recent attempts that failed (an EWMA of 0 or 1 per attempt).
-    failing: f64,
+    /// Which attempts failed, counted so that a change shows.
+    failures: FailureRecord,
     seen: bool,
 }
 
 impl AttemptRecord {
-    /// Weight of one attempt in both averages: the last few attempts.
-    const WEIGHT: f64 = 0.3;
-    /// Failing at least this share of recent attempts is down.
-    const DOWN: f64 = 0.5;
-    /// Failing at least this share (and less than [`Self::DOWN`]) is failing
+    /// Weight of one attempt in the time an attempt takes.
+    const TIME_WEIGHT: f64 = 0.3;
+    /// Attempts the failure record keeps at most.
+    const MEMORY: f64 = 1.0 / 0.03;
+    /// Failing at least this share (and less than [`FailureRecord::DOWN`]) is failing
     /// now and then.
     const INTERMITTENT: f64 = 0.05;
 
-    /// An attempt took `latency_us` and failed or not (`not-sent` attempts,
-    /// which the backend never saw, are no record of it).
-    pub fn record(&mut self, latency_us: f64, failed: bool) {
-        let failed = f64::from(u8::from(failed));
-        if self.seen {
-            self.time_us += (latency_us - self.time_us) * Self::WEIGHT;
-            self.failing += (failed - self.failing) * Self::WEIGHT;
-        } else {
-            *self = AttemptRecord { time_us: latency_us, failing: failed * Self::WEIGHT, seen: true };
-        }
+    /// An empty record whose failure counts fade with time constant `decay_us`.
+    pub fn new(decay_us: f64) -> AttemptRecord {
+        AttemptRecord { time_us: 0.0, failures: FailureRecord::new(decay_us, Self::MEMORY), seen: false }
     }
 
-    /// The share of recent attempts that failed.
-    pub fn failing(&self) -> f64 {
-        self.failing
+    /// An attempt took `latency_us` and failed or not, at `now` (`not-sent`
+    /// attempts, which the backend never saw, are no record of it).
+    pub fn record(&mut self, latency_us: f64, failed: bool, now: u64) {
+        self.time_us =
+            if self.seen { self.time_us + (latency_us - self.time_us) * Self::TIME_WEIGHT } else { latency_us };
+        self.seen = true;
+        self.failures.count(failed, now);
+    }
+
+    /// The failure rate to expect of the next attempt
+    /// ([`FailureRecord::expected_rate`]).
+    pub fn failing(&self, now: u64) -> f64 {
+        self.failures.expected_rate(now)
     }
 
     /// Whether it fails most attempts.
-    pub fn is_down(&self) -> bool {
-        self.failing >= Self::DOWN
+    pub fn is_down(&self, now: u64) -> bool {
+        self.failing(now) >= FailureRecord::DOWN
     }
 
-    /// Whether it fails now and then (5–50% of recent attempts): one
-    /// success of such a backend says little about the next attempt.
-    pub fn is_intermittent(&self) -> bool {
-        (Self::INTERMITTENT..Self::DOWN).contains(&self.failing)
+    /// When it is due a re-probe after its last attempt
+    /// ([`FailureRecord::reprobe_after_us`]).
+    pub fn reprobe_after_us(&self, reprobe_us: f64, now: u64) -> f64 {
+        self.failures.reprobe_after_us(reprobe_us, now)
+    }
+
+    /// Whether it fails now and then (5–50% of attempts): one success of
+    /// such a backend says little about the next attempt. Counted over ~30
+    /// attempts, with successes in a row weighed as evidence of a change:
+    /// an average over the last few attempts forgot a backend hanging one
+    /// request in five after three successes, and a re-probe's success then
+    /// brought it back to hang again.
+    pub fn is_intermittent(&self, now: u64) -> bool {
+        (Self::INTERMITTENT..FailureRecord::DOWN).contains(&self.failing(now))
     }
 
     /// What a probe is expected to cost its client, µs: an attempt's time,
-    /// plus `failure_penalty_us` times its recent failure rate for a
+    /// plus `failure_penalty_us` times its expected failure rate for a
     /// backend failing now and then. One that is down costs only its
     /// answer: the probe asks "back yet?", and its failure is expected.
-    pub fn probe_cost_us(&self, failure_penalty_us: f64) -> f64 {
-        let failures = if self.is_down() { 0.0 } else { self.failing * failure_penalty_us };
+    pub fn probe_cost_us(&self, failure_penalty_us: f64, now: u64) -> f64 {
+        let failing = self.failing(now);
+        let failures = if failing >= FailureRecord::DOWN { 0.0 } else { failing * failure_penalty_us };
         self.time_us + failures
     }
 }
@@ -133,18 +150,25 @@ mod tests {
 
     #[test]
     fn an_attempt_record_tells_down_from_failing_now_and_then() {
-        let mut record = AttemptRecord::default();
-        record.record(10_000.0, false);
-        assert_eq!(record.probe_cost_us(1e6), 10_000.0);
-        assert!(!record.is_intermittent() && !record.is_down());
-        record.record(10_000.0, true);
-        assert!(record.is_intermittent(), "{}", record.failing());
-        assert!((record.probe_cost_us(1e6) - (10_000.0 + 0.3 * 1e6)).abs() < 1e-6);
-        for _ in 0..3 {
-            record.record(10_000.0, true);
+        let mut record = AttemptRecord::new(10e6);
+        for _ in 0..20 {
+            record.record(10_000.0, false, 0);
         }
-        assert!(record.is_down());
-        assert_eq!(record.probe_cost_us(1e6), 10_000.0);
+        // The prior (2%) is all that is left of failure: a few ms of penalty.
+        assert!(record.probe_cost_us(1e6, 0) < 10_000.0 + 0.02 * 1e6, "{}", record.probe_cost_us(1e6, 0));
+        assert!(!record.is_intermittent(0) && !record.is_down(0));
+        // One in five fails: failing now and then, and a few successes in a
+        // row do not clear it.
+        for i in 0..30 {
+            record.record(10_000.0, i % 5 == 0, 0);
+        }
+        assert!(record.is_intermittent(0), "{}", record.failing(0));
+        assert!(record.probe_cost_us(1e6, 0) > 100_000.0, "a probe risks a failure");
+        for _ in 0..3 {
+            record.record(10_000.0, true, 0);
+        }
+        assert!(record.is_down(0), "{}", record.failing(0));
+        assert!(record.probe_cost_us(1e6, 0) < 20_000.0);
     }
 
     #[test]

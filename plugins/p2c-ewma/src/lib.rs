@@ -166,6 +166,9 @@ struct Stats {
     /// What recent attempts took and how often they failed: what a probe
     /// costs its client.
     attempts: AttemptRecord,
+    /// Whether failures raised the estimate since the last success that
+    /// replaced it.
+    penalised: bool,
 }
 
 /// The p2c-ewma policy.
@@ -232,13 +235,15 @@ impl P2cEwma {
                 self.stats.remove(&id);
             }
             Some(_) => {
+                let decay_us = self.decay_us;
                 self.stats.entry(id).or_insert_with(|| Stats {
                     ewma_us: 0.0,
                     stamp_us: now,
                     sampled: false,
                     shape: LoadShape::default(),
                     speed_us: 0.0,
-                    attempts: AttemptRecord::default(),
+                    attempts: AttemptRecord::new(decay_us),
+                    penalised: false,
                 });
             }
         }
@@ -288,9 +293,14 @@ impl P2cEwma {
         };
         // After a silence a sample replaces the estimate (the backend may
         // have changed), unless the backend fails now and then: one success
-        // of a backend hanging one request in five says little.
-        let intermittent = stats.attempts.is_intermittent();
-        stats.ewma_us = if !stats.sampled || latency_us > current || (silence > reprobe_us && !intermittent) {
+        // of a backend hanging one request in five says little. So does a
+        // success once the failure record says the failures that raised the
+        // estimate are over (a backend that was down answers again): their
+        // penalty took τ to fade, and kept it out for that long.
+        let failing = stats.attempts.is_intermittent(now) || stats.attempts.is_down(now);
+        let recovered = rif.is_some() && stats.penalised && !failing;
+        stats.penalised = if rif.is_some() { stats.penalised && !recovered } else { true };
+        stats.ewma_us = if !stats.sampled || latency_us > current || recovered || (silence > reprobe_us && !failing) {
             latency_us
         } else {
             // The time-weighted average, with each sample weighing at least
@@ -311,8 +321,8 @@ impl P2cEwma {
     /// the credit for an attempt there.
     fn probe_cost(&self, id: BackendId, now: u64) -> Option<f64> {
         let stats = self.stats.get(&id).filter(|stats| stats.sampled)?;
-        let cost = stats.attempts.probe_cost_us(self.failure_penalty_us);
-        let due = now.saturating_sub(stats.stamp_us) as f64 > self.reprobe_us
+        let cost = stats.attempts.probe_cost_us(self.failure_penalty_us, now);
+        let due = now.saturating_sub(stats.stamp_us) as f64 > stats.attempts.reprobe_after_us(self.reprobe_us, now)
             && self.probe_budget.affords(cost)
             && host::in_flight(id) == 0;
         due.then_some(cost)
@@ -461,7 +471,7 @@ impl Policy for P2cEwma {
         {
             let us = outcome.latency_us as f64;
             self.probe_budget.earn(us);
-            stats.attempts.record(us, outcome.error.is_some() || outcome.status >= 500);
+            stats.attempts.record(us, outcome.error.is_some() || outcome.status >= 500, now);
         }
         match outcome.latency_sample(self.failure_penalty_us) {
             None => {}

@@ -134,13 +134,9 @@ const TYPICAL_ALPHA: f64 = 0.05;
 const SILENCE_WEIGHT: f64 = 10.0;
 /// Outcomes after which a backend's load is no longer slow-started.
 const PROVEN: u32 = 32;
-/// What each success in a row leaves of a recovering backend's re-probe interval.
-const PROBE_INTERVAL_PER_SUCCESS: f64 = 0.2;
 /// Successes in a row a re-probe may assume when asking whether probing a
 /// failing backend could bring it back.
 const PROBE_LOOKAHEAD: u32 = 3;
-/// A backend failing at least this share of its attempts is down.
-const DOWN_FAILURE_RATE: f64 = 0.5;
 /// The failure rate's memory, in attempts, is this share of `alpha`'s.
 const FAILURE_ALPHA_SHARE: f64 = 0.3;
 /// Failure rates are capped below 1 so a cost stays finite (and comparable).
@@ -293,20 +289,6 @@ impl Prequal {
         p * (stats.failure_latency_us + self.failure_penalty_us) / (1.0 - p) < self.typical_us
     }
 
-    /// How long after its last outcome a backend is due a re-probe, µs:
-    /// `reprobe_ms`, halved by each success in a row of a backend that was
-    /// down, so one that answers again is confirmed within a few requests
-    /// rather than one per interval. (Not one failing now and then: its
-    /// success says little, and each probe risks a failure.)
-    fn probe_due_us(&self, stats: &Stats, now: u64) -> f64 {
-        let streak = stats.failures.streak();
-        if streak > 0 && stats.failures.rate_before_streak(now) >= DOWN_FAILURE_RATE {
-            self.reprobe_us * PROBE_INTERVAL_PER_SUCCESS.powi(streak.min(16) as i32)
-        } else {
-            self.reprobe_us
-        }
-    }
-
     fn candidate(&self, id: BackendId, now: u64) -> Candidate {
         let rif = host::in_flight(id).saturating_add(1);
         let (cost, hot) = self.assess(id, rif, now);
@@ -316,7 +298,12 @@ impl Prequal {
             _ if rif != 1 => None,
             None => Some(0.0),
             Some(stats) if stats.samples == 0 => Some(0.0),
-            Some(stats) if (now.saturating_sub(stats.stamp_us) as f64) < self.probe_due_us(stats, now) => None,
+            Some(stats)
+                if (now.saturating_sub(stats.stamp_us) as f64)
+                    < stats.failures.reprobe_after_us(self.reprobe_us, now) =>
+            {
+                None
+            }
             Some(stats) if !self.probe_could_change_its_fate(stats, now) => None,
             Some(stats) => Some(self.probe_cost_us(stats, now)).filter(|cost| self.probe_budget.affords(*cost)),
         };
