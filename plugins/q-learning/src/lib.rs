@@ -4,23 +4,45 @@
 //!
 //! # Algorithm
 //!
-//! * **Reward.** A success is worth `r = −latency` (ms); a failure (status ≥ 500
-//!   or an `error`) `r = −max(latency, failure_penalty_ms)`. `not-sent` errors
-//!   (the host never sent the request) are no reward at all. Outcomes of
-//!   attempts the host routed itself are rewards too.
+//! * **Reward.** A success is worth `r = −latency / shape(rif)` (ms): its
+//!   latency as it would have been with nothing else in flight, where
+//!   `shape` is how the backend's latency grows with the requests in flight
+//!   (the SDK's `LoadShape`, learned from the successes filed under the RIF
+//!   they were sent at, against an EWMA of successes with one in flight). A
+//!   failure (status ≥ 500 or an `error`) is worth
+//!   `r = −max(latency, failure_penalty_ms)`. `not-sent` errors (the host
+//!   never sent the request) are no reward at all. Outcomes of attempts the
+//!   host routed itself are rewards too.
 //! * **Update.** `Q ← Q + α (r − Q)`. A backend starts at `Q = 0`, better than
 //!   any real reward, so each one is tried (optimistic initialisation); its first
 //!   reward then *replaces* the 0 instead of being averaged with it, because 0 is
 //!   not a measurement and averaging with it would make a 300 ms backend look
-//!   like a 90 ms one for several more requests.
+//!   like a 90 ms one for several more requests. A reward after a silence of
+//!   `reprobe_ms` (a re-probe, below) replaces `Q` too: the backend may have
+//!   changed, and averaging a 2 ms answer into −200 ms at α = 0.3 took a dozen
+//!   probes a second apart to bring back a backend that got fast (74% of the
+//!   reference in `late-bloomer`, now 98%). Not for a backend failing now and
+//!   then (5–50% of its attempts, counted by the SDK's `FailureRecord`): one
+//!   success of a backend hanging one request in five says little. And the
+//!   first success once that record says a backend's failures are over
+//!   (two in a row after it was down) replaces a value its failures lowered.
 //! * **Forgetting.** Between rewards, `Q` decays back towards optimism:
 //!   `Q(t) = Q × exp(−Δt / forget_ms)`, `Δt` the time since it was last
 //!   touched. A backend that was bad and is left alone therefore looks better and
 //!   better until it is tried again, and one that recovered is found again.
 //! * **Selection.** ε-greedy. Greedy takes the lowest cost
-//!   `−Q(t) × (in_flight + 1)` (in-flight requests counted as in `least-conn`, so
-//!   a fast backend is not buried under concurrent requests); exploration takes a
-//!   uniformly random eligible backend. Both honour `exclude`.
+//!   `−Q(t) × max(marginal(in_flight + 1), 1 + 0.05 × in_flight)`:
+//!   `marginal(r) = r × shape(r) − (r − 1) × shape(r − 1)` is what one more
+//!   request adds to the time all requests there wait together
+//!   (`LoadShape::marginal_at`; beyond one level above the highest measured,
+//!   the shape grows as a single server's). The cost used to be
+//!   `−Q(t) × (in_flight + 1)`, a single server for every backend: one with
+//!   eight slots was held to a fraction of what it serves at speed (82% of
+//!   the reference in `uneven-weights`, 86% in `large-pool`; now 99.8% and
+//!   99%). The 5% per request in flight breaks ties between backends that do
+//!   not slow down. `in_flight` counts this instance's own requests (so the
+//!   heap key below stays exact). Exploration takes a uniformly random
+//!   eligible backend. Both honour `exclude`.
 //! * **Adaptive ε.** An EWMA (weight 1/16 per reward) of the normalised TD error
 //!   `|r − Q| / (|Q| + 1 ms)` (capped at 4) measures how wrong the values still
 //!   are. `ε = clamp(epsilon_max × EWMA / 0.5, epsilon_min, epsilon_max)`, so
@@ -31,6 +53,16 @@
 //!   own: such rewards are a fraction ε of all rewards, and `0.6 × ε < ε`.
 //!   Noisy latencies keep the error, and so ε, somewhat above the floor, which
 //!   is right: noisy values are less certain.
+//! * **Re-probing.** Forgetting alone found a 200 ms backend that became the
+//!   fastest only once its value had faded below the best cost, `forget_ms ×
+//!   ln(200 / 10)` ≈ 6 s later. So each pick also looks at one backend in
+//!   turn (O(1)): if it has nothing in flight, was not rewarded for
+//!   `reprobe_ms` (a fifth of that per success in a row after it was down),
+//!   and the probe budget pays for what an attempt there is expected to
+//!   cost (its attempt time, plus the failure penalty times its failure
+//!   rate for one failing now and then; SDK `AttemptRecord`), it takes the
+//!   request. `probe_budget` (2%) of the client time of every attempt
+//!   accrues as credit (SDK `ProbeBudget`).
 //! * **Probing one at a time.** A backend never rewarded yet, or not rewarded for
 //!   longer than `forget_ms`, is a *probe*: the greedy choice sends it one
 //!   request and then leaves it out until that request's outcome arrives. Without
@@ -82,6 +114,8 @@
 //! | `forget_ms` | `2000` | time constant with which values decay back to optimism, ms (1..=86400000) |
 //! | `epsilon_min` | `0` | exploration rate once values have converged (0..=1) |
 //! | `epsilon_max` | `0.01` | exploration rate while values move (0..=1, ≥ `epsilon_min`) |
+//! | `reprobe_ms` | `1000` | an idle backend without a reward for this long is re-probed in its turn, within the budget, ms (1..=3600000) |
+//! | `probe_budget` | `0.02` | share of client time re-probes may take (0..=1) |
 //!
 //! Why so little random exploration and such quick forgetting: measured with
 //! `veer bench scenarios` (see the README), a uniformly random exploratory
@@ -99,7 +133,10 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use veer_sdk::{BackendEvent, BackendId, ErrorKind, Outcome, Params, PickContext, Policy, Pool, host};
+use veer_sdk::{
+    AttemptRecord, BackendEvent, BackendId, ErrorKind, LoadShape, Outcome, Params, PickContext, Policy, Pool,
+    ProbeBudget, host,
+};
 
 /// First line of the exported state.
 const STATE_HEADER: &str = "veer-q-learning/1";
@@ -111,6 +148,16 @@ const TD_CAP: f64 = 4.0;
 const TD_REFERENCE: f64 = 0.5;
 /// The best possible reward: a latency below 1 µs is not a measurement.
 const MIN_COST_MS: f64 = 0.001;
+/// Weight of one reward in its load level's shape.
+const SHAPE_WEIGHT: f64 = 0.1;
+/// A value rewarded within this share of `forget_ms` has barely faded (by at
+/// most ~5%): a reward then tells the shape at its load against it.
+const STEADY: f64 = 0.05;
+/// How many times `forget_ms` failure counts take to fade.
+const FAILURE_MEMORY_FORGETS: f64 = 5.0;
+/// What each other request in flight adds to a cost at the least, as a
+/// share of the cost with one in flight.
+const CROWDING: f64 = 0.05;
 
 /// Exported state as read: the TD-error EWMA, if given, and (name, Q in ms, ms
 /// since its last reward) per backend.
@@ -128,11 +175,23 @@ struct Arm {
     /// When the last reward arrived; `None` before the first.
     rewarded_us: Option<u64>,
     in_flight: u32,
+    /// What its recent attempts took and how often they failed: what
+    /// re-probing it costs a client.
+    attempts: AttemptRecord,
+    /// Whether failures lowered the value since the last success that
+    /// replaced it.
+    penalised: bool,
+    /// What a success takes with one in flight (an EWMA of successes
+    /// divided by their shape, ms; 0 before the first): what the shape is
+    /// learned against.
+    speed_ms: f64,
 }
 
 impl Arm {
-    fn new(id: BackendId, now: u64) -> Self {
-        Arm { id, q_ms: 0.0, stamp_us: now, rewarded_us: None, in_flight: 0 }
+    /// A backend never rewarded, whose failure counts fade over `failure_decay_us`.
+    fn new(id: BackendId, now: u64, failure_decay_us: f64) -> Self {
+        let attempts = AttemptRecord::new(failure_decay_us);
+        Arm { id, q_ms: 0.0, stamp_us: now, rewarded_us: None, in_flight: 0, attempts, penalised: false, speed_ms: 0.0 }
     }
 }
 
@@ -251,11 +310,20 @@ pub struct QLearning {
     forget_us: f64,
     epsilon_min: f64,
     epsilon_max: f64,
+    reprobe_us: f64,
+    /// Client time re-probes may take: each spends what an attempt at its
+    /// backend is expected to take.
+    probe_budget: ProbeBudget,
+    /// The slot the next pick considers for a re-probe (each pick looks at
+    /// one, in turn).
+    probe_cursor: usize,
     /// Origin of the index keys' time term.
     start_us: u64,
     /// Slot of every known backend, eligible or not, in `arms`.
     slots: HashMap<BackendId, u32>,
     arms: Vec<Arm>,
+    /// Each arm's latency by requests in flight, relative to `-Q`.
+    shapes: Vec<LoadShape>,
     free: Vec<u32>,
     /// Eligible arms that are not probing, by current cost.
     heap: Heap,
@@ -314,17 +382,25 @@ impl QLearning {
         arm.rewarded_us.is_none_or(|at| now.saturating_sub(at) as f64 > self.forget_us)
     }
 
-    /// The index key of `arm`: orders backends by current cost at any time.
-    fn key(&self, arm: &Arm) -> u64 {
+    /// The index key of `slot`: orders backends by current cost at any time.
+    fn key(&self, slot: u32) -> u64 {
+        let arm = &self.arms[slot as usize];
         let time = (arm.stamp_us as f64 - self.start_us as f64) / self.forget_us;
-        ordered((-arm.q_ms).max(0.0).ln() + time + f64::from(arm.in_flight).ln_1p())
+        ordered((-arm.q_ms).max(0.0).ln() + time + self.load_factor(slot, arm.in_flight.saturating_add(1)).ln())
+    }
+
+    /// How many times its value a request to `slot` sent with `rif` in flight
+    /// costs: the shape learned there, and at least the crowding.
+    fn load_factor(&self, slot: u32, rif: u32) -> f64 {
+        let crowding = 1.0 + f64::from(rif.saturating_sub(1)) * CROWDING;
+        self.shapes[slot as usize].marginal_at(rif).max(crowding)
     }
 
     /// Puts an arm in the heap, or takes it out (ineligible, or a probe in flight).
     fn rekey(&mut self, pool: &Pool, slot: u32, now: u64) {
         let arm = &self.arms[slot as usize];
         if pool.is_eligible(arm.id) && !(arm.in_flight > 0 && self.probing(arm, now)) {
-            let key = self.key(arm);
+            let key = self.key(slot);
             if self.heap.key(slot) != Some(key) {
                 self.heap.set(slot, key);
             }
@@ -345,14 +421,16 @@ impl QLearning {
             Some(slot) => *slot,
             None => {
                 let remembered = self.remembered.remove(&backend.name);
-                let arm = Arm { id, ..remembered.unwrap_or(Arm::new(id, now)) };
+                let arm = Arm { id, ..remembered.unwrap_or(Arm::new(id, now, self.failure_decay_us())) };
                 let slot = match self.free.pop() {
                     Some(slot) => {
                         self.arms[slot as usize] = arm;
+                        self.shapes[slot as usize] = LoadShape::default();
                         slot
                     }
                     None => {
                         self.arms.push(arm);
+                        self.shapes.push(LoadShape::default());
                         (self.arms.len() - 1) as u32
                     }
                 };
@@ -384,6 +462,34 @@ impl QLearning {
             None if outcome.status >= 500 => Some(-latency_ms.max(self.failure_penalty_ms)),
             None => Some(-latency_ms),
         }
+    }
+
+    /// Failure counts fade [`FAILURE_MEMORY_FORGETS`] times slower than
+    /// values: failures are rarer than latencies and matter longer.
+    fn failure_decay_us(&self) -> f64 {
+        self.forget_us * FAILURE_MEMORY_FORGETS
+    }
+
+    /// The slot to re-probe with this pick, if the one whose turn it is is
+    /// due: idle, not rewarded for `reprobe_ms`, and the budget pays for
+    /// what an attempt there is expected to cost. One slot per pick, in
+    /// turn, so the pick stays O(log n).
+    fn due_probe(&mut self, pool: &Pool, ctx: &PickContext, now: u64) -> Option<u32> {
+        if self.arms.is_empty() {
+            return None;
+        }
+        self.probe_cursor = (self.probe_cursor + 1) % self.arms.len();
+        let slot = self.probe_cursor as u32;
+        let arm = &self.arms[slot as usize];
+        let due_after = arm.attempts.reprobe_after_us(self.reprobe_us, now);
+        let silent = arm.rewarded_us.is_some_and(|at| now.saturating_sub(at) as f64 > due_after);
+        let due = silent
+            && arm.in_flight == 0
+            && Some(arm.id) != ctx.exclude
+            && self.slots.get(&arm.id) == Some(&slot)
+            && pool.is_eligible(arm.id);
+        let cost = arm.attempts.probe_cost_us(self.failure_penalty_ms * 1e3, now);
+        (due && self.probe_budget.try_spend(cost)).then_some(slot)
     }
 
     fn parse_state(text: &str) -> Result<ParsedState, String> {
@@ -458,6 +564,8 @@ impl Policy for QLearning {
         let forget_ms = reader.number("forget_ms", 2_000.0, 1.0..=86_400_000.0);
         let epsilon_min = reader.number("epsilon_min", 0.0, 0.0..=1.0);
         let epsilon_max = reader.number("epsilon_max", 0.01, 0.0..=1.0);
+        let reprobe_ms = reader.number("reprobe_ms", 1_000.0, 1.0..=3_600_000.0);
+        let probe_budget = reader.number("probe_budget", 0.02, 0.0..=1.0);
         if alpha <= 0.0 {
             reader.problem(format!("alpha: must be greater than 0 and at most 1, got {alpha}"));
         }
@@ -471,9 +579,13 @@ impl Policy for QLearning {
             forget_us: forget_ms * 1e3,
             epsilon_min,
             epsilon_max,
+            reprobe_us: reprobe_ms * 1e3,
+            probe_budget: ProbeBudget::new(probe_budget),
+            probe_cursor: 0,
             start_us: host::now_us(),
             slots: HashMap::new(),
             arms: Vec::new(),
+            shapes: Vec::new(),
             free: Vec::new(),
             heap: Heap::default(),
             td_error: 1.0,
@@ -497,18 +609,24 @@ impl Policy for QLearning {
         if self.slots.len() != pool.len() {
             self.resync(pool);
         }
-        let explore = host::random_unit() < self.epsilon();
-        let greedy = if explore { None } else { self.heap.best(&self.arms, ctx.exclude) };
-        // Exploring, or every candidate is a probe in flight: a random one.
-        let slot = match greedy {
-            Some(slot) => slot,
-            None => *self.slots.get(&pool.random_eligible(ctx.exclude)?)?,
-        };
         let now = host::now_us();
+        let slot = match self.due_probe(pool, ctx, now) {
+            Some(slot) => slot,
+            None => {
+                let explore = host::random_unit() < self.epsilon();
+                let greedy = if explore { None } else { self.heap.best(&self.arms, ctx.exclude) };
+                // Exploring, or every candidate is a probe in flight: a random one.
+                match greedy {
+                    Some(slot) => slot,
+                    None => *self.slots.get(&pool.random_eligible(ctx.exclude)?)?,
+                }
+            }
+        };
         let mut arm = self.arms[slot as usize];
         self.touch(&mut arm, now);
         arm.in_flight = arm.in_flight.saturating_add(1);
         self.arms[slot as usize] = arm;
+        self.shapes[slot as usize].sent(arm.in_flight);
         self.rekey(pool, slot, now);
         Some(arm.id)
     }
@@ -517,15 +635,57 @@ impl Policy for QLearning {
         let Some(&slot) = self.slots.get(&outcome.backend) else { return };
         let mut arm = self.arms[slot as usize];
         let now = host::now_us();
+        // The load the attempt was sent at: ours from the pick (every
+        // outcome of a pick ends its attempt, `not-sent` ones too); the
+        // host's own choices went beside ours.
+        let rif = if outcome.picked { self.shapes[slot as usize].answered() } else { None };
+        let rif = rif.unwrap_or(arm.in_flight.saturating_add(1));
         if outcome.picked {
             arm.in_flight = arm.in_flight.saturating_sub(1);
         }
-        if let Some(reward) = self.reward(outcome) {
+        if outcome.error != Some(ErrorKind::NotSent) {
+            let us = outcome.latency_us as f64;
+            self.probe_budget.earn(us);
+            arm.attempts.record(us, outcome.error.is_some() || outcome.status >= 500, now);
+        }
+        if let Some(mut reward) = self.reward(outcome) {
+            let steady = arm.rewarded_us.is_some_and(|at| (now.saturating_sub(at) as f64) < self.forget_us * STEADY);
             self.touch(&mut arm, now);
+            // A success tells the shape at its load, against the latency of
+            // successes with one in flight (not the value: forgetting fades
+            // the value towards optimism between rewards, and against it
+            // every shape read a little high, the rewards divided by it made
+            // the value lower still, a loop that took backends with no
+            // capacity limit to a shape of 1.8 at five in flight; and the
+            // value holds failures' penalties). Divided by the shape, the
+            // success is a reward for the latency with one in flight.
+            let succeeded = outcome.error.is_none() && outcome.status < 500;
+            if succeeded {
+                let shape = &mut self.shapes[slot as usize];
+                let steady = steady && arm.speed_ms > 0.0;
+                if steady {
+                    shape.learn(rif, -reward, arm.speed_ms, SHAPE_WEIGHT);
+                }
+                reward /= shape.at(rif);
+                arm.speed_ms = if steady { arm.speed_ms + (-reward - arm.speed_ms) * SHAPE_WEIGHT } else { -reward };
+            }
             let q = arm.q_ms;
             let error = ((reward - q).abs() / (q.abs() + 1.0)).min(TD_CAP);
             self.td_error += (error - self.td_error) * TD_WEIGHT;
-            arm.q_ms = if arm.rewarded_us.is_none() { reward } else { q + self.alpha * (reward - q) };
+            // After a silence (a re-probe) the reward replaces the value:
+            // the backend may have changed, and averaging a 2 ms answer into
+            // a value of 200 ms at 0.3 a probe took a dozen probes, a second
+            // apart, to bring a backend that got fast back (74% of the
+            // reference in `late-bloomer`). Not for one failing now and then:
+            // one success of a backend hanging one request in five says
+            // little. So does a success once the failure record says the
+            // failures that lowered the value are over.
+            let failing = arm.attempts.is_intermittent(now) || arm.attempts.is_down(now);
+            let recovered = succeeded && arm.penalised && !failing;
+            arm.penalised = if succeeded { arm.penalised && !recovered } else { true };
+            let silent = arm.rewarded_us.is_none_or(|at| now.saturating_sub(at) as f64 > self.reprobe_us);
+            let replace = arm.rewarded_us.is_none() || recovered || (silent && !failing);
+            arm.q_ms = if replace { reward } else { q + self.alpha * (reward - q) };
             arm.rewarded_us = Some(now);
         }
         self.arms[slot as usize] = arm;
@@ -565,7 +725,7 @@ impl Policy for QLearning {
         let ids: HashMap<&str, BackendId> = pool.backends().map(|b| (b.name.as_str(), b.id)).collect();
         for (name, q_ms, age_ms) in values {
             let rewarded_us = Some(now.saturating_sub((age_ms * 1e3) as u64));
-            let restored = Arm { q_ms, stamp_us: now, rewarded_us, ..Arm::new(0, now) };
+            let restored = Arm { q_ms, stamp_us: now, rewarded_us, ..Arm::new(0, now, self.failure_decay_us()) };
             match ids.get(name.as_str()).and_then(|id| self.slots.get(id)) {
                 Some(&slot) => {
                     let arm = &mut self.arms[slot as usize];
@@ -602,7 +762,7 @@ mod tests {
     #[test]
     fn the_heap_stays_consistent() {
         let mut rng = veer_sdk::testing::SimRng::new(3);
-        let arms: Vec<Arm> = (0..50).map(|id| Arm::new(id, 0)).collect();
+        let arms: Vec<Arm> = (0..50).map(|id| Arm::new(id, 0, 1e7)).collect();
         let mut heap = Heap::default();
         let mut keys: HashMap<u32, u64> = HashMap::new();
         for step in 0..5_000 {
@@ -720,10 +880,15 @@ mod tests {
             if id == sick { Reply::fail(2 * MS) } else { Reply::ok(10 * MS) }
         });
         assert!(report.share(sick) < 0.01, "while failing: {:.4}", report.share(sick));
-        // Healthy again: exploration finds out within seconds.
-        let report = h.run(Load { requests: 20_000, concurrency: 8 }, |_, _, _| Reply::ok(10 * MS));
+        // Healthy again: re-probes find out within seconds. (Equal backends
+        // that answer in exactly equal time share by ties, 2-2-2-1-1 in
+        // lockstep; real ones differ by a little jitter.)
+        let healthy = |_: BackendId, _: u32, rng: &mut veer_sdk::testing::SimRng| {
+            Reply::ok(10 * MS + (rng.unit() * MS as f64) as u64)
+        };
+        let report = h.run(Load { requests: 20_000, concurrency: 8 }, healthy);
         assert!(report.share(sick) > 0.15, "recovering: {:.3}", report.share(sick));
-        let report = h.run(Load { requests: 20_000, concurrency: 8 }, |_, _, _| Reply::ok(10 * MS));
+        let report = h.run(Load { requests: 20_000, concurrency: 8 }, healthy);
         assert!((report.share(sick) - 0.2).abs() < 0.02, "recovered: {:.3}", report.share(sick));
     }
 
@@ -980,5 +1145,55 @@ mod tests {
         assert!(err.contains("alpha: must be between 0 and 1, got 1.5"), "{err}");
         assert!(err.contains("failure_penalty_ms: expected a number, got 'x'"), "{err}");
         assert!(Harness::<QLearning>::new(&[("alpha", "1"), ("epsilon_min", "0.1"), ("epsilon_max", "0.1")]).is_ok());
+        for bad in ["-0.1", "1.5", "NaN", "lots"] {
+            let err = Harness::<QLearning>::new(&[("probe_budget", bad)]).unwrap_err();
+            assert!(err.contains("probe_budget"), "{bad}: {err}");
+        }
+        let err = Harness::<QLearning>::new(&[("reprobe_ms", "0")]).unwrap_err();
+        assert!(err.contains("reprobe_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_backend_with_more_slots_takes_the_load_it_serves_at_speed() {
+        // Both 10 ms; one serves eight at once, the other one at a time.
+        let mut h = Harness::<QLearning>::new(&[]).unwrap();
+        let wide = h.add_backend("wide", 1);
+        let narrow = h.add_backend("narrow", 1);
+        let report = h.run(Load { requests: 20_000, concurrency: 8 }, |id, in_flight, _| {
+            let capacity = if id == wide { 8 } else { 1 };
+            Reply::ok(10 * MS * u64::from(in_flight.max(capacity)) / u64::from(capacity))
+        });
+        // As a single server each, they split the clients about evenly.
+        assert!(report.share(wide) > 0.8, "wide {:.3}", report.share(wide));
+        assert!(report.mean_latency_us() < 11.0 * MS as f64, "{}", report.mean_latency_us());
+        let shape = |id| h.policy().shapes[h.policy().slots[&id] as usize].clone();
+        assert_eq!(shape(wide).measured(5).map(f64::round), Some(1.0));
+        assert!(shape(narrow).measured(2).is_some_and(|s| s > 1.5));
+    }
+
+    #[test]
+    fn a_slow_backend_that_becomes_the_fastest_is_re_probed_and_taken_back() {
+        // 200 ms, then 2 ms; four at 10 ms. Forgetting alone takes ~6 s to
+        // try it again; a re-probe within the budget finds it in about one.
+        let mut h = Harness::<QLearning>::new(&[]).unwrap();
+        let bloomer = h.add_backend("bloomer", 1);
+        h.add_backends(4);
+        let before = h.run(Load { requests: 2_000, concurrency: 8 }, |id, _, _| {
+            Reply::ok(if id == bloomer { 200 * MS } else { 10 * MS })
+        });
+        assert!(before.share(bloomer) < 0.02, "{:.3}", before.share(bloomer));
+        let changed = h.now_us();
+        let mut found_after_us = None;
+        for _ in 0..40 {
+            let report = h.run(Load { requests: 100, concurrency: 8 }, |id, _, _| {
+                Reply::ok(if id == bloomer { 2 * MS } else { 10 * MS })
+            });
+            if report.share(bloomer) > 0.5 {
+                found_after_us = Some(h.now_us() - changed);
+                break;
+            }
+        }
+        let found = found_after_us.expect("never taken back");
+        assert!(found < 2_500 * MS, "taken back after {} ms", found / MS);
     }
 }
