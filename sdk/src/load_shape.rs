@@ -38,9 +38,12 @@ const LEVEL_START: [u32; LEVELS] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 25, 33];
 /// that may be wrong.
 ///
 /// Each sample is filed under the RIF its attempt was *sent* at: the shape
-/// keeps a queue of those ([`LoadShape::sent`], [`LoadShape::answered`];
-/// answers mostly come back in order, and when they do not a neighbour's
-/// RIF is close).
+/// keeps the RIF and the time of each attempt not answered yet
+/// ([`LoadShape::sent`], [`LoadShape::answered`]: an answer is matched to
+/// the attempt sent closest to its latency before it). The oldest of them
+/// tells a wait no answer has told yet ([`LoadShape::longest_wait_us`]): a
+/// request still unanswered after 100 ms at a backend that answers in 5 ms
+/// is news before its timeout is.
 ///
 /// ```
 /// use veer_sdk::LoadShape;
@@ -59,8 +62,9 @@ pub struct LoadShape {
     /// Latency per RIF level relative to the speed, once sampled there;
     /// level 0 (one in flight) is 1 by definition and never set.
     levels: [Option<f64>; LEVELS],
-    /// The RIF each attempt of the policy's there was sent at, oldest first.
-    sent_at: VecDeque<u32>,
+    /// The RIF each attempt of the policy's there was sent at, and when
+    /// (µs), oldest first.
+    sent_at: VecDeque<(u32, u64)>,
 }
 
 impl LoadShape {
@@ -145,21 +149,39 @@ impl LoadShape {
         *slot = Some(slot.map_or(relative, |old| old + alpha * (relative - old)));
     }
 
-    /// An attempt of the policy's was sent with `rif` in flight (itself included).
-    pub fn sent(&mut self, rif: u32) {
+    /// An attempt of the policy's was sent at `now` with `rif` in flight
+    /// (itself included).
+    pub fn sent(&mut self, rif: u32, now: u64) {
         // Bounded: outcomes lost to a replaced instance must not grow it forever.
         if self.sent_at.len() >= MAX_OUTSTANDING {
             self.sent_at.pop_front();
         }
-        self.sent_at.push_back(rif);
+        self.sent_at.push_back((rif, now));
     }
 
-    /// The oldest attempt of the policy's there ended: the RIF it was sent
-    /// at, if one is outstanding. Call it for every outcome of a pick of the
-    /// policy's, `not-sent` ones too, or later outcomes are filed under
-    /// their neighbours' RIF.
-    pub fn answered(&mut self) -> Option<u32> {
-        self.sent_at.pop_front()
+    /// An attempt of the policy's there ended at `now` after `latency_us`:
+    /// the RIF it was sent at, if one is outstanding. The attempt is the one
+    /// sent closest to `now − latency_us` (the oldest of equals), so one
+    /// that hangs while later ones are answered stays outstanding. Call it
+    /// for every outcome of a pick of the policy's, `not-sent` ones too.
+    pub fn answered(&mut self, now: u64, latency_us: u64) -> Option<u32> {
+        let started = now.saturating_sub(latency_us);
+        let (at, _) = self.sent_at.iter().enumerate().min_by_key(|(_, (_, sent))| sent.abs_diff(started))?;
+        self.sent_at.remove(at).map(|(rif, _)| rif)
+    }
+
+    /// How long the oldest attempt not answered yet has waited at `now`, µs
+    /// (0 with none): at least what that attempt will take.
+    pub fn longest_wait_us(&self, now: u64) -> u64 {
+        self.sent_at.front().map_or(0, |(_, sent)| now.saturating_sub(*sent))
+    }
+
+    /// The least the backend's latency with one in flight can be, µs, given
+    /// that the oldest attempt not answered yet has waited this long at the
+    /// load it was sent at (0 with none). A backend that hangs shows it
+    /// here while its clients wait, not at its timeout.
+    pub fn speed_at_least_us(&self, now: u64) -> f64 {
+        self.sent_at.front().map_or(0.0, |(rif, sent)| now.saturating_sub(*sent) as f64 / self.at(*rif))
     }
 
     /// Attempts sent and not answered yet.
@@ -251,18 +273,24 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_filed_under_the_rif_they_were_sent_at_in_order() {
+    fn answers_are_filed_under_the_rif_of_the_attempt_they_answer() {
         let mut shape = LoadShape::default();
-        shape.sent(1);
-        shape.sent(2);
-        assert_eq!(shape.outstanding(), 2);
-        assert_eq!(shape.answered(), Some(1));
-        assert_eq!(shape.answered(), Some(2));
-        assert_eq!(shape.answered(), None);
+        shape.sent(1, 1_000);
+        shape.sent(2, 2_000);
+        shape.sent(3, 3_000);
+        assert_eq!(shape.outstanding(), 3);
+        assert_eq!(shape.longest_wait_us(10_000), 9_000);
+        // The second one is answered first, after 8 ms; the first hangs.
+        assert_eq!(shape.answered(10_000, 8_000), Some(2));
+        assert_eq!(shape.answered(11_000, 8_000), Some(3));
+        assert_eq!(shape.longest_wait_us(50_000), 49_000, "the hanging one is still waiting");
+        assert_eq!(shape.answered(60_000, 59_000), Some(1));
+        assert_eq!(shape.answered(60_000, 0), None);
+        assert_eq!(shape.longest_wait_us(60_000), 0);
         for rif in 0..(MAX_OUTSTANDING as u32 + 10) {
-            shape.sent(rif);
+            shape.sent(rif, u64::from(rif));
         }
         assert_eq!(shape.outstanding(), MAX_OUTSTANDING);
-        assert_eq!(shape.answered(), Some(10), "the oldest are dropped");
+        assert_eq!(shape.longest_wait_us(2_000), 2_000 - 10, "the oldest are dropped");
     }
 }

@@ -60,6 +60,11 @@
 //!   is not flooded before its answers come (73% in `black-hole` without
 //!   this caution, 87% with it). The 5% per request in flight only breaks
 //!   ties: equal backends that do not slow down under load share it evenly.
+//!   `value(now)` is at least what the oldest attempt of this instance still
+//!   unanswered there shows: its wait so far divided by the shape at the
+//!   load it was sent at (`LoadShape::speed_at_least_us`). So a backend
+//!   that hangs one request in five is found out while its clients wait,
+//!   not when their timeouts fire (`black-hole` 89% → 95%).
 //!   Configured weights are not used. `in_flight` is the host's
 //!   count (`host::in_flight`): every attempt to the backend from every
 //!   data-path worker. The host runs an instance of this policy per worker, so
@@ -225,6 +230,9 @@ impl P2cEwma {
             return None;
         }
         let rif = host::in_flight(id).saturating_add(1);
+        // An attempt unanswered for longer than the estimate says is news
+        // before its answer is.
+        let idle = idle.max(stats.shape.speed_at_least_us(now));
         let crowding = 1.0 + f64::from(rif - 1) * CROWDING;
         Some((idle * stats.shape.marginal_at(rif).max(crowding), rif))
     }
@@ -332,7 +340,7 @@ impl P2cEwma {
     /// answer is filed under.
     fn sent(&mut self, id: BackendId, rif: u32) {
         if let Some(stats) = self.stats.get_mut(&id) {
-            stats.shape.sent(rif);
+            stats.shape.sent(rif, host::now_us());
         }
     }
 
@@ -465,7 +473,11 @@ impl Policy for P2cEwma {
         // Every outcome of a pick of ours ends that attempt, `not-sent` ones
         // too; the host's own choices have left its count: the others plus
         // themselves.
-        let sent_at = if outcome.picked { self.stats.get_mut(&id).and_then(|s| s.shape.answered()) } else { None };
+        let sent_at = if outcome.picked {
+            self.stats.get_mut(&id).and_then(|s| s.shape.answered(now, outcome.latency_us))
+        } else {
+            None
+        };
         if let Some(stats) = self.stats.get_mut(&id)
             && outcome.error != Some(ErrorKind::NotSent)
         {
@@ -880,6 +892,28 @@ mod tests {
         for bad in ["-0.1", "1.5", "NaN", "lots"] {
             let err = Harness::<P2cEwma>::new(&[("probe_budget", bad)]).unwrap_err();
             assert!(err.contains("probe_budget"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_backend_hanging_one_request_in_five_is_found_out_while_its_clients_wait() {
+        // `black-hole`: 5 ms, but every fifth request hangs until a 500 ms
+        // timeout; four at 10 ms, ten clients. The wait of its unanswered
+        // requests shows it before their timeouts do (without that, ~10
+        // hangs every 4 s window).
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let hole = h.add_backend("hole", 1);
+        h.add_backends(4);
+        for window in 0..5 {
+            let report = h.run(Load { requests: 4_000, concurrency: 10 }, |id, _, rng| {
+                if id == hole && rng.unit() < 0.2 {
+                    Reply::fail(500 * MS)
+                } else {
+                    Reply::ok(if id == hole { 5 * MS } else { 10 * MS })
+                }
+            });
+            let hangs = report.backends.get(&hole).map_or(0, |b| b.failures);
+            assert!(hangs <= 4, "window {window}: {hangs} hangs");
         }
     }
 }
