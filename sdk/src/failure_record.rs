@@ -28,13 +28,13 @@ const PROBE_INTERVAL_PER_SUCCESS: f64 = 0.2;
 ///
 /// ```
 /// let mut record = veer_sdk::FailureRecord::new(5e6, 30.0);
-/// for _ in 0..3 {
-///     record.count(true, 0);
+/// for at in 1..=3 {
+///     record.count(true, at * 1_000, 500); // each sent after the last failure
 /// }
-/// assert!(record.rate(0) > 0.85);
-/// record.count(false, 0);
-/// record.count(false, 0);
-/// assert!(record.expected_rate(0) < 0.05, "back, almost surely");
+/// assert!(record.rate(4_000) > 0.85);
+/// record.count(false, 5_000, 500);
+/// record.count(false, 6_000, 500);
+/// assert!(record.expected_rate(6_000) < 0.05, "back, almost surely");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FailureRecord {
@@ -43,8 +43,11 @@ pub struct FailureRecord {
     attempts: f64,
     /// Successes since the last failure.
     streak: u32,
-    /// Failures since the last success.
+    /// Failures since the last success, of attempts sent after the last
+    /// success's.
     failed_in_a_row: u32,
+    /// When the attempt of the last success was sent, µs.
+    last_success_sent_us: u64,
     /// When the last outcome was counted, µs.
     stamp_us: u64,
     decay_us: f64,
@@ -58,7 +61,16 @@ impl FailureRecord {
     /// An empty record whose counts fade with time constant `decay_us` and
     /// keep at most `memory` attempts' worth.
     pub fn new(decay_us: f64, memory: f64) -> FailureRecord {
-        FailureRecord { failures: 0.0, attempts: 0.0, streak: 0, failed_in_a_row: 0, stamp_us: 0, decay_us, memory }
+        FailureRecord {
+            failures: 0.0,
+            attempts: 0.0,
+            streak: 0,
+            failed_in_a_row: 0,
+            last_success_sent_us: 0,
+            stamp_us: 0,
+            decay_us,
+            memory,
+        }
     }
 
     /// What is left at `now` of what was counted at the last outcome.
@@ -66,16 +78,29 @@ impl FailureRecord {
         (-(now.saturating_sub(self.stamp_us) as f64) / self.decay_us).exp()
     }
 
-    /// Counts an attempt that failed or not at `now`.
-    pub fn count(&mut self, failed: bool, now: u64) {
+    /// Counts an attempt that ended at `now`, `latency_us` after it was
+    /// sent, and failed or not.
+    ///
+    /// Runs are in the order attempts were sent, not answered: a failure of
+    /// an attempt sent before one that already succeeded does not make a
+    /// run of failures longer (the backend served after it was sent).
+    /// Requests hung together at a backend that hangs one in five time out
+    /// together, long after the successes sent between them; read in the
+    /// order they arrived they said "went down" of a backend that had not
+    /// changed, and its recovery was then probed, into more hangs.
+    pub fn count(&mut self, failed: bool, now: u64, latency_us: u64) {
         let fade = self.fade(now);
         let keep = fade * (self.memory / (self.attempts * fade + 1.0)).min(1.0);
         self.failures = self.failures * keep + f64::from(u8::from(failed));
         self.attempts = self.attempts * keep + 1.0;
+        let sent = now.saturating_sub(latency_us);
         if failed {
             self.streak = 0;
-            self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+            if sent >= self.last_success_sent_us || self.failed_in_a_row == 0 {
+                self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+            }
         } else {
+            self.last_success_sent_us = self.last_success_sent_us.max(sent);
             self.streak = self.streak.saturating_add(1);
             self.failed_in_a_row = 0;
         }
@@ -170,10 +195,11 @@ impl FailureRecord {
 mod tests {
     use super::FailureRecord;
 
+    /// Each outcome 1 ms after the one before, answered 0.5 ms after it was sent.
     fn counted(outcomes: &[bool]) -> FailureRecord {
         let mut record = FailureRecord::new(5e6, 1.0 / 0.03);
-        for failed in outcomes {
-            record.count(*failed, 0);
+        for (at, failed) in (1..).zip(outcomes) {
+            record.count(*failed, at * 1_000, 500);
         }
         record
     }
@@ -204,10 +230,28 @@ mod tests {
     }
 
     #[test]
+    fn failures_in_a_row_are_counted_in_the_order_attempts_were_sent() {
+        // Healthy; the last success was sent at 29.5 ms.
+        let healthy = || counted(&[false; 30]);
+        // Three hangs of attempts sent before it, timing out together.
+        let mut hung = healthy();
+        for at in [520_000, 521_000, 522_000] {
+            hung.count(true, at, 500_000);
+        }
+        assert!(hung.rate(522_000) < 0.15, "not down: {}", hung.rate(522_000));
+        // Three failures of attempts sent after it: the backend went down.
+        let mut down = healthy();
+        for at in [40_000, 41_000, 42_000] {
+            down.count(true, at, 1_000);
+        }
+        assert!(down.rate(42_000) > 0.8, "down: {}", down.rate(42_000));
+    }
+
+    #[test]
     fn a_backend_answering_again_after_being_down_is_probed_sooner() {
         let mut record = counted(&[true; 3]);
         assert_eq!(record.reprobe_after_us(1e6, 0), 1e6);
-        record.count(false, 0);
+        record.count(false, 1_000, 500);
         assert!((record.reprobe_after_us(1e6, 0) - 2e5).abs() < 1e-6);
         // One failing now and then is not hurried.
         let flaky: Vec<bool> = (0..31).map(|i| i % 5 == 0).collect();
@@ -218,7 +262,7 @@ mod tests {
     fn counts_fade_towards_the_prior() {
         let mut record = FailureRecord::new(1e6, 30.0);
         for _ in 0..3 {
-            record.count(true, 0);
+            record.count(true, 0, 0);
         }
         assert!(record.rate(0) > 0.85);
         assert!((record.rate(60_000_000) - 0.02).abs() < 0.001, "{}", record.rate(60_000_000));

@@ -103,7 +103,7 @@ impl AttemptRecord {
         self.time_us =
             if self.seen { self.time_us + (latency_us - self.time_us) * Self::TIME_WEIGHT } else { latency_us };
         self.seen = true;
-        self.failures.count(failed, now);
+        self.failures.count(failed, now, latency_us as u64);
     }
 
     /// The failure rate to expect of the next attempt

@@ -455,7 +455,7 @@ impl Policy for Prequal {
         }
         // Failures are rarer than latency samples and matter longer: a
         // longer memory than the latency's.
-        stats.failures.count(failed, now);
+        stats.failures.count(failed, now, outcome.latency_us);
         stats.stamp_us = now;
         stats.samples = (stats.samples + 1).min(PROVEN);
     }
@@ -659,13 +659,9 @@ mod tests {
         }
         // After it was found out (the slow start and the wait of its
         // unanswered requests bound that), ~16 s of traffic: one probe a
-        // second would hang ~4 times a window. Hangs of requests in flight
-        // together arrive as failures in a row, which the failure record
-        // can read as "went down" once: its recovery is then tried, one
-        // more episode, and never again.
+        // second would hang ~4 times a window.
         assert!(hangs[0] <= 12, "{hangs:?}");
-        assert!(hangs[1] <= 6, "{hangs:?}");
-        assert_eq!(hangs[2..5].iter().sum::<usize>(), 0, "{hangs:?}");
+        assert!(hangs[1..5].iter().sum::<usize>() <= 1, "{hangs:?}");
     }
 
     #[test]
