@@ -69,7 +69,13 @@
 //!   now 96%). The cost of a candidate is the expected time per
 //!   *successful* request, the scenario oracle's formula, `((1 − p) ×
 //!   latency + p × (f + failure_penalty)) / (1 − p)`: a backend that fails
-//!   fast never looks fast.
+//!   fast never looks fast. The latency there is the marginal one, what the
+//!   request adds to the time all requests at the backend wait together
+//!   (`speed × LoadShape::marginal_at(rif)`), not its own wait: among cold
+//!   candidates the own wait filled a 4 ms backend with four slots to six
+//!   (6 ms each) while 10 ms backends idled (against the oracle that
+//!   reckons marginally, `flapping` 92.5% → 94.6%, `recovery` 94.2% →
+//!   96.5%).
 //! * **Hot and cold.** Prequal calls a server hot when its RIF is above a
 //!   quantile (0.84) of the fleet's RIFs: for servers of equal capacity the
 //!   busiest are the ones about to queue. Here a candidate is hot when it
@@ -264,7 +270,7 @@ impl Prequal {
         // An attempt unanswered for longer than the speed says is news
         // before its answer is (a hang shows while its client waits).
         let speed = (stats.speed_us.unwrap_or(self.typical_us) * fade).max(stats.shape.speed_at_least_us(now));
-        let latency = speed * shape;
+        let latency = speed * stats.shape.marginal_at(rif);
         let p = stats.failures.expected_rate(now).min(MAX_FAILURE_RATE);
         // Hot: queueing, that is slower at this load than unloaded by more
         // than `hot_slowdown`.

@@ -82,7 +82,8 @@
 //! would seem to change every backend's cost all the time, but it multiplies
 //! every `Q` by the same factor `exp(−t / forget_ms)`, so the *order* of costs
 //! only changes when a backend is touched. The heap key is therefore
-//! `ln(−Q) + (t_touched − t_start) / forget_ms + ln(in_flight + 1)`, which orders
+//! `ln(−Q) + (t_touched − t_start) / forget_ms + ln(load(in_flight + 1))`, `load`
+//! the factor the cost above multiplies `−Q` by, which orders
 //! backends exactly by their current cost at any later time; it is recomputed
 //! (O(log n)) only for the backend a pick or an outcome touches. The float is mapped to a `u64` with the usual
 //! order-preserving bit trick, so the heap needs no float comparisons. A retry
