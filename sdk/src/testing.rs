@@ -441,6 +441,31 @@ impl<P: Policy> Harness<P> {
     }
 }
 
+/// The `black-hole` scenario in virtual time: a 5 ms backend that hangs one
+/// request in five until a 500 ms timeout, beside four at 10 ms, ten
+/// clients, `windows` runs of 4000 requests (~4 s each). Returns the hangs
+/// of each window: a policy that finds the hanging backend out, and does not
+/// probe it back into use, keeps them low; blind rotation hangs ~160 a
+/// window.
+pub fn black_hole_hangs<P: Policy>(params: &[(&str, &str)], windows: usize) -> Result<Vec<usize>, String> {
+    let mut h = Harness::<P>::new(params)?;
+    let hole = h.add_backend("hole", 1);
+    h.add_backends(4);
+    let hangs = (0..windows)
+        .map(|_| {
+            let report = h.run(Load { requests: 4_000, concurrency: 10 }, |id, _, rng| {
+                if id == hole && rng.unit() < 0.2 {
+                    Reply::fail(500_000)
+                } else {
+                    Reply::ok(if id == hole { 5_000 } else { 10_000 })
+                }
+            });
+            report.backends.get(&hole).map_or(0, |b| b.failures)
+        })
+        .collect();
+    Ok(hangs)
+}
+
 /// A simulated request's end: (completion time, sequence, backend, latency, ok).
 /// The sequence number keeps the order of simultaneous completions deterministic.
 type Completion = (u64, u64, BackendId, u64, bool);

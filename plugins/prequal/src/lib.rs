@@ -646,26 +646,12 @@ mod tests {
 
     #[test]
     fn a_backend_hanging_one_request_in_five_is_not_reprobed_into_more_hangs() {
-        // `black-hole`: 5 ms, but every fifth request hangs until a 500 ms
-        // timeout. Probing it again could not bring it back (three successes
-        // in a row are luck at that rate), so it is left alone.
-        let mut h = Harness::<Prequal>::new(&[]).unwrap();
-        let hole = h.add_backend("hole", 1);
-        h.add_backends(4);
-        let mut hangs = Vec::new();
-        for _ in 0..5 {
-            let report = h.run(Load { requests: 4_000, concurrency: 10 }, |id, _, rng| {
-                if id == hole && rng.unit() < 0.2 {
-                    Reply::fail(500 * MS)
-                } else {
-                    Reply::ok(if id == hole { 5 * MS } else { 10 * MS })
-                }
-            });
-            hangs.push(report.backends.get(&hole).map_or(0, |b| b.failures));
-        }
-        // After it was found out (the slow start and the wait of its
-        // unanswered requests bound that), ~16 s of traffic: one probe a
-        // second would hang ~4 times a window.
+        // Probing it again could not bring it back (three successes in a
+        // row are luck at that rate), so it is left alone. After it was
+        // found out (the slow start and the wait of its unanswered requests
+        // bound that), ~16 s of traffic: one probe a second would hang ~4
+        // times a window.
+        let hangs = veer_sdk::testing::black_hole_hangs::<Prequal>(&[], 5).unwrap();
         assert!(hangs[0] <= 12, "{hangs:?}");
         assert!(hangs[1..5].iter().sum::<usize>() <= 1, "{hangs:?}");
     }
