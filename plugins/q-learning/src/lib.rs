@@ -8,7 +8,8 @@
 //!   latency as it would have been with nothing else in flight, where
 //!   `shape` is how the backend's latency grows with the requests in flight
 //!   (the SDK's `LoadShape`, learned from the successes filed under the RIF
-//!   they were sent at, against an EWMA of successes with one in flight). A
+//!   they were sent at, against an EWMA of successes each divided by the
+//!   shape at its RIF). A
 //!   failure (status ≥ 500 or an `error`) is worth
 //!   `r = −max(latency, failure_penalty_ms)`. `not-sent` errors (the host
 //!   never sent the request) are no reward at all. Outcomes of attempts the
@@ -21,7 +22,7 @@
 //!   `reprobe_ms` (a re-probe, below) replaces `Q` too: the backend may have
 //!   changed, and averaging a 2 ms answer into −200 ms at α = 0.3 took a dozen
 //!   probes a second apart to bring back a backend that got fast (74% of the
-//!   reference in `late-bloomer`, now 98%). Not for a backend failing now and
+//!   reference in `late-bloomer`, now 97.7%). Not for a backend failing now and
 //!   then (5–50% of its attempts, counted by the SDK's `FailureRecord`): one
 //!   success of a backend hanging one request in five says little. And the
 //!   first success once that record says a backend's failures are over
@@ -39,7 +40,7 @@
 //!   `−Q(t) × (in_flight + 1)`, a single server for every backend: one with
 //!   eight slots was held to a fraction of what it serves at speed (82% of
 //!   the reference in `uneven-weights`, 86% in `large-pool`; now 99.8% and
-//!   99%). The 5% per request in flight breaks ties between backends that do
+//!   97.9%). The 5% per request in flight breaks ties between backends that do
 //!   not slow down. `in_flight` counts this instance's own requests (so the
 //!   heap key below stays exact). A wait cannot be in the key, so the greedy
 //!   choice checks the top of the heap: if the oldest request still
@@ -157,8 +158,9 @@ const TD_REFERENCE: f64 = 0.5;
 const MIN_COST_MS: f64 = 0.001;
 /// Weight of one reward in its load level's shape.
 const SHAPE_WEIGHT: f64 = 0.1;
-/// A value rewarded within this share of `forget_ms` has barely faded (by at
-/// most ~5%): a reward then tells the shape at its load against it.
+/// A backend rewarded within this share of `forget_ms` is in steady use: a
+/// success then teaches the shape at its load (after a silence the backend
+/// may have changed, and the success first replaces what was known).
 const STEADY: f64 = 0.05;
 /// How many times `forget_ms` failure counts take to fade.
 const FAILURE_MEMORY_FORGETS: f64 = 5.0;
@@ -329,7 +331,7 @@ pub struct QLearning {
     /// Slot of every known backend, eligible or not, in `arms`.
     slots: HashMap<BackendId, u32>,
     arms: Vec<Arm>,
-    /// Each arm's latency by requests in flight, relative to `-Q`.
+    /// Each arm's latency by requests in flight, relative to its `speed_ms`.
     shapes: Vec<LoadShape>,
     free: Vec<u32>,
     /// Eligible arms that are not probing, by current cost.
