@@ -180,8 +180,14 @@ impl LoadShape {
     /// that the oldest attempt not answered yet has waited this long at the
     /// load it was sent at (0 with none). A backend that hangs shows it
     /// here while its clients wait, not at its timeout.
-    pub fn speed_at_least_us(&self, now: u64) -> f64 {
-        self.sent_at.front().map_or(0.0, |(rif, sent)| now.saturating_sub(*sent) as f64 / self.at(*rif))
+    ///
+    /// `in_flight` is what the host counts in flight there now: attempts
+    /// older than the newest `in_flight` cannot still be waiting, so an
+    /// outcome the policy never heard of (a broken contract, a lost
+    /// instance) does not make the backend look slower for ever.
+    pub fn speed_at_least_us(&self, now: u64, in_flight: u32) -> f64 {
+        let stale = self.sent_at.len().saturating_sub(in_flight as usize);
+        self.sent_at.get(stale).map_or(0.0, |(rif, sent)| now.saturating_sub(*sent) as f64 / self.at(*rif))
     }
 
     /// Attempts sent and not answered yet.
@@ -284,6 +290,8 @@ mod tests {
         assert_eq!(shape.answered(10_000, 8_000), Some(2));
         assert_eq!(shape.answered(11_000, 8_000), Some(3));
         assert_eq!(shape.longest_wait_us(50_000), 49_000, "the hanging one is still waiting");
+        assert_eq!(shape.speed_at_least_us(50_000, 1), 49_000.0);
+        assert_eq!(shape.speed_at_least_us(50_000, 0), 0.0, "the host has nothing in flight there");
         assert_eq!(shape.answered(60_000, 59_000), Some(1));
         assert_eq!(shape.answered(60_000, 0), None);
         assert_eq!(shape.longest_wait_us(60_000), 0);

@@ -239,7 +239,7 @@ impl P2cEwma {
         let rif = host::in_flight(id).saturating_add(1);
         // An attempt unanswered for longer than the estimate says is news
         // before its answer is.
-        let idle = idle.max(stats.shape.speed_at_least_us(now));
+        let idle = idle.max(stats.shape.speed_at_least_us(now, rif - 1));
         let crowding = 1.0 + f64::from(rif - 1) * CROWDING;
         Some((idle * stats.shape.marginal_at(rif).max(crowding), rif))
     }
@@ -908,5 +908,20 @@ mod tests {
         // timeouts do (without that, ~10 hangs every 4 s window).
         let hangs = veer_sdk::testing::black_hole_hangs::<P2cEwma>(&[], 5).unwrap();
         assert!(hangs.iter().all(|h| *h <= 4), "{hangs:?}");
+    }
+
+    #[test]
+    fn an_attempt_whose_outcome_never_came_does_not_make_its_backend_look_slow_for_ever() {
+        // The contract says every pick gets one outcome; if one is lost
+        // anyway, the host's count says nothing is waiting there.
+        let mut h = Harness::<P2cEwma>::new(&[]).unwrap();
+        let ids = h.add_backends(2);
+        h.run(Load { requests: 1_000, concurrency: 2 }, |_, _, _| Reply::ok(10 * MS));
+        let lost = h.pick().unwrap();
+        h.set_in_flight(lost, 0);
+        h.advance_us(30_000 * MS);
+        let report = h.run(Load { requests: 4_000, concurrency: 4 }, |_, _, _| Reply::ok(10 * MS));
+        assert!(report.share(lost) > 0.4, "{:.3}", report.share(lost));
+        assert!(ids.contains(&lost));
     }
 }

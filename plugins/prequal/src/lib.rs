@@ -269,7 +269,7 @@ impl Prequal {
         let shape = stats.shape.at(rif);
         // An attempt unanswered for longer than the speed says is news
         // before its answer is (a hang shows while its client waits).
-        let speed = (stats.speed_us.unwrap_or(self.typical_us) * fade).max(stats.shape.speed_at_least_us(now));
+        let speed = (stats.speed_us.unwrap_or(self.typical_us) * fade).max(stats.shape.speed_at_least_us(now, rif - 1));
         let latency = speed * stats.shape.marginal_at(rif);
         let p = stats.failures.expected_rate(now).min(MAX_FAILURE_RATE);
         // Hot: queueing, that is slower at this load than unloaded by more

@@ -483,8 +483,8 @@ impl QLearning {
     fn best(&mut self, pool: &Pool, ctx: &PickContext, now: u64) -> Option<u32> {
         for _ in 0..4 {
             let slot = self.heap.best(&self.arms, ctx.exclude)?;
-            let waited_ms = self.shapes[slot as usize].speed_at_least_us(now) / 1e3;
             let mut arm = self.arms[slot as usize];
+            let waited_ms = self.shapes[slot as usize].speed_at_least_us(now, arm.in_flight) / 1e3;
             if waited_ms <= -self.value(&arm, now) {
                 return Some(slot);
             }
