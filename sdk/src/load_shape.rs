@@ -41,7 +41,7 @@ const LEVEL_START: [u32; LEVELS] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 25, 33];
 /// keeps the RIF and the time of each attempt not answered yet
 /// ([`LoadShape::sent`], [`LoadShape::answered`]: an answer is matched to
 /// the attempt sent closest to its latency before it). The oldest of them
-/// tells a wait no answer has told yet ([`LoadShape::longest_wait_us`]): a
+/// tells a wait no answer has told yet ([`LoadShape::speed_at_least_us`]): a
 /// request still unanswered after 100 ms at a backend that answers in 5 ms
 /// is news before its timeout is.
 ///
@@ -65,9 +65,17 @@ pub struct LoadShape {
     /// The RIF each attempt of the policy's there was sent at, and when
     /// (µs), oldest first.
     sent_at: VecDeque<(u32, u64)>,
+    /// What a success takes with one in flight, for a policy that lets the
+    /// shape keep it ([`LoadShape::learn_success`]); 0 before the first.
+    unloaded: f64,
 }
 
 impl LoadShape {
+    /// What each other request in flight adds to a cost at the least, as a
+    /// share of the latency with one in flight: a tie-break, so backends
+    /// that do not slow down under load still share it.
+    pub const TIE_BREAK: f64 = 0.05;
+
     /// The shape at `rif` requests in flight: how many times its latency with
     /// one in flight a request sent there should take (at least 1).
     ///
@@ -91,10 +99,18 @@ impl LoadShape {
     /// rather than everything before its first answer; a backend that
     /// hangs is found out after a request or two, not after the whole load.
     pub fn cautious_at(&self, rif: u32) -> f64 {
-        let at = level(rif);
-        let highest = (1..LEVELS).rev().find(|l| self.levels[*l].is_some()).unwrap_or(0);
+        self.cautious_below(rif, self.highest_measured())
+    }
+
+    /// The highest level measured (0 if none).
+    fn highest_measured(&self) -> usize {
+        (1..LEVELS).rev().find(|l| self.levels[*l].is_some()).unwrap_or(0)
+    }
+
+    /// [`LoadShape::cautious_at`] with the highest level measured known.
+    fn cautious_below(&self, rif: u32, highest: usize) -> f64 {
         let shape = self.at(rif);
-        if at <= highest + 1 {
+        if level(rif) <= highest + 1 {
             return shape;
         }
         shape * f64::from(rif) / f64::from(LEVEL_START[highest + 1])
@@ -116,9 +132,18 @@ impl LoadShape {
     /// load the two are the same.
     pub fn marginal_at(&self, rif: u32) -> f64 {
         let rif = rif.max(1);
-        let own = self.cautious_at(rif);
-        let before = f64::from(rif - 1) * if rif > 1 { self.cautious_at(rif - 1) } else { 0.0 };
+        let highest = self.highest_measured();
+        let own = self.cautious_below(rif, highest);
+        let before = f64::from(rif - 1) * if rif > 1 { self.cautious_below(rif - 1, highest) } else { 0.0 };
         (f64::from(rif) * own - before).max(own)
+    }
+
+    /// How many times its latency with one in flight one more request costs
+    /// when it makes `rif`: [`LoadShape::marginal_at`], and at least
+    /// `1 + (rif − 1) × tie_break` (per request in flight, usually
+    /// [`LoadShape::TIE_BREAK`], scaled as the policy likes: by weight, say).
+    pub fn cost_factor(&self, rif: u32, tie_break: f64) -> f64 {
+        self.marginal_at(rif).max(1.0 + f64::from(rif.saturating_sub(1)) * tie_break)
     }
 
     /// The shape measured at `rif`'s level, if it was (`Some(1.0)` at one in
@@ -149,6 +174,28 @@ impl LoadShape {
         *slot = Some(slot.map_or(relative, |old| old + alpha * (relative - old)));
     }
 
+    /// Learns from a success sent at `rif` that took `latency`, for a policy
+    /// that lets the shape keep the backend's latency with one in flight
+    /// (an EWMA of successes each divided by the shape at its RIF, by
+    /// `alpha`): the level's shape moves against it if the backend is in
+    /// `steady` use (after a silence it may have changed, and the success
+    /// replaces what was known). Returns the success's latency as it would
+    /// have been with one in flight, in the unit of `latency`.
+    ///
+    /// Learned against a latency estimate that also holds failures'
+    /// penalties, or that fades between samples, the shape drifts (against
+    /// q-learning's fading value, backends with no capacity limit reached a
+    /// shape of 1.8 at five in flight).
+    pub fn learn_success(&mut self, rif: u32, latency: f64, steady: bool, alpha: f64) -> f64 {
+        let steady = steady && self.unloaded > 0.0;
+        if steady {
+            self.learn(rif, latency, self.unloaded, alpha);
+        }
+        let unloaded = latency / self.at(rif);
+        self.unloaded = if steady { self.unloaded + (unloaded - self.unloaded) * alpha } else { unloaded };
+        unloaded
+    }
+
     /// An attempt of the policy's was sent at `now` with `rif` in flight
     /// (itself included).
     pub fn sent(&mut self, rif: u32, now: u64) {
@@ -168,12 +215,6 @@ impl LoadShape {
         let started = now.saturating_sub(latency_us);
         let (at, _) = self.sent_at.iter().enumerate().min_by_key(|(_, (_, sent))| sent.abs_diff(started))?;
         self.sent_at.remove(at).map(|(rif, _)| rif)
-    }
-
-    /// How long the oldest attempt not answered yet has waited at `now`, µs
-    /// (0 with none): at least what that attempt will take.
-    pub fn longest_wait_us(&self, now: u64) -> u64 {
-        self.sent_at.front().map_or(0, |(_, sent)| now.saturating_sub(*sent))
     }
 
     /// The least the backend's latency with one in flight can be, µs, given
@@ -264,6 +305,39 @@ mod tests {
     }
 
     #[test]
+    fn a_success_teaches_the_shape_against_the_unloaded_latency_it_keeps() {
+        let mut shape = LoadShape::default();
+        // The first success sets the unloaded latency; steady or not, there
+        // is nothing yet to learn the shape against.
+        assert_eq!(shape.learn_success(1, 10.0, true, 0.5), 10.0);
+        assert_eq!(shape.measured(3), None);
+        // At three in flight it took 30: the shape there is 3, and divided
+        // by it the success says 10 with one in flight.
+        assert_eq!(shape.learn_success(3, 30.0, true, 0.5), 10.0);
+        assert_eq!(shape.measured(3), Some(3.0));
+        // After a silence the backend may have changed: the shape is left
+        // alone and the success replaces the unloaded latency.
+        assert_eq!(shape.learn_success(1, 2.0, false, 0.5), 2.0);
+        assert_eq!(shape.measured(3), Some(3.0));
+        assert_eq!(shape.learn_success(1, 4.0, true, 0.5), 4.0);
+        assert_eq!(shape.unloaded, 3.0, "moved by alpha from 2 towards 4");
+    }
+
+    #[test]
+    fn the_cost_factor_is_the_marginal_cost_with_a_tie_break_floor() {
+        let mut shape = LoadShape::default();
+        for rif in 2..=5u32 {
+            shape.learn(rif, 1.0, 1.0, 1.0);
+        }
+        assert_eq!(shape.cost_factor(1, LoadShape::TIE_BREAK), 1.0);
+        assert_eq!(shape.cost_factor(5, LoadShape::TIE_BREAK), 1.2, "flat: the tie-break");
+        assert_eq!(shape.cost_factor(5, 0.0), 1.0);
+        let mut queueing = LoadShape::default();
+        queueing.learn(2, 2.0, 1.0, 1.0);
+        assert_eq!(queueing.cost_factor(2, LoadShape::TIE_BREAK), 3.0, "queueing: the marginal cost");
+    }
+
+    #[test]
     fn a_shape_moves_by_alpha_and_never_below_one() {
         let mut shape = LoadShape::default();
         shape.learn(5, 30_000.0, 10_000.0, 0.5);
@@ -285,20 +359,19 @@ mod tests {
         shape.sent(2, 2_000);
         shape.sent(3, 3_000);
         assert_eq!(shape.outstanding(), 3);
-        assert_eq!(shape.longest_wait_us(10_000), 9_000);
+        assert_eq!(shape.speed_at_least_us(10_000, 3), 9_000.0);
         // The second one is answered first, after 8 ms; the first hangs.
         assert_eq!(shape.answered(10_000, 8_000), Some(2));
         assert_eq!(shape.answered(11_000, 8_000), Some(3));
-        assert_eq!(shape.longest_wait_us(50_000), 49_000, "the hanging one is still waiting");
-        assert_eq!(shape.speed_at_least_us(50_000, 1), 49_000.0);
+        assert_eq!(shape.speed_at_least_us(50_000, 1), 49_000.0, "the hanging one is still waiting");
         assert_eq!(shape.speed_at_least_us(50_000, 0), 0.0, "the host has nothing in flight there");
         assert_eq!(shape.answered(60_000, 59_000), Some(1));
         assert_eq!(shape.answered(60_000, 0), None);
-        assert_eq!(shape.longest_wait_us(60_000), 0);
+        assert_eq!(shape.speed_at_least_us(60_000, 1), 0.0);
         for rif in 0..(MAX_OUTSTANDING as u32 + 10) {
             shape.sent(rif, u64::from(rif));
         }
         assert_eq!(shape.outstanding(), MAX_OUTSTANDING);
-        assert_eq!(shape.longest_wait_us(2_000), 2_000 - 10, "the oldest are dropped");
+        assert_eq!(shape.speed_at_least_us(2_000, u32::MAX), 2_000.0 - 10.0, "the oldest are dropped");
     }
 }

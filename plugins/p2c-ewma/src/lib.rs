@@ -161,9 +161,6 @@ const POOL_RTT_WEIGHT: f64 = 1.0 / 32.0;
 const MIN_SAMPLE_WEIGHT: f64 = 0.1;
 /// Weight of one sample in its load level's shape.
 const SHAPE_WEIGHT: f64 = 0.1;
-/// What each other request in flight adds to a cost at the least, as a
-/// share of the latency with one in flight.
-const CROWDING: f64 = 0.05;
 
 #[derive(Debug, Clone)]
 struct Stats {
@@ -175,15 +172,9 @@ struct Stats {
     /// The weight the host gives it now (the configured one, ramped by slow
     /// start): how it shares ties.
     weight: f64,
-    /// Latency by requests in flight, relative to `speed_us`.
+    /// Latency by requests in flight, and the latency with one in flight
+    /// of successes that it is learned against.
     shape: LoadShape,
-    /// What a success takes with one request in flight (an EWMA of
-    /// successes divided by their shape, µs; 0 before the first): what the
-    /// shape is learned against. The estimate itself also holds failures'
-    /// penalties, which say nothing of how latency grows with load
-    /// (against an estimate a failure just raised to 1 s, a 10 ms success
-    /// would say the backend is a hundredth as loaded as it is).
-    speed_us: f64,
     /// What recent attempts took and how often they failed: what a probe
     /// costs its client.
     attempts: AttemptRecord,
@@ -251,8 +242,8 @@ impl P2cEwma {
         // An attempt unanswered for longer than the estimate says is news
         // before its answer is.
         let idle = idle.max(stats.shape.speed_at_least_us(now, rif - 1));
-        let crowding = 1.0 + f64::from(rif - 1) * CROWDING * self.mean_weight / stats.weight;
-        Some((idle * stats.shape.marginal_at(rif).max(crowding), rif))
+        let tie_break = LoadShape::TIE_BREAK * self.mean_weight / stats.weight;
+        Some((idle * stats.shape.cost_factor(rif, tie_break), rif))
     }
 
     fn sync(&mut self, pool: &Pool, id: BackendId, now: u64) {
@@ -269,7 +260,6 @@ impl P2cEwma {
                     sampled: false,
                     weight,
                     shape: LoadShape::default(),
-                    speed_us: 0.0,
                     attempts: AttemptRecord::new(decay_us),
                     penalised: false,
                 });
@@ -314,16 +304,7 @@ impl P2cEwma {
         // the backend may have changed); then, divided by the shape, what it
         // says of the latency with one in flight.
         let latency_us = match rif {
-            Some(rif) => {
-                let steady = stats.speed_us > 0.0 && silence <= reprobe_us;
-                if steady {
-                    stats.shape.learn(rif, latency_us, stats.speed_us, SHAPE_WEIGHT);
-                }
-                let unloaded = latency_us / stats.shape.at(rif);
-                stats.speed_us =
-                    if steady { stats.speed_us + (unloaded - stats.speed_us) * SHAPE_WEIGHT } else { unloaded };
-                unloaded
-            }
+            Some(rif) => stats.shape.learn_success(rif, latency_us, silence <= reprobe_us, SHAPE_WEIGHT),
             None => latency_us,
         };
         // After a silence a sample replaces the estimate (the backend may

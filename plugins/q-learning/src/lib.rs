@@ -164,9 +164,6 @@ const SHAPE_WEIGHT: f64 = 0.1;
 const STEADY: f64 = 0.05;
 /// How many times `forget_ms` failure counts take to fade.
 const FAILURE_MEMORY_FORGETS: f64 = 5.0;
-/// What each other request in flight adds to a cost at the least, as a
-/// share of the cost with one in flight.
-const CROWDING: f64 = 0.05;
 
 /// Exported state as read: the TD-error EWMA, if given, and (name, Q in ms, ms
 /// since its last reward) per backend.
@@ -190,17 +187,13 @@ struct Arm {
     /// Whether failures lowered the value since the last success that
     /// replaced it.
     penalised: bool,
-    /// What a success takes with one in flight (an EWMA of successes
-    /// divided by their shape, ms; 0 before the first): what the shape is
-    /// learned against.
-    speed_ms: f64,
 }
 
 impl Arm {
     /// A backend never rewarded, whose failure counts fade over `failure_decay_us`.
     fn new(id: BackendId, now: u64, failure_decay_us: f64) -> Self {
         let attempts = AttemptRecord::new(failure_decay_us);
-        Arm { id, q_ms: 0.0, stamp_us: now, rewarded_us: None, in_flight: 0, attempts, penalised: false, speed_ms: 0.0 }
+        Arm { id, q_ms: 0.0, stamp_us: now, rewarded_us: None, in_flight: 0, attempts, penalised: false }
     }
 }
 
@@ -331,7 +324,8 @@ pub struct QLearning {
     /// Slot of every known backend, eligible or not, in `arms`.
     slots: HashMap<BackendId, u32>,
     arms: Vec<Arm>,
-    /// Each arm's latency by requests in flight, relative to its `speed_ms`.
+    /// Each arm's latency by requests in flight (keeping its latency with
+    /// one in flight, which the shape is learned against).
     shapes: Vec<LoadShape>,
     free: Vec<u32>,
     /// Eligible arms that are not probing, by current cost.
@@ -399,10 +393,9 @@ impl QLearning {
     }
 
     /// How many times its value a request to `slot` sent with `rif` in flight
-    /// costs: the shape learned there, and at least the crowding.
+    /// costs.
     fn load_factor(&self, slot: u32, rif: u32) -> f64 {
-        let crowding = 1.0 + f64::from(rif.saturating_sub(1)) * CROWDING;
-        self.shapes[slot as usize].marginal_at(rif).max(crowding)
+        self.shapes[slot as usize].cost_factor(rif, LoadShape::TIE_BREAK)
     }
 
     /// Puts an arm in the heap, or takes it out (ineligible, or a probe in flight).
@@ -693,13 +686,7 @@ impl Policy for QLearning {
             // success is a reward for the latency with one in flight.
             let succeeded = outcome.error.is_none() && outcome.status < 500;
             if succeeded {
-                let shape = &mut self.shapes[slot as usize];
-                let steady = steady && arm.speed_ms > 0.0;
-                if steady {
-                    shape.learn(rif, -reward, arm.speed_ms, SHAPE_WEIGHT);
-                }
-                reward /= shape.at(rif);
-                arm.speed_ms = if steady { arm.speed_ms + (-reward - arm.speed_ms) * SHAPE_WEIGHT } else { -reward };
+                reward = -self.shapes[slot as usize].learn_success(rif, -reward, steady, SHAPE_WEIGHT);
             }
             let q = arm.q_ms;
             let error = ((reward - q).abs() / (q.abs() + 1.0)).min(TD_CAP);
