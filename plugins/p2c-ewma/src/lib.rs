@@ -344,11 +344,11 @@ impl P2cEwma {
         due.then_some(cost)
     }
 
-    /// `id` takes the request with `rif` in flight there: the load its
-    /// answer is filed under.
-    fn sent(&mut self, id: BackendId, rif: u32) {
+    /// `id` takes the request at `now` with `rif` in flight there: the load
+    /// its answer is filed under.
+    fn sent(&mut self, id: BackendId, rif: u32, now: u64) {
         if let Some(stats) = self.stats.get_mut(&id) {
-            stats.shape.sent(rif, host::now_us());
+            stats.shape.sent(rif, now);
         }
     }
 
@@ -422,6 +422,7 @@ impl Policy for P2cEwma {
     }
 
     fn pick(&mut self, pool: &Pool, ctx: &PickContext) -> Option<BackendId> {
+        let now = host::now_us();
         let eligible = pool.eligible();
         if self.stats.len() != pool.len() || self.positions.len() != eligible.len() {
             self.resync(pool);
@@ -452,11 +453,10 @@ impl Policy for P2cEwma {
                 taken.sort_unstable();
                 draw(eligible.len(), &taken[..1 + usize::from(skip.is_some())], (random >> 32) as u32)
             });
-            let now = host::now_us();
             let (a, b) = (eligible[a], eligible[b]);
             if let Some(cost) = self.probe_cost(a, now) {
                 self.probe_budget.try_spend(cost);
-                self.sent(a, 1);
+                self.sent(a, 1, now);
                 return Some(a);
             }
             let remembered =
@@ -472,7 +472,7 @@ impl Policy for P2cEwma {
             }
             (best.0, best.2)
         };
-        self.sent(chosen, rif);
+        self.sent(chosen, rif, now);
         self.remember(chosen);
         Some(chosen)
     }

@@ -325,8 +325,13 @@ impl Prequal {
     }
 
     /// Draws the candidates into `candidates` and applies the rules above.
-    fn choose(&self, pool: &Pool, ctx: &PickContext, candidates: &mut Vec<Candidate>) -> Option<(Candidate, bool)> {
-        let now = host::now_us();
+    fn choose(
+        &self,
+        pool: &Pool,
+        ctx: &PickContext,
+        now: u64,
+        candidates: &mut Vec<Candidate>,
+    ) -> Option<(Candidate, bool)> {
         for _ in 0..self.probes.min(pool.candidates(ctx.exclude)) {
             // Distinct draws: a few retries are enough at these sizes.
             for _ in 0..4 {
@@ -404,14 +409,15 @@ impl Policy for Prequal {
         // One buffer for every pick: nothing is allocated on the request path.
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
-        let chosen = self.choose(pool, ctx, &mut candidates);
+        let now = host::now_us();
+        let chosen = self.choose(pool, ctx, now, &mut candidates);
         self.candidates = candidates;
         let (chosen, probe) = chosen?;
         if probe {
             self.probe_budget.try_spend(chosen.probe_cost_us.unwrap_or(0.0));
         }
         let fresh = self.fresh_stats();
-        self.stats.entry(chosen.id).or_insert(fresh).shape.sent(chosen.rif, host::now_us());
+        self.stats.entry(chosen.id).or_insert(fresh).shape.sent(chosen.rif, now);
         if self.memory > 0 {
             self.winners.retain(|id| *id != chosen.id);
             self.winners.push(chosen.id);
@@ -426,8 +432,9 @@ impl Policy for Prequal {
         // Every outcome of a pick of ours ends that attempt, `not-sent` ones
         // too: its RIF leaves the queue, or later outcomes would be filed
         // under their neighbours' RIF.
+        let now = host::now_us();
         let from_us = if outcome.picked {
-            self.stats.get_mut(&outcome.backend).and_then(|s| s.shape.answered(host::now_us(), outcome.latency_us))
+            self.stats.get_mut(&outcome.backend).and_then(|s| s.shape.answered(now, outcome.latency_us))
         } else {
             None
         };
@@ -439,7 +446,6 @@ impl Policy for Prequal {
         // not in the latency curve: a fast reset must not look fast.
         let failed = matches!(sample, LatencySample::Failure(_));
         let sample_us = outcome.latency_us as f64;
-        let now = host::now_us();
         // The host's own choices: it has left the count, so the others' RIF plus itself.
         let rif = from_us.unwrap_or_else(|| host::in_flight(outcome.backend).saturating_add(1));
         let alpha = self.alpha;
