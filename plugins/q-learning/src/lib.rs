@@ -1223,4 +1223,20 @@ mod tests {
         let hangs = veer_sdk::testing::black_hole_hangs::<QLearning>(&[], 5).unwrap();
         assert!(hangs.iter().all(|h| *h <= 4), "{hangs:?}");
     }
+
+    #[test]
+    fn a_client_that_holds_a_request_and_breaks_off_leaves_no_wait_against_the_backend() {
+        // While a request is open its wait counts against the backend (a
+        // hang shows early); once the client breaks it off (`not-sent`),
+        // nothing of it is left to judge the backend by.
+        let mut h = Harness::<QLearning>::new(&[]).unwrap();
+        let ids = h.add_backends(2);
+        h.run(Load { requests: 1_000, concurrency: 2 }, |_, _, _| Reply::ok(10 * MS));
+        let held = h.pick().unwrap();
+        h.advance_us(2_000 * MS);
+        h.complete_with_error(held, 2_000 * MS, ErrorKind::NotSent);
+        let report = h.run(Load { requests: 2_000, concurrency: 4 }, |_, _, _| Reply::ok(10 * MS));
+        assert!(report.share(held) > 0.4, "{:.3}", report.share(held));
+        assert!(ids.contains(&held));
+    }
 }
